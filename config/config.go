@@ -1,0 +1,164 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// PoolMode says when a backend connection changes hands.
+type PoolMode string
+
+const (
+	// PoolTransaction releases the backend at every safe point: after the
+	// client's last Sync/Query is answered by ReadyForQuery 'I'.
+	PoolTransaction PoolMode = "transaction"
+	// PoolSession keeps one backend for the whole client session.
+	PoolSession PoolMode = "session"
+)
+
+// TenantSource says which startup value names the tenant.
+type TenantSource string
+
+const (
+	TenantFromDatabase TenantSource = "database"
+	TenantFromUser     TenantSource = "user"
+)
+
+// Config is everything `pgtenant serve` needs. The zero value is not valid;
+// use Default and then override.
+type Config struct {
+	// Listen is the TCP address clients connect to. Default 127.0.0.1:6432.
+	Listen string
+	// Backend is the libpq URL or key=value DSN of the database holding the
+	// tenant schemas and the registry; the pool logs in with it.
+	Backend string
+	// PoolSize is the number of backend connections shared by all tenants.
+	// Default 20.
+	PoolSize int
+	// PoolMode is transaction (default) or session.
+	PoolMode PoolMode
+	// TenantFrom says whether the startup database (default) or user names
+	// the tenant.
+	TenantFrom TenantSource
+	// QueryWaitTimeout bounds how long a client waits for a backend
+	// connection before it gets an error. Default 30s.
+	QueryWaitTimeout time.Duration
+	// MaxClientConn caps concurrent client connections; one more gets
+	// 53300. Default 5000.
+	MaxClientConn int
+	// ServerIdleTimeout closes backend connections idle longer than this;
+	// 0 keeps them. Default 10m.
+	ServerIdleTimeout time.Duration
+	// ServerLifetime closes backend connections older than this (with up to
+	// 10% jitter so they do not all reconnect at once); 0 keeps them.
+	// Default 1h.
+	ServerLifetime time.Duration
+	// ServerConnectTimeout bounds dialling and logging in to the backend.
+	// Default 10s.
+	ServerConnectTimeout time.Duration
+	// ServerCheckIdle is how long a backend connection may sit idle before
+	// checkout probes it (one non-blocking peek) for a server that went
+	// away. Default 1s.
+	ServerCheckIdle time.Duration
+	// TenantCacheTTL is how long a found tenant stays cached; NOTIFY on the
+	// registry channel drops entries at once. Default 60s.
+	TenantCacheTTL time.Duration
+	// TenantMissTTL is how long an unknown tenant name stays cached, to keep
+	// a flood of bad names off the registry. Default 1s.
+	TenantMissTTL time.Duration
+	// StartupTimeout bounds a client's startup and authentication. Default 15s.
+	StartupTimeout time.Duration
+	// ShutdownTimeout is how long shutdown waits for clients in a
+	// transaction before closing them. Default 30s.
+	ShutdownTimeout time.Duration
+	// LogFormat is text (default) or json.
+	LogFormat string
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string
+}
+
+// Default returns the documented defaults.
+func Default() Config {
+	return Config{
+		Listen:               "127.0.0.1:6432",
+		PoolSize:             20,
+		PoolMode:             PoolTransaction,
+		TenantFrom:           TenantFromDatabase,
+		QueryWaitTimeout:     30 * time.Second,
+		MaxClientConn:        5000,
+		ServerIdleTimeout:    10 * time.Minute,
+		ServerLifetime:       time.Hour,
+		ServerConnectTimeout: 10 * time.Second,
+		ServerCheckIdle:      time.Second,
+		TenantCacheTTL:       time.Minute,
+		TenantMissTTL:        time.Second,
+		StartupTimeout:       15 * time.Second,
+		ShutdownTimeout:      30 * time.Second,
+		LogFormat:            "text",
+		LogLevel:             "info",
+	}
+}
+
+// Validate reports every problem with c at once, so an operator fixes a
+// config file in one pass.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.Backend == "" {
+		errs = append(errs, errors.New("backend is required (a libpq URL or key=value DSN)"))
+	}
+	if c.PoolSize < 1 {
+		errs = append(errs, fmt.Errorf("pool-size must be at least 1, got %d", c.PoolSize))
+	}
+	switch c.PoolMode {
+	case PoolTransaction, PoolSession:
+	default:
+		errs = append(errs, fmt.Errorf("pool-mode must be transaction or session, got %q", c.PoolMode))
+	}
+	switch c.TenantFrom {
+	case TenantFromDatabase, TenantFromUser:
+	default:
+		errs = append(errs, fmt.Errorf("tenant-from must be database or user, got %q", c.TenantFrom))
+	}
+	if c.MaxClientConn < 1 {
+		errs = append(errs, fmt.Errorf("max-client-conn must be at least 1, got %d", c.MaxClientConn))
+	}
+	type durationSetting struct {
+		name      string
+		value     time.Duration
+		mayBeZero bool
+	}
+	for _, d := range []durationSetting{
+		{"query-wait-timeout", c.QueryWaitTimeout, false},
+		{"server-connect-timeout", c.ServerConnectTimeout, false},
+		{"startup-timeout", c.StartupTimeout, false},
+		{"server-idle-timeout", c.ServerIdleTimeout, true},
+		{"server-lifetime", c.ServerLifetime, true},
+		{"server-check-idle", c.ServerCheckIdle, true},
+		{"tenant-cache-ttl", c.TenantCacheTTL, true},
+		{"tenant-miss-ttl", c.TenantMissTTL, true},
+		{"shutdown-timeout", c.ShutdownTimeout, true},
+	} {
+		switch {
+		case d.value < 0:
+			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", d.name, d.value))
+		case d.value == 0 && !d.mayBeZero:
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", d.name, d.value))
+		}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log-format must be text or json, got %q", c.LogFormat))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log-level must be debug, info, warn or error, got %q", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func validConfig() Config {
+	c := Default()
+	c.Backend = "postgres://pgtenant@localhost/registry"
+	return c
+}
+
+func TestDefaultNeedsOnlyBackend(t *testing.T) {
+	if err := validConfig().Validate(); err != nil {
+		t.Fatalf("Default() plus a backend: %v", err)
+	}
+	err := Default().Validate()
+	if err == nil || !strings.Contains(err.Error(), "backend") {
+		t.Fatalf("Default() without a backend: got %v, want an error naming backend", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string // substring of the error; "" means valid
+	}{
+		{"listen without port", func(c *Config) { c.Listen = "localhost" }, "listen"},
+		{"empty backend", func(c *Config) { c.Backend = "" }, "backend is required"},
+		{"zero pool size", func(c *Config) { c.PoolSize = 0 }, "pool-size must be at least 1, got 0"},
+		{"unknown pool mode", func(c *Config) { c.PoolMode = "statement" }, `pool-mode must be transaction or session, got "statement"`},
+		{"session pool mode", func(c *Config) { c.PoolMode = PoolSession }, ""},
+		{"unknown tenant source", func(c *Config) { c.TenantFrom = "host" }, `tenant-from must be database or user, got "host"`},
+		{"tenant from user", func(c *Config) { c.TenantFrom = TenantFromUser }, ""},
+		{"zero max client conn", func(c *Config) { c.MaxClientConn = 0 }, "max-client-conn must be at least 1"},
+		{"zero query wait timeout", func(c *Config) { c.QueryWaitTimeout = 0 }, "query-wait-timeout must be positive"},
+		{"zero server connect timeout", func(c *Config) { c.ServerConnectTimeout = 0 }, "server-connect-timeout must be positive"},
+		{"zero startup timeout", func(c *Config) { c.StartupTimeout = 0 }, "startup-timeout must be positive"},
+		{"negative server idle timeout", func(c *Config) { c.ServerIdleTimeout = -time.Second }, "server-idle-timeout must not be negative, got -1s"},
+		{"negative server lifetime", func(c *Config) { c.ServerLifetime = -time.Second }, "server-lifetime must not be negative"},
+		{"negative server check idle", func(c *Config) { c.ServerCheckIdle = -time.Second }, "server-check-idle must not be negative"},
+		{"negative tenant cache ttl", func(c *Config) { c.TenantCacheTTL = -time.Second }, "tenant-cache-ttl must not be negative"},
+		{"negative tenant miss ttl", func(c *Config) { c.TenantMissTTL = -time.Second }, "tenant-miss-ttl must not be negative"},
+		{"negative shutdown timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }, "shutdown-timeout must not be negative"},
+		{"zero durations that mean off", func(c *Config) {
+			c.ServerIdleTimeout, c.ServerLifetime, c.ServerCheckIdle = 0, 0, 0
+			c.TenantCacheTTL, c.TenantMissTTL, c.ShutdownTimeout = 0, 0, 0
+		}, ""},
+		{"unknown log format", func(c *Config) { c.LogFormat = "logfmt" }, `log-format must be text or json, got "logfmt"`},
+		{"unknown log level", func(c *Config) { c.LogLevel = "trace" }, `log-level must be debug, info, warn or error, got "trace"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.mutate(&c)
+			err := c.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tt.want != "" && err == nil:
+				t.Fatalf("Validate() = nil, want an error containing %q", tt.want)
+			case tt.want != "" && !strings.Contains(err.Error(), tt.want):
+				t.Fatalf("Validate() = %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// An operator should fix a bad file in one pass, so every problem is named.
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := validConfig()
+	c.PoolSize = -1
+	c.PoolMode = "statement"
+	c.LogLevel = "trace"
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate() = nil, want three problems")
+	}
+	for _, want := range []string{"pool-size", "pool-mode", "log-level"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %q, want it to mention %s", err, want)
+		}
+	}
+}

@@ -1,0 +1,256 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+)
+
+// configFlagName names the flag, and the PGTENANT_CONFIG variable, that
+// point at the TOML file. It is a plain cli flag rather than an altsrc one so
+// that a file cannot name another file.
+const configFlagName = "config"
+
+// envPrefix keeps pgtenant's variables apart from libpq's PG* variables,
+// which the backend driver reads on its own.
+const envPrefix = "PGTENANT_"
+
+// setting ties one Config field to its flag, so the name, the environment
+// variable, the default and the way FromContext reads the value back are
+// written once and shared by ServeFlags, BackendFlags and FromContext.
+type setting struct {
+	name string
+	// newFlag returns a fresh flag on every call: cli flags keep state once
+	// applied (the environment value, HasBeenSet, and for altsrc the
+	// FlagSet), so two commands, or two runs in a test, must not share one.
+	newFlag func() cli.Flag
+	// load copies the parsed value into cfg.
+	load func(c *cli.Context, cfg *Config)
+}
+
+// settings is in the order --help lists the flags.
+var settings = []setting{
+	stringSetting("listen", "TCP host:port that clients connect to",
+		func(c *Config) *string { return &c.Listen }),
+	stringSetting("backend", "libpq URL or key=value DSN of the database holding the tenant schemas and the registry; the pool logs in with it (required)",
+		func(c *Config) *string { return &c.Backend }),
+	intSetting("pool-size", "number of backend connections shared by all tenants",
+		func(c *Config) *int { return &c.PoolSize }),
+	stringSetting("pool-mode", "when a backend changes hands: transaction (at every safe point) or session (when the client leaves)",
+		func(c *Config) *string { return (*string)(&c.PoolMode) }),
+	stringSetting("tenant-from", "which startup value names the tenant: database or user",
+		func(c *Config) *string { return (*string)(&c.TenantFrom) }),
+	durationSetting("query-wait-timeout", "how long a client waits for a backend connection before it gets an error",
+		func(c *Config) *time.Duration { return &c.QueryWaitTimeout }),
+	intSetting("max-client-conn", "number of concurrent client connections; one more is refused with SQLSTATE 53300",
+		func(c *Config) *int { return &c.MaxClientConn }),
+	durationSetting("server-idle-timeout", "close backend connections idle longer than this; 0 keeps them",
+		func(c *Config) *time.Duration { return &c.ServerIdleTimeout }),
+	durationSetting("server-lifetime", "close backend connections older than this, with up to 10% jitter; 0 keeps them",
+		func(c *Config) *time.Duration { return &c.ServerLifetime }),
+	durationSetting("server-connect-timeout", "limit on dialling and logging in to the backend",
+		func(c *Config) *time.Duration { return &c.ServerConnectTimeout }),
+	durationSetting("server-check-idle", "idle time after which checkout probes a backend connection for a server that went away",
+		func(c *Config) *time.Duration { return &c.ServerCheckIdle }),
+	durationSetting("tenant-cache-ttl", "how long a found tenant stays cached; NOTIFY on the registry channel drops it sooner",
+		func(c *Config) *time.Duration { return &c.TenantCacheTTL }),
+	durationSetting("tenant-miss-ttl", "how long an unknown tenant name stays cached, to keep floods of bad names off the registry",
+		func(c *Config) *time.Duration { return &c.TenantMissTTL }),
+	durationSetting("startup-timeout", "limit on a client's startup and authentication",
+		func(c *Config) *time.Duration { return &c.StartupTimeout }),
+	durationSetting("shutdown-timeout", "how long shutdown waits for clients in a transaction before closing them",
+		func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	stringSetting("log-format", "log line format: text or json",
+		func(c *Config) *string { return &c.LogFormat }),
+	stringSetting("log-level", "least severe level logged: debug, info, warn or error",
+		func(c *Config) *string { return &c.LogLevel }),
+}
+
+// stringSetting, intSetting and durationSetting take their defaults from
+// Default so that --help, FromContext and the documented values cannot drift
+// apart. None marks its flag Required: cli checks Required before any Before
+// func runs, so a value that only the TOML file gives would be refused.
+// Validate reports missing values instead.
+func stringSetting(name, usage string, field func(*Config) *string) setting {
+	def := Default()
+	return setting{
+		name: name,
+		newFlag: func() cli.Flag {
+			return altsrc.NewStringFlag(&cli.StringFlag{
+				Name: name, Usage: usage, Value: *field(&def), EnvVars: envVars(name),
+			})
+		},
+		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.String(name) },
+	}
+}
+
+func intSetting(name, usage string, field func(*Config) *int) setting {
+	def := Default()
+	return setting{
+		name: name,
+		newFlag: func() cli.Flag {
+			return altsrc.NewIntFlag(&cli.IntFlag{
+				Name: name, Usage: usage, Value: *field(&def), EnvVars: envVars(name),
+			})
+		},
+		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Int(name) },
+	}
+}
+
+func durationSetting(name, usage string, field func(*Config) *time.Duration) setting {
+	def := Default()
+	return setting{
+		name: name,
+		newFlag: func() cli.Flag {
+			return altsrc.NewDurationFlag(&cli.DurationFlag{
+				Name:    name,
+				Usage:   usage + " (Go duration, e.g. 30s, 10m)",
+				Value:   *field(&def),
+				EnvVars: envVars(name),
+			})
+		},
+		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Duration(name) },
+	}
+}
+
+// envVars maps a flag name to its one variable: pool-size -> PGTENANT_POOL_SIZE.
+func envVars(flagName string) []string {
+	return []string{envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))}
+}
+
+func newConfigFlag() cli.Flag {
+	return &cli.PathFlag{
+		Name:      configFlagName,
+		Usage:     "TOML file of settings keyed by flag name (pool-size = 4, query-wait-timeout = \"5s\"); flags and PGTENANT_* variables override it",
+		EnvVars:   envVars(configFlagName),
+		TakesFile: true,
+	}
+}
+
+// ServeFlags returns the flags of `pgtenant serve`: --config and one flag per
+// Config field. Call it once per command; the flags must not be shared (see
+// setting.newFlag). Pair it with LoadConfigFile on the same command.
+func ServeFlags() []cli.Flag {
+	flags := []cli.Flag{newConfigFlag()}
+	for _, s := range settings {
+		flags = append(flags, s.newFlag())
+	}
+	return flags
+}
+
+// BackendFlags returns --config and --backend for admin commands such as
+// `pgtenant tenant create`, which only talk to the registry but should read
+// the same TOML file and variables as serve.
+func BackendFlags() []cli.Flag {
+	flags := []cli.Flag{newConfigFlag()}
+	for _, s := range settings {
+		if s.name == "backend" {
+			flags = append(flags, s.newFlag())
+		}
+	}
+	return flags
+}
+
+// LoadConfigFile returns the Before func that fills flags from the TOML file
+// named by --config (or PGTENANT_CONFIG); without one it does nothing.
+//
+// Precedence is altsrc's: each altsrc flag takes the file's value only when
+// it was set neither on the command line nor through its environment
+// variable, so flags > environment > file > Default. One quirk comes with
+// it: a variable that is set but empty counts as set, so the file's value is
+// skipped and the default (or, for strings, "") is used.
+//
+// It must be the Before of the command that owns flags: altsrc can only set a
+// flag after cli has applied it to that command's FlagSet, and it skips
+// flags it has not seen without a word.
+func LoadConfigFile(flags []cli.Flag) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		if !c.IsSet(configFlagName) {
+			return nil
+		}
+		path := c.Path(configFlagName)
+		source, err := readConfigFile(path)
+		if err != nil {
+			return err
+		}
+		if err := altsrc.ApplyInputSourceValues(c, source, flags); err != nil {
+			return fmt.Errorf("config file %s: %w", path, err)
+		}
+		return nil
+	}
+}
+
+// readConfigFile decodes the file itself instead of using
+// altsrc.NewTomlSourceFromFile for two reasons: altsrc ignores keys no flag
+// asks for, so a typo such as pool_size would silently leave the default in
+// place; and its errors arrive nested in "inner error" wrappers that hide
+// the line number. Keys are checked against every setting, not only the
+// command's flags, so serve and the admin commands can share one file.
+func readConfigFile(path string) (altsrc.InputSourceContext, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]any
+	if err := toml.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	var unknown []string
+	values := make(map[any]any, len(raw))
+	for key, value := range raw {
+		if !slices.ContainsFunc(settings, func(s setting) bool { return s.name == key }) {
+			unknown = append(unknown, key)
+			continue
+		}
+		// TOML integers decode as int64, but altsrc's IntFlag only
+		// accepts int.
+		if n, ok := value.(int64); ok {
+			value = int(n)
+		}
+		values[key] = value
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return nil, fmt.Errorf("config file %s: unknown setting(s) %s; keys are flag names such as pool-size",
+			path, strings.Join(unknown, ", "))
+	}
+	return altsrc.NewMapInputSource(path, values), nil
+}
+
+// FromContext returns Default overridden by every setting that was given on
+// the command line, in the environment or in the TOML file, and validated.
+// Settings the command has no flag for keep their defaults, so admin commands
+// built on BackendFlags can use it too.
+func FromContext(c *cli.Context) (Config, error) {
+	cfg := Default()
+	for _, s := range settings {
+		if c.IsSet(s.name) {
+			s.load(c, &cfg)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// NewLogger builds the process logger from a validated Config. An unknown
+// level, which Validate would have refused, falls back to info rather than
+// silencing the log.
+func NewLogger(cfg Config, w io.Writer) *slog.Logger {
+	var level slog.Level // info
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,438 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+const testFile = "testdata/pgtenant.toml"
+
+// clearEnv unsets every variable the flags read, so a PGTENANT_* variable in
+// the shell running the tests cannot change a result. t.Setenv restores them.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, f := range ServeFlags() {
+		for _, name := range f.(cli.DocGenerationFlag).GetEnvVars() {
+			t.Setenv(name, "")
+			os.Unsetenv(name)
+		}
+	}
+}
+
+// runCommand runs `pgtenant <command...> <args...>` with flags and
+// LoadConfigFile wired the way main wires them, and returns what FromContext
+// built.
+func runCommand(t *testing.T, flags []cli.Flag, command []string, args ...string) (Config, error) {
+	t.Helper()
+	var got Config
+	leaf := &cli.Command{
+		Name:   command[len(command)-1],
+		Flags:  flags,
+		Before: LoadConfigFile(flags),
+		Action: func(c *cli.Context) error {
+			var err error
+			got, err = FromContext(c)
+			return err
+		},
+	}
+	root := leaf
+	for i := len(command) - 2; i >= 0; i-- {
+		root = &cli.Command{Name: command[i], Subcommands: []*cli.Command{root}}
+	}
+	app := &cli.App{
+		Name:      "pgtenant",
+		Writer:    io.Discard,
+		ErrWriter: io.Discard,
+		Commands:  []*cli.Command{root},
+	}
+	err := app.Run(append(append([]string{"pgtenant"}, command...), args...))
+	return got, err
+}
+
+func runServe(t *testing.T, args ...string) (Config, error) {
+	t.Helper()
+	return runCommand(t, ServeFlags(), []string{"serve"}, args...)
+}
+
+// fromFile is Default with testdata/pgtenant.toml applied.
+func fromFile(c *Config) {
+	c.Backend = "postgres://pgtenant@db.internal:5432/registry"
+	c.PoolSize = 4
+	c.PoolMode = PoolSession
+	c.QueryWaitTimeout = 5 * time.Second
+	c.ServerLifetime = 0
+	c.LogFormat = "json"
+}
+
+func TestPrecedence(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want func(*Config)
+	}{
+		{
+			name: "defaults when nothing but the backend is set",
+			args: []string{"--backend", "postgres://localhost/registry"},
+			want: func(c *Config) { c.Backend = "postgres://localhost/registry" },
+		},
+		{
+			name: "file only",
+			args: []string{"--config", testFile},
+			want: fromFile,
+		},
+		{
+			name: "file named by PGTENANT_CONFIG",
+			env:  map[string]string{"PGTENANT_CONFIG": testFile},
+			want: fromFile,
+		},
+		{
+			name: "environment only",
+			env: map[string]string{
+				"PGTENANT_BACKEND":          "postgres://env/registry",
+				"PGTENANT_MAX_CLIENT_CONN":  "100",
+				"PGTENANT_TENANT_CACHE_TTL": "90s",
+				"PGTENANT_TENANT_FROM":      "user",
+			},
+			want: func(c *Config) {
+				c.Backend = "postgres://env/registry"
+				c.MaxClientConn = 100
+				c.TenantCacheTTL = 90 * time.Second
+				c.TenantFrom = TenantFromUser
+			},
+		},
+		{
+			name: "environment over file",
+			env: map[string]string{
+				"PGTENANT_POOL_SIZE":          "8",
+				"PGTENANT_QUERY_WAIT_TIMEOUT": "7s",
+				"PGTENANT_SERVER_LIFETIME":    "2h",
+				"PGTENANT_LOG_FORMAT":         "text",
+			},
+			args: []string{"--config", testFile},
+			want: func(c *Config) {
+				fromFile(c)
+				c.PoolSize = 8
+				c.QueryWaitTimeout = 7 * time.Second
+				c.ServerLifetime = 2 * time.Hour
+				c.LogFormat = "text"
+			},
+		},
+		{
+			name: "flag over environment over file",
+			env: map[string]string{
+				"PGTENANT_POOL_SIZE":           "8",
+				"PGTENANT_QUERY_WAIT_TIMEOUT":  "7s",
+				"PGTENANT_SERVER_IDLE_TIMEOUT": "2m",
+			},
+			args: []string{"--config", testFile, "--pool-size", "16", "--query-wait-timeout", "9s", "--pool-mode", "transaction"},
+			want: func(c *Config) {
+				fromFile(c)
+				c.PoolSize = 16
+				c.QueryWaitTimeout = 9 * time.Second
+				c.PoolMode = PoolTransaction
+				c.ServerIdleTimeout = 2 * time.Minute
+			},
+		},
+		{
+			name: "flag over file",
+			args: []string{"--config", testFile, "--pool-size=2", "--server-lifetime=30m"},
+			want: func(c *Config) {
+				fromFile(c)
+				c.PoolSize = 2
+				c.ServerLifetime = 30 * time.Minute
+			},
+		},
+		{
+			// The file's pool-mode is invalid, but it must never be read.
+			name: "environment hides a bad file value",
+			env:  map[string]string{"PGTENANT_POOL_MODE": "session"},
+			args: []string{"--config", "testdata/bad-enum.toml"},
+			want: func(c *Config) {
+				c.Backend = "postgres://db/registry"
+				c.PoolMode = PoolSession
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			got, err := runServe(t, tt.args...)
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			want := Default()
+			tt.want(&want)
+			if got != want {
+				t.Errorf("got  %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestServeErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string // substrings of the error
+	}{
+		{
+			name: "nothing set",
+			want: []string{"backend is required"},
+		},
+		{
+			name: "missing file",
+			args: []string{"--config", "testdata/missing.toml"},
+			want: []string{"testdata/missing.toml", "no such file"},
+		},
+		{
+			name: "bad TOML",
+			args: []string{"--config", "testdata/bad-syntax.toml"},
+			want: []string{"testdata/bad-syntax.toml", "line 2"},
+		},
+		{
+			name: "unknown key in file",
+			args: []string{"--config", "testdata/unknown-key.toml"},
+			want: []string{"testdata/unknown-key.toml", "unknown setting(s) pool_size"},
+		},
+		{
+			name: "wrong type in file",
+			args: []string{"--config", "testdata/wrong-type.toml"},
+			want: []string{"testdata/wrong-type.toml", "pool-size"},
+		},
+		{
+			name: "bad enum in file",
+			args: []string{"--config", "testdata/bad-enum.toml"},
+			want: []string{`pool-mode must be transaction or session, got "statement"`},
+		},
+		{
+			name: "bad enum in environment",
+			env:  map[string]string{"PGTENANT_POOL_MODE": "statement"},
+			args: []string{"--backend", "postgres://localhost/registry"},
+			want: []string{`pool-mode must be transaction or session, got "statement"`},
+		},
+		{
+			name: "bad enum in environment over a good file",
+			env:  map[string]string{"PGTENANT_LOG_FORMAT": "logfmt"},
+			args: []string{"--config", testFile},
+			want: []string{`log-format must be text or json, got "logfmt"`},
+		},
+		{
+			name: "bad enum on the command line",
+			args: []string{"--backend", "postgres://localhost/registry", "--tenant-from", "host"},
+			want: []string{`tenant-from must be database or user, got "host"`},
+		},
+		{
+			name: "bad int in environment",
+			env:  map[string]string{"PGTENANT_POOL_SIZE": "many"},
+			args: []string{"--backend", "postgres://localhost/registry"},
+			want: []string{"PGTENANT_POOL_SIZE", "pool-size"},
+		},
+		{
+			name: "duration without a unit in environment",
+			env:  map[string]string{"PGTENANT_QUERY_WAIT_TIMEOUT": "5"},
+			args: []string{"--backend", "postgres://localhost/registry"},
+			want: []string{"PGTENANT_QUERY_WAIT_TIMEOUT", "query-wait-timeout"},
+		},
+		{
+			name: "negative duration on the command line",
+			args: []string{"--backend", "postgres://localhost/registry", "--server-lifetime", "-1m"},
+			want: []string{"server-lifetime must not be negative"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, err := runServe(t, tt.args...)
+			if err == nil {
+				t.Fatalf("run succeeded, want an error containing %q", tt.want)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// Every Config field must be reachable from a flag, and each flag must land
+// in its own field: set every flag to a non-default value and check that no
+// field kept its default.
+func TestEveryFieldHasAFlag(t *testing.T) {
+	clearEnv(t)
+	values := map[string]string{
+		"listen":                 "0.0.0.0:7000",
+		"backend":                "postgres://localhost/registry",
+		"pool-size":              "3",
+		"pool-mode":              "session",
+		"tenant-from":            "user",
+		"query-wait-timeout":     "1s",
+		"max-client-conn":        "9",
+		"server-idle-timeout":    "2s",
+		"server-lifetime":        "3s",
+		"server-connect-timeout": "4s",
+		"server-check-idle":      "5s",
+		"tenant-cache-ttl":       "6s",
+		"tenant-miss-ttl":        "7s",
+		"startup-timeout":        "8s",
+		"shutdown-timeout":       "9s",
+		"log-format":             "json",
+		"log-level":              "debug",
+	}
+	var args []string
+	for _, f := range ServeFlags() {
+		name := f.Names()[0]
+		if name == "config" {
+			continue
+		}
+		v, ok := values[name]
+		if !ok {
+			t.Fatalf("flag --%s has no test value", name)
+		}
+		args = append(args, "--"+name, v)
+	}
+	if fields := reflect.TypeFor[Config]().NumField(); len(args)/2 != fields || len(values) != fields {
+		t.Fatalf("%d flags and %d test values for %d Config fields", len(args)/2, len(values), fields)
+	}
+	got, err := runServe(t, args...)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	gotV, defV := reflect.ValueOf(got), reflect.ValueOf(Default())
+	for i := range gotV.NumField() {
+		if gotV.Field(i).Interface() == defV.Field(i).Interface() {
+			t.Errorf("Config.%s kept its default %v", gotV.Type().Field(i).Name, gotV.Field(i))
+		}
+	}
+}
+
+func TestEnvVarNames(t *testing.T) {
+	env := map[string]string{}
+	for _, f := range ServeFlags() {
+		vars := f.(cli.DocGenerationFlag).GetEnvVars()
+		if len(vars) != 1 {
+			t.Fatalf("--%s reads %v, want one variable", f.Names()[0], vars)
+		}
+		env[f.Names()[0]] = vars[0]
+	}
+	for flag, want := range map[string]string{
+		"config":                 "PGTENANT_CONFIG",
+		"backend":                "PGTENANT_BACKEND",
+		"pool-size":              "PGTENANT_POOL_SIZE",
+		"query-wait-timeout":     "PGTENANT_QUERY_WAIT_TIMEOUT",
+		"server-connect-timeout": "PGTENANT_SERVER_CONNECT_TIMEOUT",
+		"tenant-cache-ttl":       "PGTENANT_TENANT_CACHE_TTL",
+	} {
+		if env[flag] != want {
+			t.Errorf("--%s reads %q, want %q", flag, env[flag], want)
+		}
+	}
+}
+
+func TestBackendFlags(t *testing.T) {
+	var names []string
+	for _, f := range BackendFlags() {
+		names = append(names, f.Names()...)
+	}
+	if !slices.Equal(names, []string{"config", "backend"}) {
+		t.Fatalf("BackendFlags() = %v, want [config backend]", names)
+	}
+
+	tenantCreate := []string{"tenant", "create"}
+	t.Run("shares the serve file", func(t *testing.T) {
+		// The file also holds pool-size and other serve settings; an
+		// admin command must accept them and keep its own defaults.
+		clearEnv(t)
+		got, err := runCommand(t, BackendFlags(), tenantCreate, "--config", testFile)
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		want := Default()
+		want.Backend = "postgres://pgtenant@db.internal:5432/registry"
+		if got != want {
+			t.Errorf("got  %+v\nwant %+v", got, want)
+		}
+	})
+	t.Run("environment over file", func(t *testing.T) {
+		clearEnv(t)
+		t.Setenv("PGTENANT_BACKEND", "postgres://env/registry")
+		got, err := runCommand(t, BackendFlags(), tenantCreate, "--config", testFile)
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		if got.Backend != "postgres://env/registry" {
+			t.Errorf("Backend = %q, want the environment's", got.Backend)
+		}
+	})
+	t.Run("flag over environment", func(t *testing.T) {
+		clearEnv(t)
+		t.Setenv("PGTENANT_BACKEND", "postgres://env/registry")
+		got, err := runCommand(t, BackendFlags(), tenantCreate, "--backend", "postgres://flag/registry")
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		if got.Backend != "postgres://flag/registry" {
+			t.Errorf("Backend = %q, want the flag's", got.Backend)
+		}
+	})
+	t.Run("backend required", func(t *testing.T) {
+		clearEnv(t)
+		_, err := runCommand(t, BackendFlags(), tenantCreate)
+		if err == nil || !strings.Contains(err.Error(), "backend is required") {
+			t.Fatalf("err = %v, want backend is required", err)
+		}
+	})
+}
+
+func TestNewLogger(t *testing.T) {
+	t.Run("json at warn", func(t *testing.T) {
+		var buf bytes.Buffer
+		cfg := Default()
+		cfg.LogFormat, cfg.LogLevel = "json", "warn"
+		log := NewLogger(cfg, &buf)
+		log.Info("dropped")
+		log.Warn("kept", "tenant", "acme")
+		var line map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+			t.Fatalf("want exactly one JSON line, got %q: %v", buf.String(), err)
+		}
+		if line["msg"] != "kept" || line["level"] != "WARN" || line["tenant"] != "acme" {
+			t.Errorf("got %v", line)
+		}
+	})
+	t.Run("text at debug", func(t *testing.T) {
+		var buf bytes.Buffer
+		cfg := Default()
+		cfg.LogLevel = "debug"
+		NewLogger(cfg, &buf).Debug("probe", "tenant", "acme")
+		if got := buf.String(); !strings.Contains(got, "level=DEBUG msg=probe tenant=acme") {
+			t.Errorf("got %q", got)
+		}
+	})
+	t.Run("default is info", func(t *testing.T) {
+		var buf bytes.Buffer
+		log := NewLogger(Default(), &buf)
+		log.Debug("dropped")
+		log.Info("kept")
+		if got := buf.String(); strings.Contains(got, "dropped") || !strings.Contains(got, "msg=kept") {
+			t.Errorf("got %q", got)
+		}
+	})
+}

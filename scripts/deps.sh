@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# deps.sh installs what pgtenant's build, tests and demo need on a Debian
+# machine, and prints nothing when all of it is already there:
+#   - PostgreSQL 15 server and client (package postgresql): the integration
+#     tests start their own server from /usr/lib/postgresql/15/bin, and the
+#     benchmarks use psql and pgbench;
+#   - pgbouncer, the benchmarks' point of comparison;
+#   - Go, which it checks for but does not install.
+# It is safe to run again and again; `make deps`, `make test` and .ci/run do.
+set -euo pipefail
+
+PG_BIN=/usr/lib/postgresql/15/bin
+GO_BIN=/usr/local/go/bin
+
+say() { echo "deps.sh: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# Go: the project cannot be built without it, and it is not a Debian package
+# of the right version, so it is checked for, not installed.
+if ! command -v go >/dev/null 2>&1; then
+	if [ -x "$GO_BIN/go" ]; then
+		export PATH="$PATH:$GO_BIN"
+		say "go is in $GO_BIN but not on PATH; add it: export PATH=\"\$PATH:$GO_BIN\""
+	else
+		die "no Go toolchain found (neither on PATH nor in $GO_BIN); install Go (see go.mod for the version) and put it on PATH"
+	fi
+fi
+
+missing=()
+if ! { [ -x "$PG_BIN/postgres" ] && command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1; }; then
+	missing+=(postgresql)
+fi
+# pgbouncer lives in /usr/sbin, which is not on a non-root user's PATH.
+have_pgbouncer() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
+if ! have_pgbouncer; then
+	missing+=(pgbouncer)
+fi
+if [ "${#missing[@]}" -eq 0 ]; then
+	exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
+	sudo=(sudo)
+fi
+command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install by hand: ${missing[*]}"
+
+# Without systemd (containers, CI), the packages' maintainer scripts cannot
+# start the services they ship and may fail the install for it. The tests do
+# not want those services anyway (they start their own servers on free
+# ports), so while installing, tell invoke-rc.d that starting is not allowed:
+# the conventional policy-rc.d that exits 101. An existing one is left alone.
+policy=/usr/sbin/policy-rc.d
+made_policy=
+if [ ! -d /run/systemd/system ] && [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\n# Written by pgtenant scripts/deps.sh for the length of an install.\nexit 101\n' |
+		"${sudo[@]}" tee "$policy" >/dev/null
+	"${sudo[@]}" chmod 755 "$policy"
+	made_policy=1
+fi
+cleanup() {
+	if [ -n "$made_policy" ]; then
+		"${sudo[@]}" rm -f "$policy"
+	fi
+}
+trap cleanup EXIT
+
+say "installing: ${missing[*]}"
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+	apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# The postgresql package is whatever version this Debian release ships; the
+# project needs 15 (Debian 12's).
+[ -x "$PG_BIN/postgres" ] ||
+	die "installed postgresql, but $PG_BIN/postgres is missing: this Debian ships another version; install postgresql-15, or set PGTENANT_PG_BIN to a PostgreSQL 15 bin directory"
+for tool in psql pgbench; do
+	command -v "$tool" >/dev/null 2>&1 || die "installed ${missing[*]}, but $tool is still not on PATH"
+done
+have_pgbouncer || die "installed ${missing[*]}, but pgbouncer is still missing"
+
+say "done"

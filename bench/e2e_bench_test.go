@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/proxy"
+	"github.com/pgtenant/pgtenant/router"
+)
+
+var (
+	pg       *cluster.Cluster
+	proxyDSN string
+)
+
+// TestMain starts PostgreSQL and pgtenant once, only when benchmarks run.
+func TestMain(m *testing.M) {
+	if !benchmarking() {
+		os.Exit(m.Run())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var err error
+	pg, err = cluster.Start(ctx, cluster.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	stopProxy, err := startProxy(ctx)
+	if err != nil {
+		_ = pg.Stop()
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	stopProxy()
+	_ = pg.Stop()
+	os.Exit(code)
+}
+
+func benchmarking() bool {
+	for _, a := range os.Args {
+		if len(a) > 11 && a[:11] == "-test.bench" {
+			return true
+		}
+	}
+	return false
+}
+
+func startProxy(ctx context.Context) (func(), error) {
+	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	_, _, err = router.CreateTenant(ctx, conn, "acme", "")
+	conn.Close(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := config.Default()
+	cfg.Backend = pg.DSN("postgres")
+	cfg.PoolSize = 4
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	proxyDSN = fmt.Sprintf("host=127.0.0.1 port=%d user=bench dbname=acme sslmode=disable", ln.Addr().(*net.TCPAddr).Port)
+	pctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = proxy.RunListener(pctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ln)
+	}()
+	return func() { stop(); <-done }, nil
+}
+
+func benchSelect(b *testing.B, dsn string, mode pgx.QueryExecMode) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = mode
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := conn.QueryRow(ctx, "select 1").Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSelect1 is one round trip per op: the difference between the
+// direct and proxied variants is pgtenant's cost (relay, checkout, pin).
+func BenchmarkSelect1(b *testing.B) {
+	for _, m := range []struct {
+		name string
+		mode pgx.QueryExecMode
+	}{{"simple", pgx.QueryExecModeSimpleProtocol}, {"extended", pgx.QueryExecModeExec}} {
+		b.Run("direct/"+m.name, func(b *testing.B) { benchSelect(b, pg.DSN("postgres"), m.mode) })
+		b.Run("pgtenant/"+m.name, func(b *testing.B) { benchSelect(b, proxyDSN, m.mode) })
+	}
+}

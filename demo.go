@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/proxy"
+	"github.com/pgtenant/pgtenant/router"
+	"github.com/urfave/cli/v2"
+)
+
+// demoTenants get a schema each with an orders table holding different rows,
+// so `select * from orders` shows at once which tenant a client is in.
+var demoTenants = []struct {
+	name   string
+	orders []string
+}{
+	{"acme", []string{"anvil", "rocket skates"}},
+	{"globex", []string{"hammock", "doomsday device", "flamethrower"}},
+}
+
+// demo is `pgtenant demo`: a throwaway PostgreSQL 15 from the installed
+// server binaries, the demo tenants, and pgtenant serving it until Ctrl-C.
+func demo(c *cli.Context) error {
+	ctx := c.Context
+	fmt.Fprintln(os.Stderr, "pgtenant demo: starting a throwaway PostgreSQL ...")
+	cl, err := cluster.Start(ctx, cluster.Options{})
+	if err != nil {
+		if errors.Is(err, cluster.ErrNotInstalled) {
+			return cli.Exit(fmt.Errorf("%w (run `make deps`)", err), exitRuntime)
+		}
+		return cli.Exit(err, exitRuntime)
+	}
+	defer cl.Stop()
+
+	dsn := cl.DSN("postgres")
+	if err := seedDemo(ctx, dsn); err != nil {
+		return cli.Exit(fmt.Errorf("create demo tenants: %w", err), exitRuntime)
+	}
+	if !c.IsSet("backend") {
+		if err := c.Set("backend", dsn); err != nil {
+			return err
+		}
+	}
+	cfg, err := config.FromContext(c)
+	if err != nil {
+		return cli.Exit(err, exitUsage)
+	}
+	log := config.NewLogger(cfg, os.Stderr)
+	fmt.Fprintf(os.Stderr, `
+pgtenant demo is up. Tenants acme and globex each have their own schema with an orders table.
+Authentication: trust, no password (the demo listens on loopback only).
+
+  psql -h 127.0.0.1 -p 6432 -d acme -c 'select current_schema(), * from orders'
+  psql -h 127.0.0.1 -p 6432 -d globex -c 'select current_schema(), * from orders'
+  DSN for an app:  postgres://app@%s/acme?sslmode=disable
+
+Backend (the throwaway PostgreSQL): %s
+Press Ctrl-C to stop; the throwaway PostgreSQL is removed on exit.
+
+`, cfg.Listen, dsn)
+	if err := proxy.Run(ctx, cfg, log); err != nil {
+		return cli.Exit(err, exitRuntime)
+	}
+	return nil
+}
+
+func seedDemo(ctx context.Context, dsn string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	for _, dt := range demoTenants {
+		t, _, err := router.CreateTenant(ctx, conn, dt.name, "")
+		if err != nil {
+			return err
+		}
+		table := pgx.Identifier{t.Schema, "orders"}.Sanitize()
+		if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+table+
+			" (id serial PRIMARY KEY, item text NOT NULL)"); err != nil {
+			return err
+		}
+		for _, item := range dt.orders {
+			if _, err := conn.Exec(ctx, "INSERT INTO "+table+" (item) VALUES ($1)", item); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

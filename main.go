@@ -1,0 +1,168 @@
+// Command pgtenant is a PostgreSQL pooling proxy that gives every tenant its
+// own schema on one shared pool of server connections.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/proxy"
+	"github.com/pgtenant/pgtenant/router"
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes: 1 for a usage or validation error the user can fix, 2 for a
+// runtime failure (backend unreachable, listener lost).
+const (
+	exitUsage   = 1
+	exitRuntime = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app().RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtenant:", err)
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
+		os.Exit(exitUsage)
+	}
+}
+
+func app() *cli.App {
+	serveFlags := config.ServeFlags()
+	demoFlags := config.ServeFlags()
+	createFlags := append(config.BackendFlags(), &cli.StringFlag{
+		Name: "schema", Usage: "schema that holds the tenant's tables (default: the tenant name)",
+	})
+	listFlags := config.BackendFlags()
+	return &cli.App{
+		Name:  "pgtenant",
+		Usage: "schema-per-tenant PostgreSQL pooling proxy",
+		Commands: []*cli.Command{
+			{
+				Name:   "serve",
+				Usage:  "serve clients on --listen, routing each to its tenant's schema on a shared pool",
+				Flags:  serveFlags,
+				Before: config.LoadConfigFile(serveFlags),
+				Action: serve,
+			},
+			{
+				Name:  "tenant",
+				Usage: "manage tenants in the registry (pgtenant.tenants in the backend database)",
+				Subcommands: []*cli.Command{
+					{
+						Name:      "create",
+						Usage:     "create a tenant and its schema; running it again is harmless",
+						ArgsUsage: "NAME",
+						Flags:     createFlags,
+						Before:    config.LoadConfigFile(createFlags),
+						Action:    tenantCreate,
+					},
+					{
+						Name:   "list",
+						Usage:  "list tenants",
+						Flags:  listFlags,
+						Before: config.LoadConfigFile(listFlags),
+						Action: tenantList,
+					},
+				},
+			},
+			{
+				Name: "demo",
+				Usage: "start a throwaway local PostgreSQL with tenants acme and globex and serve it " +
+					"(trust authentication on loopback; everything is removed on exit)",
+				Flags:  demoFlags,
+				Before: config.LoadConfigFile(demoFlags),
+				Action: demo,
+			},
+		},
+	}
+}
+
+func serve(c *cli.Context) error {
+	cfg, err := config.FromContext(c)
+	if err != nil {
+		return cli.Exit(err, exitUsage)
+	}
+	log := config.NewLogger(cfg, os.Stderr)
+	if err := proxy.Run(c.Context, cfg, log); err != nil {
+		return cli.Exit(err, exitRuntime)
+	}
+	return nil
+}
+
+// adminConn connects to the backend named by --backend for an admin command.
+func adminConn(c *cli.Context) (*pgx.Conn, error) {
+	dsn := c.String("backend")
+	if dsn == "" {
+		return nil, cli.Exit("--backend (or PGTENANT_BACKEND, or backend in --config) is required", exitUsage)
+	}
+	conn, err := pgx.Connect(c.Context, dsn)
+	if err != nil {
+		return nil, cli.Exit(fmt.Errorf("connect to backend: %w", err), exitRuntime)
+	}
+	return conn, nil
+}
+
+func tenantCreate(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("usage: pgtenant tenant create NAME [--schema SCHEMA] --backend DSN", exitUsage)
+	}
+	name := c.Args().First()
+	// Validate before connecting, so a bad name fails fast and alone.
+	if err := router.ValidateTenantName(name); err != nil {
+		return cli.Exit(err, exitUsage)
+	}
+	if s := c.String("schema"); s != "" {
+		if err := router.ValidateSchemaName(s); err != nil {
+			return cli.Exit(err, exitUsage)
+		}
+	}
+	conn, err := adminConn(c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	t, created, err := router.CreateTenant(c.Context, conn, name, c.String("schema"))
+	if err != nil {
+		var inv *router.InvalidNameError
+		if errors.As(err, &inv) {
+			return cli.Exit(err, exitUsage)
+		}
+		return cli.Exit(err, exitRuntime)
+	}
+	if created {
+		fmt.Printf("created tenant %s (schema %s)\n", t.Name, t.Schema)
+	} else {
+		fmt.Printf("tenant %s already exists (schema %s)\n", t.Name, t.Schema)
+	}
+	return nil
+}
+
+func tenantList(c *cli.Context) error {
+	conn, err := adminConn(c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	ts, err := router.ListTenants(c.Context, conn)
+	if err != nil {
+		return cli.Exit(err, exitRuntime)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tSCHEMA\tACTIVE")
+	for _, t := range ts {
+		fmt.Fprintf(w, "%s\t%s\t%v\n", t.Name, t.Schema, t.Active)
+	}
+	return w.Flush()
+}

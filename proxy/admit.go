@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Admission: the first packets of a connection have no type byte, only a
+// length and a request code. PostgreSQL caps them at 10000 bytes
+// (MAX_STARTUP_PACKET_LENGTH); so do we, before allocating anything.
+const maxStartupPacket = 10000
+
+const (
+	codeSSLRequest    = 80877103
+	codeGSSENCRequest = 80877104
+	codeCancelRequest = 80877102
+	protocolV3        = 196608 // 3.0
+)
+
+// readStartupPacket reads one length-prefixed startup-phase packet and
+// decodes it into *pgproto3.StartupMessage, *pgproto3.SSLRequest,
+// *pgproto3.GSSEncRequest or *pgproto3.CancelRequest.
+func readStartupPacket(r *bufio.Reader) (pgproto3.FrontendMessage, error) {
+	var lenBuf [4]byte
+	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
+		return nil, err
+	}
+	n := int(int32(binary.BigEndian.Uint32(lenBuf[:])))
+	if n < 8 || n > maxStartupPacket {
+		return nil, fatalf(codeProtocolViolation, "invalid startup packet length %d", n)
+	}
+	body := make([]byte, n-4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	return decodeStartupPacket(body)
+}
+
+// decodeStartupPacket decodes a startup-phase packet body (after the length).
+func decodeStartupPacket(body []byte) (pgproto3.FrontendMessage, error) {
+	if len(body) < 4 {
+		return nil, fatalf(codeProtocolViolation, "startup packet too short")
+	}
+	code := binary.BigEndian.Uint32(body)
+	switch code {
+	case codeSSLRequest:
+		if len(body) != 4 {
+			return nil, fatalf(codeProtocolViolation, "malformed SSLRequest")
+		}
+		return &pgproto3.SSLRequest{}, nil
+	case codeGSSENCRequest:
+		if len(body) != 4 {
+			return nil, fatalf(codeProtocolViolation, "malformed GSSENCRequest")
+		}
+		return &pgproto3.GSSEncRequest{}, nil
+	case codeCancelRequest:
+		msg := &pgproto3.CancelRequest{}
+		if err := msg.Decode(body); err != nil {
+			return nil, fatalf(codeProtocolViolation, "malformed CancelRequest: %v", err)
+		}
+		return msg, nil
+	case protocolV3:
+		msg := &pgproto3.StartupMessage{}
+		if err := msg.Decode(body); err != nil {
+			return nil, fatalf(codeProtocolViolation, "malformed startup packet: %v", err)
+		}
+		return msg, nil
+	default:
+		return nil, fatalf(codeFeatureUnsupported,
+			"unsupported frontend protocol %d.%d: pgtenant speaks 3.0", code>>16, code&0xffff)
+	}
+}
+
+// startupParam is one run-time parameter a client asked for at startup.
+type startupParam struct{ Name, Value string }
+
+// parseOptions splits a startup `options` value the way PostgreSQL does:
+// arguments separated by unescaped white space, backslash escapes the next
+// character, and each argument is `-c name=value`, `-cname=value` or
+// `--name=value` (dashes in the name become underscores).
+func parseOptions(s string) ([]startupParam, error) {
+	var args []string
+	var cur strings.Builder
+	inArg := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+			inArg = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			if inArg {
+				args = append(args, cur.String())
+				cur.Reset()
+				inArg = false
+			}
+		default:
+			cur.WriteByte(c)
+			inArg = true
+		}
+	}
+	if inArg {
+		args = append(args, cur.String())
+	}
+	var params []startupParam
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		var nv string
+		switch {
+		case a == "-c":
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("options: -c needs name=value")
+			}
+			i++
+			nv = args[i]
+		case strings.HasPrefix(a, "-c"):
+			nv = a[2:]
+		case strings.HasPrefix(a, "--"):
+			nv = a[2:]
+			if eq := strings.IndexByte(nv, '='); eq > 0 {
+				nv = strings.ReplaceAll(nv[:eq], "-", "_") + nv[eq:]
+			}
+		default:
+			return nil, fmt.Errorf("options: unsupported argument %q (use -c name=value)", a)
+		}
+		eq := strings.IndexByte(nv, '=')
+		if eq <= 0 {
+			return nil, fmt.Errorf("options: %q is not name=value", nv)
+		}
+		params = append(params, startupParam{Name: nv[:eq], Value: nv[eq+1:]})
+	}
+	return params, nil
+}
+
+// admit reads startup packets until a StartupMessage arrives. Encryption
+// requests are declined ('N'), so the client goes on in plaintext (TLS has
+// its own issue). A CancelRequest is acted on and the connection ends:
+// admit then returns nil, nil.
+func (s *session) admit() (*pgproto3.StartupMessage, error) {
+	for {
+		msg, err := readStartupPacket(s.cr)
+		if err != nil {
+			return nil, err
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+			if s.cr.Buffered() > 0 {
+				// Bytes behind the request before our answer: a client
+				// trying to smuggle plaintext past the negotiation.
+				return nil, fatalf(codeProtocolViolation, "unexpected data after encryption request")
+			}
+			if _, err := s.nc.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		case *pgproto3.CancelRequest:
+			s.srv.cancel(m.ProcessID, m.SecretKey)
+			return nil, nil
+		case *pgproto3.StartupMessage:
+			return m, nil
+		}
+	}
+}

@@ -1,0 +1,34 @@
+// Package proxy owns the life of a client connection:
+//
+//	accept ─▶ admit ─▶ authenticate ─▶ resolve tenant ─▶ relay ◀──▶ pool
+//	server.go  admit.go   session.go(auth)  session.go(router)  relay.go
+//
+// # Files
+//
+//   - server.go: accept loop, max-client-conn, shutdown, cancel keys.
+//   - admit.go: the startup packet (length cap, SSLRequest and GSSENCRequest
+//     declined, CancelRequest forwarded), startup `options`.
+//   - session.go: authentication, routing, checking the client's parameters
+//     on a backend, and what the client is told at startup.
+//   - pin.go: the SQL that puts a backend into a client's session state.
+//   - relay.go: the two relay loops and the safe point at which a backend
+//     changes hands.
+//   - wire.go: framing at message boundaries and the errors pgtenant sends.
+//
+// # Relay
+//
+// The relay forwards whole messages and decodes only what it must look at:
+// ReadyForQuery (safe points), ErrorResponse (to notice a dying server and
+// errors in pgtenant's own queries), ParameterStatus (to keep a backend's
+// reported parameters current), CopyInResponse (the server ignores Sync
+// while it reads COPY data). Everything else is copied through fixed
+// buffers, large messages in pieces, and written out only at flush points:
+// when the side being read has nothing more buffered.
+//
+// # Errors a client can see
+//
+// 3D000 unknown tenant, 55000 disabled tenant, 53300 max-client-conn
+// reached, 57014 no server connection within query-wait-timeout, 08006
+// backend unreachable or lost, 08P01 protocol violation, 57P01 shutdown,
+// 42501 a startup parameter pgtenant owns (search_path, role).
+package proxy

@@ -1,0 +1,285 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgtenant/pgtenant/auth"
+	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/pool"
+	"github.com/pgtenant/pgtenant/router"
+)
+
+// TenantResolver turns startup values into a tenant (router.Router).
+type TenantResolver interface {
+	ResolveTenant(ctx context.Context, s router.Startup) (router.Tenant, error)
+}
+
+// Server accepts clients and serves each in its own session.
+type Server struct {
+	cfg    config.Config
+	log    *slog.Logger
+	pool   *pool.Pool
+	router TenantResolver
+	auth   auth.Method
+
+	clients  atomic.Int64 // admitted clients, for max-client-conn
+	draining atomic.Bool  // shutting down: no new transactions
+	sessions sync.WaitGroup
+
+	mu     sync.Mutex
+	byKey  map[uint32]*session // admitted sessions by cancel key pid
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// NewServer wires a server from its parts. The caller owns p and r.
+func NewServer(cfg config.Config, log *slog.Logger, p *pool.Pool, r TenantResolver, a auth.Method) *Server {
+	return &Server{
+		cfg: cfg, log: log, pool: p, router: r, auth: a,
+		byKey: map[uint32]*session{},
+		conns: map[net.Conn]struct{}{},
+	}
+}
+
+// Serve accepts connections on ln until ctx is done, then shuts down:
+// it stops accepting, lets clients finish for up to ShutdownTimeout, and
+// closes the rest.
+func (srv *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		_ = ln.Close()
+	}()
+	var acceptErr error
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				acceptErr = fmt.Errorf("accept: %w", err)
+			}
+			break
+		}
+		srv.mu.Lock()
+		if srv.closed {
+			srv.mu.Unlock()
+			_ = nc.Close()
+			continue
+		}
+		srv.conns[nc] = struct{}{}
+		srv.sessions.Add(1)
+		srv.mu.Unlock()
+		go func() {
+			defer func() {
+				srv.mu.Lock()
+				delete(srv.conns, nc)
+				srv.mu.Unlock()
+				srv.sessions.Done()
+			}()
+			newSession(srv, nc).serve(ctx)
+		}()
+	}
+	srv.shutdown()
+	return acceptErr
+}
+
+// shutdown waits for sessions to end, up to ShutdownTimeout, then closes
+// the connections still open.
+//
+// Clients between transactions are told 57P01 and closed at once; a client
+// inside a transaction may finish it, and is closed when it next needs a
+// backend.
+func (srv *Server) shutdown() {
+	srv.draining.Store(true)
+	srv.mu.Lock()
+	srv.closed = true
+	sessions := make([]*session, 0, len(srv.byKey))
+	for _, s := range srv.byKey {
+		sessions = append(sessions, s)
+	}
+	srv.mu.Unlock()
+	for _, s := range sessions {
+		s.closeIfIdle()
+	}
+	done := make(chan struct{})
+	go func() { srv.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(srv.cfg.ShutdownTimeout):
+	}
+	srv.mu.Lock()
+	for nc := range srv.conns {
+		_ = nc.Close()
+	}
+	srv.mu.Unlock()
+	<-done
+}
+
+// checkout gets a backend connection for a session.
+func (srv *Server) checkout(ctx context.Context) (*pool.Conn, error) {
+	return srv.pool.Checkout(ctx)
+}
+
+// cancelKey is the BackendKeyData pgtenant gives a client: its own, never
+// a server's, so a client can only ever cancel its own queries.
+type cancelKey struct {
+	pid    uint32
+	secret [4]byte
+}
+
+func (srv *Server) newCancelKey() cancelKey {
+	var k cancelKey
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		k.pid = binary.BigEndian.Uint32(b[:4]) &^ (1 << 31) // positive, as a pid is
+		copy(k.secret[:], b[4:])
+		if k.pid == 0 {
+			continue
+		}
+		srv.mu.Lock()
+		_, taken := srv.byKey[k.pid]
+		srv.mu.Unlock()
+		if !taken {
+			return k
+		}
+	}
+}
+
+func (srv *Server) register(s *session) {
+	srv.mu.Lock()
+	srv.byKey[s.key.pid] = s
+	srv.mu.Unlock()
+}
+
+func (srv *Server) unregister(s *session) {
+	srv.mu.Lock()
+	if srv.byKey[s.key.pid] == s {
+		delete(srv.byKey, s.key.pid)
+	}
+	srv.mu.Unlock()
+}
+
+// cancel forwards a client's CancelRequest to the backend running that
+// client's command, if one is running right now.
+func (srv *Server) cancel(pid uint32, secret []byte) {
+	srv.mu.Lock()
+	s := srv.byKey[pid]
+	srv.mu.Unlock()
+	if s == nil || subtle.ConstantTimeCompare(secret, s.key.secret[:]) != 1 {
+		srv.log.Debug("cancel request for no known session")
+		return
+	}
+	s.cancelRunning()
+}
+
+// cancelRunning sends a cancel to the attached backend while the client has
+// a command in flight there. It holds mu until the server has acted on the
+// cancel (pool.Conn.Cancel waits for that), and the backend cannot be
+// released without mu, so the cancel can never reach a command of whoever
+// holds the backend next. pgtenant's own queries are never cancelled: a
+// cancelled pin would leave the client's command running in the previous
+// holder's state.
+func (s *session) cancelRunning() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	be := s.be
+	if be == nil || (s.pending == 0 && !s.open) || s.swallow.Load() > 0 {
+		s.log.Debug("cancel request with nothing running: dropped")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.ServerConnectTimeout)
+	defer cancel()
+	if err := be.Cancel(ctx); err != nil {
+		s.log.Warn("forwarding cancel request failed", "err", err)
+		return
+	}
+	s.log.Info("cancel request forwarded", "server_pid", be.PID)
+}
+
+// Run is `pgtenant serve`: it listens on cfg.Listen and serves until ctx is
+// done.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	return RunListener(ctx, cfg, log, ln)
+}
+
+// RunListener opens the registry and the pool and serves clients from ln
+// until ctx is done. It closes ln.
+func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
+	defer ln.Close()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	reg, err := router.OpenRegistry(ctx, cfg.Backend)
+	if err != nil {
+		return fmt.Errorf("open tenant registry: %w", err)
+	}
+	defer reg.Close()
+	rt := router.New(reg, cfg.TenantFrom, cfg.TenantCacheTTL, cfg.TenantMissTTL)
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		err := reg.Watch(watchCtx, func(name string) {
+			if name == "" {
+				rt.ForgetAll()
+				return
+			}
+			rt.Forget(name)
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("tenant registry watch ended", "err", err)
+		}
+	}()
+
+	dialer, err := pool.NewPgDialer(cfg.Backend)
+	if err != nil {
+		return err
+	}
+	p, err := pool.New(pool.Config{
+		Size:           cfg.PoolSize,
+		WaitTimeout:    cfg.QueryWaitTimeout,
+		ConnectTimeout: cfg.ServerConnectTimeout,
+		IdleTimeout:    cfg.ServerIdleTimeout,
+		MaxLifetime:    cfg.ServerLifetime,
+		CheckIdle:      cfg.ServerCheckIdle,
+	}, dialer)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+
+	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
+		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom))
+	srv := NewServer(cfg, log, p, rt, auth.Trust{})
+	return srv.Serve(ctx, ln)
+}
+
+// closeIfIdle closes a client that has no backend attached, telling it why.
+// The client goroutine is then blocked reading and owns nothing that the
+// close could tear.
+func (s *session) closeIfIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.be != nil {
+		return
+	}
+	s.fail(fatalf(codeAdminShutdown, "terminating connection because pgtenant is shutting down"))
+	_ = s.nc.Close()
+}

@@ -1,0 +1,353 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/pool"
+	"github.com/pgtenant/pgtenant/router"
+)
+
+// clientBufferSize sizes each client's read and write buffers.
+const clientBufferSize = 8 * 1024
+
+// session is one client connection, from admission to close.
+//
+// Two goroutines serve it. The client goroutine (run, relayClient) reads the
+// client's messages and writes them to the attached backend through bw,
+// checking a backend out first when none is attached. The backend goroutine
+// (serveBackend) exists while a backend is attached: it reads the backend's
+// replies, writes them to the client through cw, and at a safe point
+// releases the backend and ends. Neither hands messages to the other; they
+// meet only in the counters under mu.
+//
+// Ownership: bw and the client reader belong to the client goroutine. cw
+// belongs to the backend goroutine while a backend is attached (be != nil)
+// and to the client goroutine otherwise; whoever changes be holds mu and
+// has flushed cw first.
+type session struct {
+	srv  *Server
+	log  *slog.Logger
+	nc   net.Conn
+	cr   *bufio.Reader
+	cw   *bufio.Writer
+	bw   *bufio.Writer // writes to the attached backend; reset on each attach
+	mode config.PoolMode
+
+	user   string
+	tenant router.Tenant
+	pin    pin
+	key    cancelKey
+
+	// swallow counts ReadyForQuery replies that belong to pgtenant's own
+	// queries (pin, rollback, reset), not to the client. It is atomic
+	// because the backend goroutine reads it for every message; it only
+	// changes under mu.
+	swallow atomic.Int32
+	// backendDone is waited for before the session ends.
+	backendDone sync.WaitGroup
+
+	mu sync.Mutex
+	// be is the attached backend, nil when detached.
+	be *pool.Conn
+	// pending counts ReadyForQuery replies the client is owed: one per
+	// Query, FunctionCall and Sync sent to the attached backend.
+	pending int
+	// open: the client sent extended-protocol messages after its last Sync.
+	open bool
+	// copyIn: the client is streaming COPY data.
+	copyIn bool
+	// lastSimple: the last command-starting message was a Query (not an
+	// Execute); syncsSinceExec counts Syncs sent since the last Execute.
+	// Together they tell which Syncs the server will ignore when a COPY
+	// FROM STDIN starts (it ignores Sync in copy-in mode).
+	lastSimple     bool
+	syncsSinceExec int
+	// status is the last transaction status the client was told.
+	status byte
+	// skipTillSync: the backend died under an unfinished extended-protocol
+	// batch; like PostgreSQL after an error, discard the client's messages
+	// up to its Sync, then answer it with skipErr and ReadyForQuery.
+	skipTillSync bool
+	skipErr      *pgError
+	// pinErr is the error a swallowed query reported.
+	pinErr *pgproto3.ErrorResponse
+	// closing: the client is gone; the backend goroutine releases at the
+	// next safe point whatever the pool mode, and writes nothing to cw.
+	closing bool
+}
+
+func newSession(srv *Server, nc net.Conn) *session {
+	return &session{
+		srv:    srv,
+		nc:     nc,
+		cr:     bufio.NewReaderSize(nc, clientBufferSize),
+		cw:     bufio.NewWriterSize(nc, clientBufferSize),
+		bw:     bufio.NewWriterSize(nil, clientBufferSize),
+		mode:   srv.cfg.PoolMode,
+		log:    srv.log.With("client", nc.RemoteAddr().String()),
+		status: 'I',
+	}
+}
+
+// Send and Flush let auth methods talk to the client (auth.Conn).
+func (s *session) Send(msg pgproto3.BackendMessage) error { return writeMsg(s.cw, msg) }
+func (s *session) Flush() error                           { return s.cw.Flush() }
+
+// fail tells the client why it is being turned away, best effort.
+func (s *session) fail(e *pgError) {
+	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = writeMsg(s.cw, e.response())
+	_ = s.cw.Flush()
+}
+
+// serve runs the whole life of the connection.
+func (s *session) serve(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("session panic", "panic", r)
+			s.teardown()
+		}
+		_ = s.nc.Close()
+	}()
+
+	_ = s.nc.SetDeadline(time.Now().Add(s.srv.cfg.StartupTimeout))
+	startup, err := s.admit()
+	if err != nil {
+		s.reportStartupError("admit", err)
+		return
+	}
+	if startup == nil {
+		return // a CancelRequest, handled
+	}
+	if s.srv.clients.Add(1) > int64(s.srv.cfg.MaxClientConn) {
+		s.srv.clients.Add(-1)
+		s.fail(fatalf(codeTooManyClients, "sorry, too many clients already (max-client-conn %d)", s.srv.cfg.MaxClientConn))
+		return
+	}
+	defer s.srv.clients.Add(-1)
+
+	if err := s.start(ctx, startup); err != nil {
+		s.reportStartupError("startup", err)
+		return
+	}
+	_ = s.nc.SetDeadline(time.Time{})
+	s.srv.register(s)
+	defer s.srv.unregister(s)
+
+	s.log.Debug("client admitted")
+	err = s.relayClient(ctx)
+	// The client is done: close its socket first, so a backend goroutine
+	// blocked writing to a client that stopped reading fails at once
+	// instead of holding up the teardown.
+	_ = s.nc.Close()
+	s.teardown()
+	s.backendDone.Wait()
+	if err != nil && !isClosedErr(err) {
+		s.log.Info("client connection ended", "err", err)
+	}
+}
+
+// reportStartupError sends the client the error if it is one for the
+// client, and logs it.
+func (s *session) reportStartupError(stage string, err error) {
+	var pe *pgError
+	if errors.As(err, &pe) {
+		s.fail(pe)
+		s.log.Info("client refused", "stage", stage, "sqlstate", pe.Code, "reason", pe.Message)
+		return
+	}
+	if !isClosedErr(err) {
+		s.log.Info("client dropped during startup", "stage", stage, "err", err)
+	}
+}
+
+// start authenticates and routes the client, checks its parameters on a
+// backend, and tells it the server's parameters and its cancel key.
+func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error {
+	s.user = sm.Parameters["user"]
+	if s.user == "" {
+		return fatalf(codeInvalidAuthorization, "no PostgreSQL user name specified in startup packet")
+	}
+	database := sm.Parameters["database"]
+	if database == "" {
+		database = s.user // libpq's default, as PostgreSQL applies it
+	}
+	s.log = s.log.With("user", s.user)
+
+	if err := s.srv.auth.Authenticate(ctx, s, s.user); err != nil {
+		return err
+	}
+	t, err := s.srv.router.ResolveTenant(ctx, router.Startup{Database: database, User: s.user})
+	if err != nil {
+		return routeError(err)
+	}
+	s.tenant = t
+	s.log = s.log.With("tenant", t.Name)
+
+	params, perr := checkParams(sm.Parameters)
+	if perr != nil {
+		return perr
+	}
+	s.pin = buildPin(t.Schema, params)
+
+	be, err := s.srv.checkout(ctx)
+	if err != nil {
+		return asFatal(err)
+	}
+	serverErr, err := s.applyPinNow(be)
+	if err != nil {
+		s.srv.pool.Destroy(be)
+		return fatalf(codeConnectionFailure, "pgtenant: server connection failed during startup: %v", err)
+	}
+	if serverErr != nil {
+		be.State = ""
+		s.srv.pool.Release(be)
+		return &pgError{Severity: "FATAL", Code: serverErr.Code, Message: serverErr.Message,
+			Detail: serverErr.Detail, Hint: serverErr.Hint}
+	}
+
+	// The client sees what the server reports after the pin, so its
+	// ParameterStatus values are the ones its queries will run with.
+	names := make([]string, 0, len(be.Params))
+	for name := range be.Params {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := writeMsg(s.cw, &pgproto3.ParameterStatus{Name: name, Value: be.Params[name]}); err != nil {
+			s.srv.pool.Release(be)
+			return err
+		}
+	}
+	s.key = s.srv.newCancelKey()
+	_ = writeMsg(s.cw, &pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: s.key.secret[:]})
+	_, _ = s.cw.Write(readyForQuery['I'])
+
+	if err := s.cw.Flush(); err != nil {
+		s.srv.pool.Release(be)
+		return err
+	}
+	if s.mode == config.PoolSession {
+		// Flushed first: from here on the backend goroutine owns cw.
+		s.mu.Lock()
+		s.attachLocked(be, false)
+		s.mu.Unlock()
+		return nil
+	}
+	s.srv.pool.Release(be)
+	return nil
+}
+
+// applyPinNow runs the pin on be and waits for its replies, keeping the
+// server's reported parameters current. It is used at startup only, where
+// the client must hear about a parameter the server rejects before it is
+// admitted; afterwards the pin travels with the client's messages.
+func (s *session) applyPinNow(be *pool.Conn) (*pgproto3.ErrorResponse, error) {
+	_ = be.NetConn.SetDeadline(time.Now().Add(s.srv.cfg.ServerConnectTimeout))
+	defer be.NetConn.SetDeadline(time.Time{})
+	if _, err := be.NetConn.Write(s.pin.msgs); err != nil {
+		return nil, err
+	}
+	var serverErr *pgproto3.ErrorResponse
+	for left := s.pin.queries; left > 0; {
+		typ, n, err := peekHeader(be.Reader)
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case 'Z':
+			if _, err := readBody(be.Reader, n); err != nil {
+				return nil, err
+			}
+			left--
+		case 'E':
+			body, err := readBody(be.Reader, n)
+			if err != nil {
+				return nil, err
+			}
+			er := &pgproto3.ErrorResponse{}
+			if err := er.Decode(body); err != nil {
+				return nil, err
+			}
+			if serverErr == nil {
+				serverErr = er
+			}
+		case 'S':
+			if err := trackParameter(be, n); err != nil {
+				return nil, err
+			}
+		default:
+			if err := discard(be.Reader, n); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if serverErr == nil {
+		be.State = s.pin.key
+	}
+	return serverErr, nil
+}
+
+// trackParameter consumes a ParameterStatus and records it on the backend.
+func trackParameter(be *pool.Conn, bodyLen int) error {
+	body, err := readBody(be.Reader, bodyLen)
+	if err != nil {
+		return err
+	}
+	var ps pgproto3.ParameterStatus
+	if err := ps.Decode(body); err != nil {
+		return err
+	}
+	be.Params[ps.Name] = ps.Value // Decode copies the strings out of body
+	return nil
+}
+
+// routeError maps the router's answer to what the client sees.
+func routeError(err error) *pgError {
+	var unknown *router.UnknownTenantError
+	var disabled *router.DisabledTenantError
+	switch {
+	case errors.As(err, &unknown):
+		return fatalf(codeUnknownTenant, "tenant %q does not exist", unknown.Name)
+	case errors.As(err, &disabled):
+		return fatalf(codeTenantDisabled, "tenant %q is disabled", disabled.Name)
+	default:
+		return fatalf(codeConnectionFailure, "pgtenant: cannot look up tenant: %v", err)
+	}
+}
+
+// asFatal turns a checkout failure into a FATAL startup error.
+func asFatal(err error) *pgError {
+	e := checkoutError(err)
+	e.Severity = "FATAL"
+	return e
+}
+
+// checkoutError says why no backend connection could be had.
+func checkoutError(err error) *pgError {
+	switch {
+	case errors.Is(err, pool.ErrTimeout):
+		return errorf(codeQueryCanceled, "pgtenant: no server connection became free within query-wait-timeout")
+	case errors.Is(err, pool.ErrClosed):
+		return fatalf(codeAdminShutdown, "pgtenant is shutting down")
+	default:
+		return errorf(codeConnectionFailure, "pgtenant: cannot connect to the backend: %v", err)
+	}
+}
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, errClientGone) || isEOF(err)
+}
+
+var errClientGone = fmt.Errorf("client terminated")

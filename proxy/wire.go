@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Message framing at message boundaries. The relay peeks at the 5-byte
+// header (type, length), decides what it must know, and copies the bytes on
+// without re-encoding them. A message that fits the read buffer is written
+// from the buffer in one piece; a larger one (a wide DataRow, a big CopyData)
+// is streamed through it, so the proxy never holds a whole result.
+
+// maxDecoded bounds messages the relay decodes rather than copies
+// (ErrorResponse, ParameterStatus, ReadyForQuery, ...). Legitimate ones are
+// tiny; a bigger one means a confused peer.
+const maxDecoded = 64 * 1024
+
+var errMalformed = errors.New("malformed message length")
+
+// peekHeader returns the next message's type and body length without
+// consuming anything.
+func peekHeader(r *bufio.Reader) (typ byte, bodyLen int, err error) {
+	h, err := r.Peek(5)
+	if err != nil {
+		return 0, 0, err
+	}
+	n := int32(binary.BigEndian.Uint32(h[1:5]))
+	if n < 4 {
+		return 0, 0, fmt.Errorf("%w: type %q, length %d", errMalformed, h[0], n)
+	}
+	return h[0], int(n) - 4, nil
+}
+
+// copyError tells which side failed while a message was being copied: the
+// relay must react differently to a vanished client and a dead server.
+type copyError struct {
+	write bool
+	err   error
+}
+
+func (e *copyError) Error() string { return e.err.Error() }
+func (e *copyError) Unwrap() error { return e.err }
+
+// forward copies the message whose header was just peeked from r to w.
+func forward(r *bufio.Reader, w *bufio.Writer, bodyLen int) error {
+	total := 5 + bodyLen
+	if total <= r.Size() {
+		b, err := r.Peek(total)
+		if err != nil {
+			return &copyError{err: err}
+		}
+		if _, err := w.Write(b); err != nil {
+			return &copyError{write: true, err: err}
+		}
+		_, _ = r.Discard(total)
+		return nil
+	}
+	h, _ := r.Peek(5) // already peeked by the caller: cannot fail
+	if _, err := w.Write(h); err != nil {
+		return &copyError{write: true, err: err}
+	}
+	_, _ = r.Discard(5)
+	for left := bodyLen; left > 0; {
+		chunk, err := r.Peek(min(left, r.Size()))
+		if len(chunk) == 0 && err != nil {
+			return &copyError{err: err}
+		}
+		if _, werr := w.Write(chunk); werr != nil {
+			return &copyError{write: true, err: werr}
+		}
+		_, _ = r.Discard(len(chunk))
+		left -= len(chunk)
+	}
+	return nil
+}
+
+// discard drops the message whose header was just peeked.
+func discard(r *bufio.Reader, bodyLen int) error {
+	_, err := r.Discard(5 + bodyLen)
+	return err
+}
+
+// readBody consumes the peeked message and returns its body, valid only
+// until the next read from r.
+func readBody(r *bufio.Reader, bodyLen int) ([]byte, error) {
+	if bodyLen > maxDecoded || 5+bodyLen > r.Size() {
+		return nil, fmt.Errorf("%w: %d-byte message where a small one is expected", errMalformed, bodyLen)
+	}
+	b, err := r.Peek(5 + bodyLen)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = r.Discard(5 + bodyLen)
+	return b[5:], nil
+}
+
+// writeMsg encodes one message into w.
+func writeMsg(w io.Writer, msg pgproto3.Message) error {
+	buf, err := msg.Encode(nil)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf)
+	return err
+}
+
+// readyForQuery is the encoded ReadyForQuery for each status.
+var readyForQuery = map[byte][]byte{
+	'I': {'Z', 0, 0, 0, 5, 'I'},
+	'T': {'Z', 0, 0, 0, 5, 'T'},
+	'E': {'Z', 0, 0, 0, 5, 'E'},
+}
+
+// SQLSTATEs pgtenant itself raises.
+const (
+	codeProtocolViolation    = "08P01"
+	codeConnectionFailure    = "08006"
+	codeUnknownTenant        = "3D000" // invalid_catalog_name, as for an unknown database
+	codeTenantDisabled       = "55000" // object_not_in_prerequisite_state
+	codeTooManyClients       = "53300"
+	codeQueryCanceled        = "57014" // used for the pool wait timeout, like statement_timeout
+	codeAdminShutdown        = "57P01"
+	codeFeatureUnsupported   = "0A000"
+	codeInsufficientPriv     = "42501"
+	codeInvalidParameter     = "22023"
+	codeInvalidAuthorization = "28000"
+)
+
+// pgError is an error pgtenant reports to a client.
+type pgError struct {
+	Severity string // ERROR or FATAL
+	Code     string
+	Message  string
+	Detail   string
+	Hint     string
+}
+
+func (e *pgError) Error() string { return e.Message }
+
+func (e *pgError) response() *pgproto3.ErrorResponse {
+	return &pgproto3.ErrorResponse{
+		Severity:            e.Severity,
+		SeverityUnlocalized: e.Severity,
+		Code:                e.Code,
+		Message:             e.Message,
+		Detail:              e.Detail,
+		Hint:                e.Hint,
+	}
+}
+
+func fatalf(code, format string, args ...any) *pgError {
+	return &pgError{Severity: "FATAL", Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func errorf(code, format string, args ...any) *pgError {
+	return &pgError{Severity: "ERROR", Code: code, Message: fmt.Sprintf(format, args...)}
+}

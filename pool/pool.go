@@ -128,8 +128,15 @@ func (p *Pool) Checkout(ctx context.Context) (*Conn, error) {
 		if g.conn.usable(p.cfg.CheckIdle) {
 			return g.conn, nil
 		}
-		p.Destroy(g.conn)
-		// Loop: the destroyed connection's slot is ours to reuse.
+		// The slot of the dead connection is ours: close it and dial in
+		// its place, so this waiter keeps its turn (Destroy would hand the
+		// slot to the next waiter and send this one back to the queue).
+		_ = g.conn.NetConn.Close()
+		p.mu.Lock()
+		p.stats.Destroys++
+		p.stats.DeadAtCheckout++
+		p.mu.Unlock()
+		return p.dial(ctx)
 	}
 }
 

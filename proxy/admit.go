@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -64,16 +65,50 @@ func decodeStartupPacket(body []byte) (pgproto3.FrontendMessage, error) {
 			return nil, fatalf(codeProtocolViolation, "malformed CancelRequest: %v", err)
 		}
 		return msg, nil
-	case protocolV3:
+	default:
+		if code>>16 != 3 {
+			break
+		}
+		// Any 3.x: pgtenant speaks 3.0 and says so with
+		// NegotiateProtocolVersion after admission, as PostgreSQL does, so
+		// a newer client (libpq 18 asks for 3.2) carries on in 3.0.
+		// pgproto3 only decodes the versions it knows, so decode a copy
+		// relabelled 3.0 and keep the version the client asked for.
+		relabelled := append([]byte(nil), body...)
+		binary.BigEndian.PutUint32(relabelled, protocolV3)
 		msg := &pgproto3.StartupMessage{}
-		if err := msg.Decode(body); err != nil {
+		if err := msg.Decode(relabelled); err != nil {
 			return nil, fatalf(codeProtocolViolation, "malformed startup packet: %v", err)
 		}
+		if _, ok := msg.Parameters[""]; ok {
+			// pgproto3 reads bytes after the terminator as one more
+			// parameter with an empty name; PostgreSQL refuses them.
+			return nil, fatalf(codeProtocolViolation, "malformed startup packet: invalid parameter name")
+		}
+		msg.ProtocolVersion = code
 		return msg, nil
-	default:
+	}
+	{
 		return nil, fatalf(codeFeatureUnsupported,
 			"unsupported frontend protocol %d.%d: pgtenant speaks 3.0", code>>16, code&0xffff)
 	}
+}
+
+// negotiation returns the NegotiateProtocolVersion a client must get: when
+// it asked for a 3.x newer than 3.0, or for protocol options (_pq_.*),
+// none of which pgtenant supports. Nil when none is due.
+func negotiation(sm *pgproto3.StartupMessage) *pgproto3.NegotiateProtocolVersion {
+	var unknown []string
+	for name := range sm.Parameters {
+		if strings.HasPrefix(name, "_pq_.") {
+			unknown = append(unknown, name)
+		}
+	}
+	if sm.ProtocolVersion == protocolV3 && len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	return &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}
 }
 
 // startupParam is one run-time parameter a client asked for at startup.
@@ -90,10 +125,14 @@ func parseOptions(s string) ([]startupParam, error) {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case c == '\\' && i+1 < len(s):
-			i++
-			cur.WriteByte(s[i])
-			inArg = true
+		case c == '\\':
+			// A backslash escapes the next byte; a trailing one is dropped,
+			// as PostgreSQL drops it.
+			if i+1 < len(s) {
+				i++
+				cur.WriteByte(s[i])
+				inArg = true
+			}
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
 			if inArg {
 				args = append(args, cur.String())
@@ -123,9 +162,6 @@ func parseOptions(s string) ([]startupParam, error) {
 			nv = a[2:]
 		case strings.HasPrefix(a, "--"):
 			nv = a[2:]
-			if eq := strings.IndexByte(nv, '='); eq > 0 {
-				nv = strings.ReplaceAll(nv[:eq], "-", "_") + nv[eq:]
-			}
 		default:
 			return nil, fmt.Errorf("options: unsupported argument %q (use -c name=value)", a)
 		}
@@ -133,7 +169,10 @@ func parseOptions(s string) ([]startupParam, error) {
 		if eq <= 0 {
 			return nil, fmt.Errorf("options: %q is not name=value", nv)
 		}
-		params = append(params, startupParam{Name: nv[:eq], Value: nv[eq+1:]})
+		// PostgreSQL turns dashes in the name into underscores for both
+		// forms (-c statement-timeout=5s).
+		name := strings.ReplaceAll(nv[:eq], "-", "_")
+		params = append(params, startupParam{Name: name, Value: nv[eq+1:]})
 	}
 	return params, nil
 }

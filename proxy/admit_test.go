@@ -273,3 +273,36 @@ func TestParseOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestNegotiation: a newer 3.x client or protocol options get
+// NegotiateProtocolVersion naming 3.0 and the options; a plain 3.0 client
+// gets none.
+func TestNegotiation(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version uint32
+		params  map[string]string
+		want    *pgproto3.NegotiateProtocolVersion
+	}{
+		{"3.0", protocolV3, map[string]string{"user": "a"}, nil},
+		{"3.2", 3<<16 | 2, map[string]string{"user": "a"},
+			&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0}},
+		{"3.0 with options", protocolV3, map[string]string{"user": "a", "_pq_.b": "1", "_pq_.a": "2"},
+			&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: []string{"_pq_.a", "_pq_.b"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := negotiation(&pgproto3.StartupMessage{ProtocolVersion: tc.version, Parameters: tc.params})
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("negotiation = %#v, want %#v", got, tc.want)
+			}
+		})
+	}
+	body := startupBody(3<<16|2, "user\x00bob\x00\x00")
+	msg, err := decodeStartupPacket(body)
+	if err != nil {
+		t.Fatalf("3.2 startup refused: %v", err)
+	}
+	if sm := msg.(*pgproto3.StartupMessage); sm.ProtocolVersion != 3<<16|2 || sm.Parameters["user"] != "bob" {
+		t.Fatalf("3.2 startup decoded as %#v", sm)
+	}
+}

@@ -71,8 +71,11 @@ func FuzzDecodeStartupPacket(f *testing.F) {
 				t.Fatalf("CancelRequest re-encodes as %q, read from %q", enc[4:], body)
 			}
 		case *pgproto3.StartupMessage:
-			if m.ProtocolVersion != protocolV3 {
+			if m.ProtocolVersion>>16 != 3 {
 				t.Fatalf("accepted protocol version %#x", m.ProtocolVersion)
+			}
+			if _, ok := m.Parameters[""]; ok {
+				t.Fatalf("accepted an empty parameter name: %q", m.Parameters)
 			}
 			enc, err := m.Encode(nil)
 			if err != nil {

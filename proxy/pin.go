@@ -98,9 +98,29 @@ func buildPin(schema string, params []startupParam) pin {
 // checkParams turns the startup message's run-time parameters into the
 // sorted, de-duplicated list the pin sets. Routing values (user, database),
 // options (expanded) and protocol switches are not parameters.
+//
+// Precedence is PostgreSQL's: values in options are applied first and the
+// packet's own parameters override them. Names are case-insensitive; if a
+// packet holds the same name in two spellings, the one that sorts last
+// wins, so the outcome never depends on map order.
 func checkParams(startup map[string]string) ([]startupParam, *pgError) {
 	byName := map[string]string{}
-	for name, value := range startup {
+	if opts, ok := startup["options"]; ok {
+		parsed, err := parseOptions(opts)
+		if err != nil {
+			return nil, fatalf(codeProtocolViolation, "invalid startup options: %v", err)
+		}
+		for _, o := range parsed {
+			byName[strings.ToLower(o.Name)] = o.Value
+		}
+	}
+	names := make([]string, 0, len(startup))
+	for name := range startup {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		value := startup[name]
 		switch name {
 		case "user", "database":
 			continue
@@ -110,14 +130,7 @@ func checkParams(startup map[string]string) ([]startupParam, *pgError) {
 			}
 			continue
 		case "options":
-			opts, err := parseOptions(value)
-			if err != nil {
-				return nil, fatalf(codeProtocolViolation, "invalid startup options: %v", err)
-			}
-			for _, o := range opts {
-				byName[strings.ToLower(o.Name)] = o.Value
-			}
-			continue
+			continue // applied first, above
 		}
 		if strings.HasPrefix(name, "_pq_.") {
 			continue // protocol extensions: none supported, ignored as PostgreSQL does when negotiating

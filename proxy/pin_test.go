@@ -146,7 +146,9 @@ func pinQueries(t *testing.T, msgs []byte) []string {
 }
 
 func TestBuildPin(t *testing.T) {
-	const reset = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; SET search_path TO "
+	// The reset in front is the pin's own business (resetSQL); what these
+	// cases check is how the schema and the client's values are quoted.
+	const reset = resetSQL + "SET search_path TO "
 	tests := []struct {
 		name    string
 		schema  string
@@ -217,8 +219,14 @@ func TestBuildPin(t *testing.T) {
 			if p.queries != len(tt.queries) {
 				t.Errorf("queries = %d, want %d", p.queries, len(tt.queries))
 			}
-			if got := pinQueries(t, p.msgs); !reflect.DeepEqual(got, tt.queries) {
+			got := pinQueries(t, p.msgs)
+			if !reflect.DeepEqual(got, tt.queries) {
 				t.Errorf("pin queries =\n%q\nwant\n%q", got, tt.queries)
+			}
+			// RESET ALL leaves the session user and role alone: the
+			// previous holder's SET ROLE must be undone before anything else.
+			if len(got) == 0 || !strings.HasPrefix(got[0], "SET SESSION AUTHORIZATION DEFAULT;") {
+				t.Errorf("the pin does not start by restoring the session authorization: %q", got)
 			}
 			if p.key != tt.key {
 				t.Errorf("key = %q, want %q", p.key, tt.key)

@@ -185,6 +185,11 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 	}
 	s.log = s.log.With("user", s.user)
 
+	if np := negotiation(sm); np != nil {
+		if err := writeMsg(s.cw, np); err != nil {
+			return err
+		}
+	}
 	if err := s.srv.auth.Authenticate(ctx, s, s.user); err != nil {
 		return err
 	}

@@ -31,6 +31,9 @@ type Conn struct {
 	// Params are the server's reported parameters (ParameterStatus), as
 	// last seen by whoever read from the connection. Holders keep it current.
 	Params map[string]string
+	// Statements are the named prepared statements the server holds for
+	// whoever uses the connection.
+	Statements *Statements
 	// State is a label the holder leaves for the next holder, describing
 	// the session state on the server (the proxy stores the pin it applied,
 	// or "" when it does not know). The pool only carries it.
@@ -48,12 +51,13 @@ func newConn(nc net.Conn, pid uint32, secret []byte, params map[string]string) *
 		params = map[string]string{}
 	}
 	return &Conn{
-		NetConn:   nc,
-		Reader:    bufio.NewReaderSize(nc, readBufferSize),
-		PID:       pid,
-		SecretKey: secret,
-		Params:    params,
-		createdAt: time.Now(),
+		Statements: newStatements(DefaultMaxStatements),
+		NetConn:    nc,
+		Reader:     bufio.NewReaderSize(nc, readBufferSize),
+		PID:        pid,
+		SecretKey:  secret,
+		Params:     params,
+		createdAt:  time.Now(),
 	}
 }
 

@@ -14,6 +14,8 @@ var (
 	ErrTimeout = errors.New("pool: timed out waiting for a server connection")
 	// ErrClosed: the pool is shutting down.
 	ErrClosed = errors.New("pool: closed")
+	// ErrBusy: TryCheckout found every connection in use.
+	ErrBusy = errors.New("pool: every server connection is in use")
 )
 
 // Config tunes a Pool. Durations of 0 disable the feature they bound, except
@@ -31,6 +33,9 @@ type Config struct {
 	MaxLifetime time.Duration
 	// CheckIdle: connections idle longer than this are probed at checkout.
 	CheckIdle time.Duration
+	// MaxStatements bounds the named prepared statements kept per
+	// connection (0: DefaultMaxStatements).
+	MaxStatements int
 }
 
 // Stats is a snapshot for the console and tests.
@@ -85,6 +90,16 @@ func New(cfg Config, dialer Dialer) (*Pool, error) {
 // Checkout returns a connection for the caller's exclusive use, waiting up
 // to Config.WaitTimeout (or until ctx ends) when all are busy.
 func (p *Pool) Checkout(ctx context.Context) (*Conn, error) {
+	return p.checkout(ctx, true)
+}
+
+// TryCheckout is Checkout without the wait: when every connection is in
+// use it returns ErrBusy at once. It may still dial a new connection.
+func (p *Pool) TryCheckout(ctx context.Context) (*Conn, error) {
+	return p.checkout(ctx, false)
+}
+
+func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 	var deadline time.Time
 	for {
 		p.mu.Lock()
@@ -110,6 +125,10 @@ func (p *Pool) Checkout(ctx context.Context) (*Conn, error) {
 			p.open++
 			p.mu.Unlock()
 			return p.dial(ctx)
+		}
+		if !wait {
+			p.mu.Unlock()
+			return nil, ErrBusy
 		}
 		if deadline.IsZero() {
 			deadline = time.Now().Add(p.cfg.WaitTimeout)
@@ -182,6 +201,7 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 		return nil, fmt.Errorf("connect to backend: %w", err)
 	}
 	c.pool = p
+	c.Statements = newStatements(p.cfg.MaxStatements)
 	if p.cfg.MaxLifetime > 0 {
 		jitter := time.Duration(rand.Int64N(int64(p.cfg.MaxLifetime)/10 + 1))
 		c.expiresAt = c.createdAt.Add(p.cfg.MaxLifetime + jitter)

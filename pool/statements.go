@@ -1,0 +1,71 @@
+package pool
+
+import (
+	"strconv"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// DefaultMaxStatements bounds the named prepared statements pgtenant keeps
+// on one backend connection when the pool's user does not say otherwise.
+const DefaultMaxStatements = 200
+
+// Statements are the named prepared statements a backend connection holds,
+// by a key the holder chooses (the proxy uses tenant schema, query text and
+// parameter types, so two tenants never share one). Names are generated
+// here, unique per connection, and never chosen by a client.
+//
+// The set is bounded: adding to a full set evicts the least recently used
+// statement, and the holder must then Close it on the server (Add reports
+// which). Like everything on a Conn, it is used by one holder at a time.
+type Statements struct {
+	lru     *simplelru.LRU[string, string]
+	next    uint64
+	evicted []string
+}
+
+func newStatements(max int) *Statements {
+	if max < 1 {
+		max = DefaultMaxStatements
+	}
+	st := &Statements{}
+	st.lru, _ = simplelru.NewLRU[string, string](max, func(_ string, name string) {
+		st.evicted = append(st.evicted, name)
+	})
+	return st
+}
+
+// Lookup returns the server-side name of the statement with key, marking it
+// recently used.
+func (st *Statements) Lookup(key string) (name string, ok bool) {
+	return st.lru.Get(key)
+}
+
+// Add names a new statement for key and returns the names of statements
+// evicted to make room; the caller closes those on the server before the
+// connection changes hands. The returned slice is only valid until the next
+// call.
+func (st *Statements) Add(key string) (name string, evicted []string) {
+	st.next++
+	name = "pgt_" + strconv.FormatUint(st.next, 10)
+	st.evicted = st.evicted[:0]
+	st.lru.Add(key, name)
+	return name, st.evicted
+}
+
+// Remove forgets key (its Parse failed, or it was closed on the server).
+func (st *Statements) Remove(key string) {
+	st.evicted = st.evicted[:0]
+	st.lru.Remove(key)
+	st.evicted = st.evicted[:0]
+}
+
+// Clear forgets everything, after the server dropped all prepared
+// statements (DISCARD ALL, DEALLOCATE ALL).
+func (st *Statements) Clear() {
+	st.lru.Purge()
+	st.evicted = st.evicted[:0]
+}
+
+// Len is how many statements the connection holds.
+func (st *Statements) Len() int { return st.lru.Len() }

@@ -4,8 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"time"
 )
+
+// sharedSchemaPattern is what --shared-schemas accepts: names that need no
+// quoting, so the list reads the same in the flag, in SQL and in errors.
+var sharedSchemaPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // PoolMode says when a backend connection changes hands.
 type PoolMode string
@@ -16,6 +21,17 @@ const (
 	PoolTransaction PoolMode = "transaction"
 	// PoolSession keeps one backend for the whole client session.
 	PoolSession PoolMode = "session"
+)
+
+// Unpoolable says what transaction pooling does with a client that uses
+// session-level features a backend cannot carry from one client to the next.
+type Unpoolable string
+
+const (
+	// UnpoolablePin keeps the client on its backend until it disconnects.
+	UnpoolablePin Unpoolable = "pin"
+	// UnpoolableRefuse answers the statement with an error.
+	UnpoolableRefuse Unpoolable = "refuse"
 )
 
 // TenantSource says which startup value names the tenant.
@@ -73,6 +89,14 @@ type Config struct {
 	// ShutdownTimeout is how long shutdown waits for clients in a
 	// transaction before closing them. Default 30s.
 	ShutdownTimeout time.Duration
+	// MaxPreparedStatements bounds the named prepared statements kept on
+	// each backend connection. Default 200.
+	MaxPreparedStatements int
+	// Unpoolable is pin (default) or refuse; see the Unpoolable type.
+	Unpoolable Unpoolable
+	// SharedSchemas may be put on a client's search_path by every tenant,
+	// besides the tenant's own schema and public. Default none.
+	SharedSchemas []string
 	// LogFormat is text (default) or json.
 	LogFormat string
 	// LogLevel is debug, info (default), warn or error.
@@ -82,22 +106,24 @@ type Config struct {
 // Default returns the documented defaults.
 func Default() Config {
 	return Config{
-		Listen:               "127.0.0.1:6432",
-		PoolSize:             20,
-		PoolMode:             PoolTransaction,
-		TenantFrom:           TenantFromDatabase,
-		QueryWaitTimeout:     30 * time.Second,
-		MaxClientConn:        5000,
-		ServerIdleTimeout:    10 * time.Minute,
-		ServerLifetime:       time.Hour,
-		ServerConnectTimeout: 10 * time.Second,
-		ServerCheckIdle:      time.Second,
-		TenantCacheTTL:       time.Minute,
-		TenantMissTTL:        time.Second,
-		StartupTimeout:       15 * time.Second,
-		ShutdownTimeout:      30 * time.Second,
-		LogFormat:            "text",
-		LogLevel:             "info",
+		Listen:                "127.0.0.1:6432",
+		PoolSize:              20,
+		PoolMode:              PoolTransaction,
+		TenantFrom:            TenantFromDatabase,
+		QueryWaitTimeout:      30 * time.Second,
+		MaxClientConn:         5000,
+		ServerIdleTimeout:     10 * time.Minute,
+		ServerLifetime:        time.Hour,
+		ServerConnectTimeout:  10 * time.Second,
+		ServerCheckIdle:       time.Second,
+		TenantCacheTTL:        time.Minute,
+		TenantMissTTL:         time.Second,
+		StartupTimeout:        15 * time.Second,
+		ShutdownTimeout:       30 * time.Second,
+		MaxPreparedStatements: 200,
+		Unpoolable:            UnpoolablePin,
+		LogFormat:             "text",
+		LogLevel:              "info",
 	}
 }
 
@@ -148,6 +174,19 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", d.name, d.value))
 		case d.value == 0 && !d.mayBeZero:
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", d.name, d.value))
+		}
+	}
+	if c.MaxPreparedStatements < 1 {
+		errs = append(errs, fmt.Errorf("max-prepared-statements must be at least 1, got %d", c.MaxPreparedStatements))
+	}
+	switch c.Unpoolable {
+	case UnpoolablePin, UnpoolableRefuse:
+	default:
+		errs = append(errs, fmt.Errorf("unpoolable must be pin or refuse, got %q", c.Unpoolable))
+	}
+	for _, s := range c.SharedSchemas {
+		if !sharedSchemaPattern.MatchString(s) {
+			errs = append(errs, fmt.Errorf("shared-schemas: %q is not a plain schema name (lower-case letters, digits, _)", s))
 		}
 	}
 	switch c.LogFormat {

@@ -68,6 +68,12 @@ var settings = []setting{
 		func(c *Config) *time.Duration { return &c.StartupTimeout }),
 	durationSetting("shutdown-timeout", "how long shutdown waits for clients in a transaction before closing them",
 		func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	intSetting("max-prepared-statements", "named prepared statements kept per backend connection (least recently used are closed beyond it)",
+		func(c *Config) *int { return &c.MaxPreparedStatements }),
+	stringSetting("unpoolable", "in transaction mode, what a client that uses LISTEN, session advisory locks, WITH HOLD cursors, temporary tables or SQL PREPARE gets: pin (keeps its backend until it disconnects) or refuse (an error)",
+		func(c *Config) *string { return (*string)(&c.Unpoolable) }),
+	listSetting("shared-schemas", "comma-separated schemas every tenant may put on its search_path besides its own and public",
+		func(c *Config) *[]string { return &c.SharedSchemas }),
 	stringSetting("log-format", "log line format: text or json",
 		func(c *Config) *string { return &c.LogFormat }),
 	stringSetting("log-level", "least severe level logged: debug, info, warn or error",
@@ -89,6 +95,29 @@ func stringSetting(name, usage string, field func(*Config) *string) setting {
 			})
 		},
 		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.String(name) },
+	}
+}
+
+// listSetting is a comma-separated string flag read into a slice; blanks
+// around items are dropped.
+func listSetting(name, usage string, field func(*Config) *[]string) setting {
+	def := Default()
+	return setting{
+		name: name,
+		newFlag: func() cli.Flag {
+			return altsrc.NewStringFlag(&cli.StringFlag{
+				Name: name, Usage: usage, Value: strings.Join(*field(&def), ","), EnvVars: envVars(name),
+			})
+		},
+		load: func(c *cli.Context, cfg *Config) {
+			var items []string
+			for _, item := range strings.Split(c.String(name), ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					items = append(items, item)
+				}
+			}
+			*field(cfg) = items
+		},
 	}
 }
 

@@ -175,7 +175,7 @@ func TestPrecedence(t *testing.T) {
 			}
 			want := Default()
 			tt.want(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got  %+v\nwant %+v", got, want)
 			}
 		})
@@ -278,23 +278,26 @@ func TestServeErrors(t *testing.T) {
 func TestEveryFieldHasAFlag(t *testing.T) {
 	clearEnv(t)
 	values := map[string]string{
-		"listen":                 "0.0.0.0:7000",
-		"backend":                "postgres://localhost/registry",
-		"pool-size":              "3",
-		"pool-mode":              "session",
-		"tenant-from":            "user",
-		"query-wait-timeout":     "1s",
-		"max-client-conn":        "9",
-		"server-idle-timeout":    "2s",
-		"server-lifetime":        "3s",
-		"server-connect-timeout": "4s",
-		"server-check-idle":      "5s",
-		"tenant-cache-ttl":       "6s",
-		"tenant-miss-ttl":        "7s",
-		"startup-timeout":        "8s",
-		"shutdown-timeout":       "9s",
-		"log-format":             "json",
-		"log-level":              "debug",
+		"listen":                  "0.0.0.0:7000",
+		"backend":                 "postgres://localhost/registry",
+		"pool-size":               "3",
+		"pool-mode":               "session",
+		"tenant-from":             "user",
+		"query-wait-timeout":      "1s",
+		"max-client-conn":         "9",
+		"server-idle-timeout":     "2s",
+		"server-lifetime":         "3s",
+		"server-connect-timeout":  "4s",
+		"server-check-idle":       "5s",
+		"tenant-cache-ttl":        "6s",
+		"tenant-miss-ttl":         "7s",
+		"startup-timeout":         "8s",
+		"shutdown-timeout":        "9s",
+		"log-format":              "json",
+		"log-level":               "debug",
+		"max-prepared-statements": "17",
+		"unpoolable":              "refuse",
+		"shared-schemas":          "shared, lookup",
 	}
 	var args []string
 	for _, f := range ServeFlags() {
@@ -315,9 +318,12 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
+	if want := []string{"shared", "lookup"}; !reflect.DeepEqual(got.SharedSchemas, want) {
+		t.Errorf("SharedSchemas = %q, want %q", got.SharedSchemas, want)
+	}
 	gotV, defV := reflect.ValueOf(got), reflect.ValueOf(Default())
 	for i := range gotV.NumField() {
-		if gotV.Field(i).Interface() == defV.Field(i).Interface() {
+		if reflect.DeepEqual(gotV.Field(i).Interface(), defV.Field(i).Interface()) {
 			t.Errorf("Config.%s kept its default %v", gotV.Type().Field(i).Name, gotV.Field(i))
 		}
 	}
@@ -366,7 +372,7 @@ func TestBackendFlags(t *testing.T) {
 		}
 		want := Default()
 		want.Backend = "postgres://pgtenant@db.internal:5432/registry"
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("got  %+v\nwant %+v", got, want)
 		}
 	})

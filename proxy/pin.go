@@ -48,8 +48,13 @@ type pin struct {
 // DEFAULT comes first because RESET ALL leaves the session user and role
 // alone; CLOSE ALL comes before DISCARD TEMP because an open cursor would
 // keep a temporary table in use.
+//
+// Named prepared statements are not deallocated: protocol-level ones belong
+// to pgtenant's per-backend cache (stmt.go), keyed by tenant schema so no
+// tenant ever uses another's; SQL-level PREPARE pins its client to the
+// backend, which DISCARD ALL cleans when the client leaves.
 const resetSQL = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; " +
-	"SELECT pg_advisory_unlock_all(); DISCARD TEMP; DEALLOCATE ALL; "
+	"SELECT pg_advisory_unlock_all(); DISCARD TEMP; "
 
 // paramName is what pgtenant accepts as a run-time parameter name from a
 // client: a plain or dotted (extension) GUC name.
@@ -64,29 +69,46 @@ var reservedParams = map[string]string{
 	"role":                  "the pool logs in with its own role",
 }
 
+// renderedSetting is one SET the pin applies: a lower-case parameter name
+// and its value already rendered as SQL.
+type renderedSetting struct{ name, sql string }
+
 // buildPin renders the pin for a tenant schema and the client's startup
 // parameters. params must already be validated by checkParams.
 func buildPin(schema string, params []startupParam) pin {
+	sets := make([]renderedSetting, len(params))
+	for i, p := range params {
+		sets[i] = renderedSetting{name: p.Name, sql: quoteLiteral(p.Value)}
+	}
+	return buildPinSQL(schema, "", sets)
+}
+
+// buildPinSQL renders the pin: the reset, search_path (the tenant's default
+// when searchPath is empty, else the client's own, already checked), then
+// the settings in order.
+func buildPinSQL(schema, searchPath string, sets []renderedSetting) pin {
 	var p pin
-	first := resetSQL + "SET search_path TO " + quoteIdent(schema) + ", public"
-	p.msgs, _ = (&pgproto3.Query{String: first}).Encode(p.msgs)
+	if searchPath == "" {
+		searchPath = quoteIdent(schema) + ", public"
+	}
+	p.msgs, _ = (&pgproto3.Query{String: resetSQL + "SET search_path TO " + searchPath}).Encode(p.msgs)
 	p.queries = 1
 	var key strings.Builder
-	key.WriteString(schema)
-	if len(params) > 0 {
+	key.WriteString(searchPath)
+	if len(sets) > 0 {
 		var sb strings.Builder
-		for i, prm := range params {
+		for i, st := range sets {
 			if i > 0 {
 				sb.WriteString("; ")
 			}
 			sb.WriteString("SET ")
-			sb.WriteString(quoteIdent(prm.Name))
+			sb.WriteString(quoteIdent(st.name))
 			sb.WriteString(" TO ")
-			sb.WriteString(quoteLiteral(prm.Value))
+			sb.WriteString(st.sql)
 			key.WriteByte(0)
-			key.WriteString(prm.Name)
+			key.WriteString(st.name)
 			key.WriteByte('=')
-			key.WriteString(prm.Value)
+			key.WriteString(st.sql)
 		}
 		p.msgs, _ = (&pgproto3.Query{String: sb.String()}).Encode(p.msgs)
 		p.queries++
@@ -147,6 +169,10 @@ func checkParams(startup map[string]string) ([]startupParam, *pgError) {
 		}
 		if strings.IndexByte(value, 0) >= 0 {
 			return nil, fatalf(codeInvalidParameter, "invalid value for parameter %q", name)
+		}
+		if e := lexerSafe(name, value); e != nil {
+			e.Severity = "FATAL"
+			return nil, e
 		}
 		params = append(params, startupParam{Name: name, Value: value})
 	}

@@ -189,16 +189,34 @@ func (srv *Server) cancel(pid uint32, secret []byte) {
 // holds the backend next. pgtenant's own queries are never cancelled: a
 // cancelled pin would leave the client's command running in the previous
 // holder's state.
+//
+// The server may already be running the client's command while the backend
+// goroutine has yet to read the pin's reply; the cancel then waits (up to
+// ServerConnectTimeout) for that reply rather than being dropped.
 func (s *session) cancelRunning() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.ServerConnectTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.ownDone.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for {
+		front := s.q.front()
+		if front == nil || !front.own || front.kind != expectQuery || ctx.Err() != nil {
+			break
+		}
+		s.ownDone.Wait()
+	}
 	be := s.be
-	if be == nil || (s.pending == 0 && !s.open) || s.swallow.Load() > 0 {
+	front := s.q.front()
+	if be == nil || (s.clientWait == 0 && !s.open) || (front != nil && front.own && front.kind == expectQuery) {
 		s.log.Debug("cancel request with nothing running: dropped")
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.ServerConnectTimeout)
-	defer cancel()
 	if err := be.Cancel(ctx); err != nil {
 		s.log.Warn("forwarding cancel request failed", "err", err)
 		return
@@ -259,6 +277,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		IdleTimeout:    cfg.ServerIdleTimeout,
 		MaxLifetime:    cfg.ServerLifetime,
 		CheckIdle:      cfg.ServerCheckIdle,
+		MaxStatements:  cfg.MaxPreparedStatements,
 	}, dialer)
 	if err != nil {
 		return err

@@ -49,30 +49,44 @@ type session struct {
 	pin    pin
 	key    cancelKey
 
-	// swallow counts ReadyForQuery replies that belong to pgtenant's own
-	// queries (pin, rollback, reset), not to the client. It is atomic
-	// because the backend goroutine reads it for every message; it only
-	// changes under mu.
-	swallow atomic.Int32
+	// own counts pgtenant's own expectations in q. It is atomic because
+	// the backend goroutine reads it for every reply (while it is zero,
+	// every reply is the client's and needs no lock); it only changes
+	// under mu.
+	own atomic.Int32
 	// backendDone is waited for before the session ends.
 	backendDone sync.WaitGroup
+	// out collects what the client goroutine sends for one client message
+	// besides (or instead of) the message itself. Client goroutine only.
+	out []byte
+	// poke: follow the current message with a Sync of pgtenant's own.
+	poke bool
 
 	mu sync.Mutex
+	// ownDone is signalled (with mu) when one of pgtenant's own queries is
+	// answered or the backend is lost: a cancel waits on it (cancelRunning).
+	ownDone *sync.Cond
 	// be is the attached backend, nil when detached.
 	be *pool.Conn
-	// pending counts ReadyForQuery replies the client is owed: one per
-	// Query, FunctionCall and Sync sent to the attached backend.
-	pending int
+	// reserved is a backend taken by answerDetachedLocked's try, about to
+	// be attached.
+	reserved *pool.Conn
+	// q is what the attached backend owes, in order (queue.go).
+	q replyQueue
+	// clientWait counts the client's Query, FunctionCall and Sync in q:
+	// the ReadyForQuery replies the client is waiting for.
+	clientWait int
 	// open: the client sent extended-protocol messages after its last Sync.
 	open bool
-	// copyIn: the client is streaming COPY data.
-	copyIn bool
-	// lastSimple: the last command-starting message was a Query (not an
-	// Execute); syncsSinceExec counts Syncs sent since the last Execute.
-	// Together they tell which Syncs the server will ignore when a COPY
-	// FROM STDIN starts (it ignores Sync in copy-in mode).
-	lastSimple     bool
-	syncsSinceExec int
+	// copyStarted counts COPY FROM STDIN the server started (CopyInResponse)
+	// and copyEnded those the client ended (CopyDone, CopyFail) since the
+	// backend was attached. A client may send its data and CopyDone before
+	// the server's CopyInResponse arrives (pgx does), so the two sides are
+	// counted apart and a COPY is under way while they differ.
+	copyStarted, copyEnded int
+	// execSeq numbers the client's Executes; copyWindow is the one whose
+	// Syncs the server will ignore if it starts a COPY FROM STDIN (0: none).
+	execSeq, copyWindow uint64
 	// status is the last transaction status the client was told.
 	status byte
 	// skipTillSync: the backend died under an unfinished extended-protocol
@@ -80,24 +94,61 @@ type session struct {
 	// up to its Sync, then answer it with skipErr and ReadyForQuery.
 	skipTillSync bool
 	skipErr      *pgError
-	// pinErr is the error a swallowed query reported.
+	// pinErr is the error one of pgtenant's own queries reported.
 	pinErr *pgproto3.ErrorResponse
+	// violated: the client broke the protocol while a backend was attached;
+	// the backend goroutine sends this FATAL error as it winds down.
+	violated *pgError
+	// stmts are the client's named prepared statements (stmt.go).
+	stmts map[string]*clientStmt
+	// errNames maps backend statement names to the client's, for errors.
+	errNames map[string]string
+	// pinned, when not empty, says why the client keeps its backend until
+	// it disconnects (a session feature that cannot move between backends).
+	pinned string
+	// params are the client's startup parameters; settings what it has
+	// changed since (lower-case name to rendered SQL value); tentative the
+	// changes of its open transaction (state.go).
+	params    []startupParam
+	settings  map[string]string
+	tentative []change
+	// scanning is the text being classified (client goroutine only).
+	scanning string
+	// unnamedParse is the client's unnamed statement (its Parse body
+	// after the empty name), nil when it has none; unnamedHere says the
+	// attached backend has it. Client goroutine and mu.
+	unnamedParse []byte
+	unnamedHere  bool
+	unnamedBuf   []byte
+	// unnamed is what the client's last unnamed Parse means for the
+	// session, applied when it is bound.
+	unnamed stmtEffects
+	// segmentFailed: an error since the client's last ReadyForQuery.
+	// lastRollback: the last command completed was a ROLLBACK (or a COMMIT
+	// of a failed transaction, which the server also tags ROLLBACK).
+	// Backend goroutine only, for lastRollback.
+	segmentFailed bool
+	lastRollback  bool
 	// closing: the client is gone; the backend goroutine releases at the
 	// next safe point whatever the pool mode, and writes nothing to cw.
 	closing bool
 }
 
 func newSession(srv *Server, nc net.Conn) *session {
-	return &session{
-		srv:    srv,
-		nc:     nc,
-		cr:     bufio.NewReaderSize(nc, clientBufferSize),
-		cw:     bufio.NewWriterSize(nc, clientBufferSize),
-		bw:     bufio.NewWriterSize(nil, clientBufferSize),
-		mode:   srv.cfg.PoolMode,
-		log:    srv.log.With("client", nc.RemoteAddr().String()),
-		status: 'I',
+	s := &session{
+		srv:      srv,
+		nc:       nc,
+		cr:       bufio.NewReaderSize(nc, clientBufferSize),
+		cw:       bufio.NewWriterSize(nc, clientBufferSize),
+		bw:       bufio.NewWriterSize(nil, clientBufferSize),
+		mode:     srv.cfg.PoolMode,
+		log:      srv.log.With("client", nc.RemoteAddr().String()),
+		status:   'I',
+		stmts:    map[string]*clientStmt{},
+		settings: map[string]string{},
 	}
+	s.ownDone = sync.NewCond(&s.mu)
+	return s
 }
 
 // Send and Flush let auth methods talk to the client (auth.Conn).
@@ -204,6 +255,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 	if perr != nil {
 		return perr
 	}
+	s.params = params
 	s.pin = buildPin(t.Schema, params)
 
 	be, err := s.srv.checkout(ctx)
@@ -222,6 +274,13 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 			Detail: serverErr.Detail, Hint: serverErr.Hint}
 	}
 
+	if v := be.Params["standard_conforming_strings"]; v != "on" {
+		// The server's own default is off (postgresql.conf or the pool
+		// role): see lexerSafe.
+		s.srv.pool.Release(be)
+		return fatalf(codeFeatureUnsupported,
+			"pgtenant requires standard_conforming_strings = on on the backend (it is %q)", v)
+	}
 	// The client sees what the server reports after the pin, so its
 	// ParameterStatus values are the ones its queries will run with.
 	names := make([]string, 0, len(be.Params))

@@ -161,3 +161,19 @@ func fatalf(code, format string, args ...any) *pgError {
 func errorf(code, format string, args ...any) *pgError {
 	return &pgError{Severity: "ERROR", Code: code, Message: fmt.Sprintf(format, args...)}
 }
+
+// streamBody copies the next left bytes of r to w through r's buffer.
+func streamBody(r *bufio.Reader, w *bufio.Writer, left int) error {
+	for left > 0 {
+		chunk, err := r.Peek(min(left, r.Size()))
+		if len(chunk) == 0 && err != nil {
+			return &copyError{err: err}
+		}
+		if _, werr := w.Write(chunk); werr != nil {
+			return &copyError{write: true, err: werr}
+		}
+		_, _ = r.Discard(len(chunk))
+		left -= len(chunk)
+	}
+	return nil
+}

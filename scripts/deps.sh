@@ -5,6 +5,11 @@
 #     tests start their own server from /usr/lib/postgresql/15/bin, and the
 #     benchmarks use psql and pgbench;
 #   - pgbouncer, the benchmarks' point of comparison;
+#   - Django and psycopg2 (python3-django, python3-psycopg2), which the
+#     Django integration test runs a real project with;
+#   - Node.js and npm (nodejs, npm) when node is missing, and the node-postgres
+#     test app's modules (npm ci in integration/testdata/nodeapp) when they
+#     are missing or older than its package-lock.json;
 #   - Go, which it checks for but does not install.
 # It is safe to run again and again; `make deps`, `make test` and .ci/run do.
 set -euo pipefail
@@ -35,49 +40,80 @@ have_pgbouncer() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgboun
 if ! have_pgbouncer; then
 	missing+=(pgbouncer)
 fi
-if [ "${#missing[@]}" -eq 0 ]; then
-	exit 0
+# Debian's python3-* packages are for Debian's interpreter, which a pyenv or
+# virtualenv python3 earlier on PATH would hide: ask /usr/bin/python3, the one
+# the Django test runs.
+DEBIAN_PYTHON=/usr/bin/python3
+have_django() { "$DEBIAN_PYTHON" -c 'import django, psycopg2' >/dev/null 2>&1; }
+if ! have_django; then
+	missing+=(python3-django python3-psycopg2)
+fi
+# A Node.js from elsewhere (nodesource, nvm) ships its own npm; Debian's
+# npm is only wanted alongside Debian's nodejs.
+if ! command -v node >/dev/null 2>&1; then
+	missing+=(nodejs)
+	command -v npm >/dev/null 2>&1 || missing+=(npm)
+elif ! command -v npm >/dev/null 2>&1; then
+	missing+=(npm)
 fi
 
-sudo=()
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
-	sudo=(sudo)
-fi
-command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install by hand: ${missing[*]}"
-
-# Without systemd (containers, CI), the packages' maintainer scripts cannot
-# start the services they ship and may fail the install for it. The tests do
-# not want those services anyway (they start their own servers on free
-# ports), so while installing, tell invoke-rc.d that starting is not allowed:
-# the conventional policy-rc.d that exits 101. An existing one is left alone.
-policy=/usr/sbin/policy-rc.d
-made_policy=
-if [ ! -d /run/systemd/system ] && [ ! -e "$policy" ]; then
-	printf '#!/bin/sh\n# Written by pgtenant scripts/deps.sh for the length of an install.\nexit 101\n' |
-		"${sudo[@]}" tee "$policy" >/dev/null
-	"${sudo[@]}" chmod 755 "$policy"
-	made_policy=1
-fi
-cleanup() {
-	if [ -n "$made_policy" ]; then
-		"${sudo[@]}" rm -f "$policy"
+if [ "${#missing[@]}" -gt 0 ]; then
+	sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
+		sudo=(sudo)
 	fi
-}
-trap cleanup EXIT
+	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install by hand: ${missing[*]}"
 
-say "installing: ${missing[*]}"
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-	apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	# Without systemd (containers, CI), the packages' maintainer scripts
+	# cannot start the services they ship and may fail the install for it.
+	# The tests do not want those services anyway (they start their own
+	# servers on free ports), so while installing, tell invoke-rc.d that
+	# starting is not allowed: the conventional policy-rc.d that exits 101.
+	# An existing one is left alone.
+	policy=/usr/sbin/policy-rc.d
+	made_policy=
+	if [ ! -d /run/systemd/system ] && [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# Written by pgtenant scripts/deps.sh for the length of an install.\nexit 101\n' |
+			"${sudo[@]}" tee "$policy" >/dev/null
+		"${sudo[@]}" chmod 755 "$policy"
+		made_policy=1
+	fi
+	cleanup() {
+		if [ -n "$made_policy" ]; then
+			"${sudo[@]}" rm -f "$policy"
+		fi
+	}
+	trap cleanup EXIT
 
-# The postgresql package is whatever version this Debian release ships; the
-# project needs 15 (Debian 12's).
-[ -x "$PG_BIN/postgres" ] ||
-	die "installed postgresql, but $PG_BIN/postgres is missing: this Debian ships another version; install postgresql-15, or set PGTENANT_PG_BIN to a PostgreSQL 15 bin directory"
-for tool in psql pgbench; do
-	command -v "$tool" >/dev/null 2>&1 || die "installed ${missing[*]}, but $tool is still not on PATH"
-done
-have_pgbouncer || die "installed ${missing[*]}, but pgbouncer is still missing"
+	say "installing: ${missing[*]}"
+	"${sudo[@]}" apt-get update -qq
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
-say "done"
+	# The postgresql package is whatever version this Debian release ships;
+	# the project needs 15 (Debian 12's).
+	[ -x "$PG_BIN/postgres" ] ||
+		die "installed postgresql, but $PG_BIN/postgres is missing: this Debian ships another version; install postgresql-15, or set PGTENANT_PG_BIN to a PostgreSQL 15 bin directory"
+	for tool in psql pgbench node npm; do
+		command -v "$tool" >/dev/null 2>&1 || die "installed ${missing[*]}, but $tool is still not on PATH"
+	done
+	have_pgbouncer || die "installed ${missing[*]}, but pgbouncer is still missing"
+	have_django ||
+		die "installed ${missing[*]}, but $DEBIAN_PYTHON still cannot import django and psycopg2"
+	say "done"
+fi
+
+# The node-postgres test's modules: installed from the committed lock file,
+# again whenever the lock file changes.
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+nodeapp="$repo/integration/testdata/nodeapp"
+if [ -f "$nodeapp/package-lock.json" ] &&
+	{ [ ! -d "$nodeapp/node_modules" ] || [ "$nodeapp/package-lock.json" -nt "$nodeapp/node_modules" ]; }; then
+	say "installing node modules in integration/testdata/nodeapp (npm ci)"
+	(cd "$nodeapp" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+		die "npm ci in $nodeapp failed"
+	# npm ci recreates node_modules, but touch it anyway so that its time
+	# says when it was last brought up to date with the lock file.
+	touch "$nodeapp/node_modules"
+fi

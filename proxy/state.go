@@ -1,0 +1,603 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/proxy/sqlscan"
+)
+
+// Session state in transaction pooling.
+//
+// A client's SET, RESET, RESET ALL, SET ROLE, SET SESSION AUTHORIZATION and
+// set_config(name, value, false) are recognised in its Query and Parse
+// messages (package sqlscan) and kept as the client's own settings, which
+// the pin applies to every backend that serves it (after resetting whatever
+// the previous holder left). As in PostgreSQL, a change takes effect for
+// good only if its transaction commits: changes are held as tentative and
+// committed at the ReadyForQuery 'I' that ends their transaction, unless
+// that transaction failed or rolled back. SET LOCAL and set_config(…, true)
+// last until the end of the transaction, which they do on their own.
+//
+// search_path is the tenant boundary: a client may put only its tenant's
+// schema, public, pg_catalog, pg_temp and --shared-schemas on it; anything
+// else is refused with 42501 before it reaches the server.
+//
+// Features whose state lives on one backend for the rest of the session
+// (LISTEN, session advisory locks, WITH HOLD cursors, temporary tables, SQL
+// PREPARE, LOAD) either pin the client to its backend until it disconnects
+// or are refused, as --unpoolable says.
+
+// change is one tentative change to the client's settings.
+type change struct {
+	all   bool   // RESET ALL (or DISCARD ALL)
+	name  string // lower-case parameter name
+	value string // rendered SQL value; "" means RESET
+}
+
+// scanResult is what a statement text means for the session.
+type scanResult struct {
+	changes []change
+	// refuse, when set, replaces the text: the server raises it.
+	refuse *pgError
+	// unpoolable names the first session feature found ("" if none).
+	unpoolable string
+	// dropStatements: DEALLOCATE ALL or DISCARD ALL, which drop every
+	// prepared statement on the server, pgtenant's too.
+	dropStatements bool
+	// params lists set_config calls whose value is a bind parameter, to
+	// be resolved at Bind.
+	params []paramChange
+	// refs are EXECUTE and DEALLOCATE naming a statement the client
+	// prepared with a Parse message, which PostgreSQL allows: the name is
+	// rewritten to the backend's (see rewriteRefsLocked).
+	refs []nameRef
+}
+
+// nameRef is where a statement name stands in a text.
+type nameRef struct {
+	start, end int
+	name       string
+	drop       bool // DEALLOCATE
+}
+
+// paramChange is a set_config(name, $n, false) whose value comes at Bind.
+type paramChange struct {
+	name  string
+	param int
+}
+
+// scanText classifies a Query or Parse text. It costs one quick pass over
+// the text when nothing in it can change the session.
+func (s *session) scanText(text string) scanResult {
+	var res scanResult
+	if !sqlscan.Interesting(text) {
+		return res
+	}
+	stmts, err := sqlscan.Scan(text)
+	if err != nil {
+		// An unterminated quote: the server will refuse the text; nothing
+		// in it runs.
+		return res
+	}
+	s.scanning = text
+	defer func() { s.scanning = "" }()
+	for _, st := range stmts {
+		s.classify(&st, &res)
+		if res.refuse != nil {
+			return res
+		}
+	}
+	return res
+}
+
+func (s *session) classify(st *sqlscan.Statement, res *scanResult) {
+	switch st.Kind {
+	case sqlscan.Set, sqlscan.SetRole, sqlscan.SetSessionAuthorization:
+		value, ok := renderValues(st.Values)
+		if !ok {
+			res.unpoolableOnce("SET " + st.Name + " with a value pgtenant cannot track")
+			break
+		}
+		if len(st.Values) == 1 {
+			if e := lexerSafe(st.Name, st.Values[0].Text); e != nil {
+				res.refuse = e
+				return
+			}
+		}
+		if st.Name == "search_path" && value != "" {
+			if e := s.checkSearchPath(st.Values); e != nil {
+				res.refuse = e
+				return
+			}
+		}
+		res.changes = append(res.changes, change{name: st.Name, value: value})
+	case sqlscan.SetLocal:
+		if len(st.Values) == 1 {
+			if e := lexerSafe(st.Name, st.Values[0].Text); e != nil {
+				res.refuse = e
+				return
+			}
+		}
+		if st.Name == "search_path" {
+			if e := s.checkSearchPath(st.Values); e != nil {
+				res.refuse = e
+				return
+			}
+		}
+	case sqlscan.Reset:
+		res.changes = append(res.changes, change{name: st.Name})
+	case sqlscan.ResetAll:
+		res.changes = append(res.changes, change{all: true})
+	case sqlscan.Discard:
+		if st.Name == "all" {
+			res.changes = append(res.changes, change{all: true})
+			res.dropStatements = true
+		}
+	case sqlscan.Deallocate:
+		if st.Name == "all" {
+			res.dropStatements = true
+			break
+		}
+		fallthrough
+	case sqlscan.Execute:
+		if _, ok := s.stmts[st.Name]; ok {
+			if start, end, ok := nameRange(s.scanning, st); ok {
+				res.refs = append(res.refs, nameRef{start: start, end: end, name: st.Name, drop: st.Kind == sqlscan.Deallocate})
+			}
+		}
+	case sqlscan.Listen:
+		res.unpoolableOnce("LISTEN")
+	case sqlscan.Prepare:
+		res.unpoolableOnce("PREPARE")
+	case sqlscan.DeclareWithHold:
+		res.unpoolableOnce("DECLARE ... WITH HOLD")
+	case sqlscan.CreateTemp:
+		res.unpoolableOnce("temporary table")
+	case sqlscan.Load:
+		res.unpoolableOnce("LOAD")
+	}
+	if len(st.SessionLockFuncs) > 0 {
+		res.unpoolableOnce(st.SessionLockFuncs[0])
+	}
+	for _, sc := range st.SetConfigs {
+		if sc.LocalKnown && sc.Local && sc.NameKnown && sc.ValueKnown {
+			if e := lexerSafe(strings.ToLower(sc.Name), sc.Value); e != nil {
+				res.refuse = e
+				return
+			}
+		}
+		if sc.LocalKnown && sc.Local {
+			if sc.NameKnown && strings.EqualFold(sc.Name, "search_path") && sc.ValueKnown {
+				if e := s.checkSearchPathText(sc.Value); e != nil {
+					res.refuse = e
+					return
+				}
+			}
+			continue
+		}
+		if !sc.NameKnown || (!sc.LocalKnown && sc.LocalParam == 0) {
+			res.unpoolableOnce("set_config with arguments pgtenant cannot track")
+			continue
+		}
+		name := strings.ToLower(sc.Name)
+		if sc.ValueKnown {
+			if e := lexerSafe(name, sc.Value); e != nil {
+				res.refuse = e
+				return
+			}
+		}
+		switch {
+		case sc.LocalParam != 0:
+			// is_local comes at Bind; pgtenant cannot tell whether the
+			// change outlives the transaction.
+			res.unpoolableOnce("set_config with is_local as a parameter")
+		case sc.ValueParam != 0:
+			res.params = append(res.params, paramChange{name: name, param: sc.ValueParam})
+		case sc.ValueKnown:
+			if name == "search_path" {
+				if e := s.checkSearchPathText(sc.Value); e != nil {
+					res.refuse = e
+					return
+				}
+			}
+			res.changes = append(res.changes, change{name: name, value: quoteLiteral(sc.Value)})
+		default:
+			res.unpoolableOnce("set_config with a value pgtenant cannot track")
+		}
+	}
+}
+
+func (r *scanResult) unpoolableOnce(what string) {
+	if r.unpoolable == "" {
+		r.unpoolable = what
+	}
+}
+
+// renderValues renders a SET value list as SQL; "" means the default
+// (RESET). ok is false for a value pgtenant cannot reproduce.
+func renderValues(vals []sqlscan.Value) (string, bool) {
+	if len(vals) == 1 && vals[0].Kind == sqlscan.Keyword {
+		switch vals[0].Text {
+		case "default", "local", "none":
+			return "", true
+		}
+	}
+	var b strings.Builder
+	for i, v := range vals {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		switch v.Kind {
+		case sqlscan.Ident, sqlscan.String, sqlscan.Keyword:
+			b.WriteString(quoteLiteral(v.Text))
+		case sqlscan.QuotedIdent:
+			b.WriteString(quoteIdent(v.Text))
+		case sqlscan.Number:
+			b.WriteString(v.Text)
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
+}
+
+// reachable says whether a tenant's client may put schema on its
+// search_path.
+func (s *session) reachable(schema string) bool {
+	switch schema {
+	case s.tenant.Schema, "public", "pg_catalog", "pg_temp":
+		return true
+	}
+	for _, sh := range s.srv.cfg.SharedSchemas {
+		if schema == sh {
+			return true
+		}
+	}
+	return false
+}
+
+// checkSearchPath refuses a SET search_path value naming a schema the
+// tenant may not reach.
+func (s *session) checkSearchPath(vals []sqlscan.Value) *pgError {
+	for _, v := range vals {
+		if v.Kind == sqlscan.Keyword && v.Text == "default" {
+			continue
+		}
+		switch v.Kind {
+		case sqlscan.Ident, sqlscan.String:
+			// A string item is itself a list for search_path ('a, b').
+			if e := s.checkSearchPathText(v.Text); e != nil {
+				return e
+			}
+		case sqlscan.QuotedIdent:
+			if !s.reachable(v.Text) {
+				return s.searchPathError(v.Text)
+			}
+		default:
+			return s.searchPathError(v.Text)
+		}
+	}
+	return nil
+}
+
+// checkSearchPathText checks a search_path string ("acme, public").
+func (s *session) checkSearchPathText(text string) *pgError {
+	for _, item := range strings.Split(text, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if strings.HasPrefix(item, `"`) && strings.HasSuffix(item, `"`) && len(item) >= 2 {
+			item = strings.ReplaceAll(item[1:len(item)-1], `""`, `"`)
+		} else {
+			item = strings.ToLower(item)
+		}
+		if !s.reachable(item) {
+			return s.searchPathError(item)
+		}
+	}
+	return nil
+}
+
+func (s *session) searchPathError(schema string) *pgError {
+	allowed := []string{s.tenant.Schema, "public"}
+	allowed = append(allowed, s.srv.cfg.SharedSchemas...)
+	return &pgError{Severity: "ERROR", Code: codeInsufficientPriv,
+		Message: fmt.Sprintf("pgtenant: tenant %q may not put schema %q on its search_path", s.tenant.Name, schema),
+		Hint:    "Allowed: " + strings.Join(allowed, ", ") + ", pg_catalog, pg_temp.",
+	}
+}
+
+// unpoolableError is what a client gets for a session feature under
+// --unpoolable=refuse.
+func unpoolableError(what string) *pgError {
+	return &pgError{Severity: "ERROR", Code: codeFeatureUnsupported,
+		Message: fmt.Sprintf("pgtenant: %s cannot be used with transaction pooling", what),
+		Hint:    "Use session pooling for this client, or run pgtenant with --unpoolable=pin.",
+	}
+}
+
+// raiseSQL is a statement that makes the server report e, so a refusal
+// reaches the client in the right place among its other replies. Only
+// characters that cannot end the dollar quote or the literal are kept of
+// the message.
+func raiseSQL(e *pgError) string {
+	clean := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			switch {
+			case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9',
+				strings.ContainsRune(` _-.,:;()"=*`, r):
+				return r
+			}
+			return '?'
+		}, s)
+	}
+	return "DO $pgtenant_refused$ BEGIN RAISE EXCEPTION USING ERRCODE = '" + e.Code +
+		"', MESSAGE = " + quoteLiteral(clean(e.Message)) +
+		", HINT = " + quoteLiteral(clean(e.Hint)) + "; END $pgtenant_refused$"
+}
+
+// sessionEffectsLocked applies what a scanned text means for the session
+// when it is sent: tentative changes, pinning, dropped statements. It
+// returns an error to raise instead of the text, if any.
+func (s *session) sessionEffectsLocked(res *scanResult) *pgError {
+	if res.refuse != nil {
+		return res.refuse
+	}
+	if res.unpoolable != "" && s.mode == config.PoolTransaction && s.pinned == "" {
+		if s.srv.cfg.Unpoolable == config.UnpoolableRefuse {
+			return unpoolableError(res.unpoolable)
+		}
+		s.pinned = res.unpoolable
+		s.log.Info("client pinned to its server connection until it disconnects", "reason", res.unpoolable)
+	}
+	if res.dropStatements {
+		// The server drops pgtenant's statements on this backend too. New
+		// ones get new names, so a failed DEALLOCATE ALL leaves only
+		// unused leftovers, never a clash.
+		s.be.Statements.Clear()
+		clear(s.stmts)
+	}
+	s.tentative = append(s.tentative, res.changes...)
+	return nil
+}
+
+// settleLocked runs at each ReadyForQuery the client gets: at the end of a
+// transaction ('I'), tentative changes become the client's settings unless
+// the transaction failed or rolled back.
+func (s *session) settleLocked(status byte) {
+	failed := s.segmentFailed
+	s.segmentFailed = false
+	if status != 'I' || len(s.tentative) == 0 {
+		if status == 'I' {
+			s.lastRollback = false
+		}
+		return
+	}
+	if !failed && !s.lastRollback {
+		for _, c := range s.tentative {
+			switch {
+			case c.all:
+				clear(s.settings)
+			case c.value == "":
+				delete(s.settings, c.name)
+			default:
+				s.settings[c.name] = c.value
+			}
+		}
+		s.rebuildPinLocked()
+	}
+	s.tentative = s.tentative[:0]
+	s.lastRollback = false
+}
+
+// rebuildPinLocked renders the pin from the startup parameters and the
+// client's settings.
+func (s *session) rebuildPinLocked() {
+	searchPath := ""
+	merged := map[string]string{}
+	for _, p := range s.params {
+		merged[p.Name] = quoteLiteral(p.Value)
+	}
+	for name, v := range s.settings {
+		if name == "search_path" {
+			searchPath = v
+			continue
+		}
+		merged[name] = v
+	}
+	names := make([]string, 0, len(merged))
+	for name := range merged {
+		names = append(names, name)
+	}
+	// SET SESSION AUTHORIZATION resets the role, so it goes first.
+	sort.Slice(names, func(i, j int) bool {
+		if (names[i] == "session_authorization") != (names[j] == "session_authorization") {
+			return names[i] == "session_authorization"
+		}
+		return names[i] < names[j]
+	})
+	sets := make([]renderedSetting, len(names))
+	for i, name := range names {
+		sets[i] = renderedSetting{name: name, sql: merged[name]}
+	}
+	s.pin = buildPinSQL(s.tenant.Schema, searchPath, sets)
+}
+
+// bindParamText returns the text of parameter n (1-based) of a Bind body,
+// or false when it is NULL, binary of a type pgtenant cannot read, or the
+// body is malformed.
+func bindParamText(body []byte, n int) (string, bool) {
+	_, rest, ok := splitName(body) // portal
+	if !ok {
+		return "", false
+	}
+	_, rest, ok = splitName(rest) // statement
+	if !ok || len(rest) < 2 {
+		return "", false
+	}
+	nf := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	if len(rest) < 2*nf {
+		return "", false
+	}
+	formats := rest[:2*nf]
+	rest = rest[2*nf:]
+	if len(rest) < 2 {
+		return "", false
+	}
+	np := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	if n < 1 || n > np {
+		return "", false
+	}
+	for i := 1; i <= np; i++ {
+		if len(rest) < 4 {
+			return "", false
+		}
+		l := int(int32(binary.BigEndian.Uint32(rest)))
+		rest = rest[4:]
+		if l > len(rest) {
+			return "", false
+		}
+		if i == n {
+			if l < 0 {
+				return "", false
+			}
+			// Text format, or binary of a text type (the same bytes):
+			// set_config's value is text.
+			_ = formats
+			return string(rest[:l]), true
+		}
+		if l > 0 {
+			rest = rest[l:]
+		}
+	}
+	return "", false
+}
+
+// nameRange finds the statement name of an EXECUTE or DEALLOCATE [PREPARE]
+// statement in text. It gives up (false) on anything unusual, such as a
+// comment between the words; the statement then goes to the server as
+// written.
+func nameRange(text string, st *sqlscan.Statement) (start, end int, ok bool) {
+	i, stop := st.Start, st.End
+	skipSpace := func() {
+		for i < stop && strings.IndexByte(" \t\r\n\f", text[i]) >= 0 {
+			i++
+		}
+	}
+	word := func() string {
+		j := i
+		for i < stop && (isIdentByte(text[i])) {
+			i++
+		}
+		return strings.ToLower(text[j:i])
+	}
+	skipSpace()
+	switch word() {
+	case "execute":
+	case "deallocate":
+		skipSpace()
+		save := i
+		if word() != "prepare" {
+			i = save
+		}
+	default:
+		return 0, 0, false
+	}
+	skipSpace()
+	start = i
+	if i < stop && text[i] == '"' {
+		for i++; i < stop; i++ {
+			if text[i] == '"' {
+				if i+1 < stop && text[i+1] == '"' {
+					i++
+					continue
+				}
+				return start, i + 1, true
+			}
+		}
+		return 0, 0, false
+	}
+	word()
+	if i == start {
+		return 0, 0, false
+	}
+	return start, i, true
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+// rewriteRefsLocked rewrites EXECUTE and DEALLOCATE of the client's
+// protocol-level statements to the backend's names, preparing them first
+// where the backend lacks them. It returns the new text, or "" when nothing
+// changed.
+func (s *session) rewriteRefsLocked(text string, refs []nameRef) string {
+	var b strings.Builder
+	last := 0
+	for _, r := range refs {
+		cs, ok := s.stmts[r.name]
+		if !ok {
+			continue
+		}
+		backendName := s.ensureStatementLocked(cs)
+		b.WriteString(text[last:r.start])
+		b.WriteString(quoteIdent(backendName))
+		last = r.end
+		if r.drop {
+			s.be.Statements.Remove(cs.key)
+			delete(s.stmts, r.name)
+		}
+	}
+	if last == 0 {
+		return ""
+	}
+	b.WriteString(text[last:])
+	return b.String()
+}
+
+// lexerSafe refuses the two settings under which pgtenant's statement lexer
+// could read a text differently from the server: standard_conforming_strings
+// off (a backslash would then escape a quote in an ordinary string), and the
+// client encodings whose multibyte characters may contain the byte of a
+// backslash or quote (SJIS, BIG5, GBK, UHC, GB18030, JOHAB, and their
+// aliases). The server never accepts those as its own encoding, only as a
+// client's, so refusing them here closes the gap.
+func lexerSafe(name, value string) *pgError {
+	switch name {
+	case "standard_conforming_strings":
+		switch strings.ToLower(strings.TrimSpace(value)) {
+		case "on", "true", "yes", "1", "t", "y", "o":
+			return nil
+		}
+		return &pgError{Severity: "ERROR", Code: codeFeatureUnsupported,
+			Message: "pgtenant: standard_conforming_strings must stay on",
+			Hint:    "pgtenant reads statement texts to track session state, and reads them as the server does only with standard-conforming strings."}
+	case "client_encoding":
+		norm := strings.Map(func(r rune) rune {
+			switch {
+			case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+				return r
+			case r >= 'A' && r <= 'Z':
+				return r + 'a' - 'A'
+			}
+			return -1
+		}, value)
+		switch norm {
+		case "sjis", "shiftjis", "mskanji", "win932", "windows932", "shiftjis2004",
+			"big5", "win950", "windows950", "gbk", "win936", "windows936",
+			"uhc", "win949", "windows949", "gb18030", "johab":
+			return &pgError{Severity: "ERROR", Code: codeFeatureUnsupported,
+				Message: fmt.Sprintf("pgtenant: client_encoding %s is not supported", value),
+				Hint:    "Its multibyte characters can contain quote and backslash bytes, which would hide statements from pgtenant's session tracking; use UTF8 (the server converts)."}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+)
+
+// Named prepared statements in transaction pooling.
+//
+// A client's statement names mean nothing to the backends: each client
+// statement is remembered here (its Parse, minus the name) under a key of
+// tenant schema, query text and parameter types, and each backend keeps its
+// own statements by that key under names pgtenant generates
+// (pool.Statements). When a client's Bind or Describe lands on a backend
+// that lacks the statement, pgtenant first sends the Parse it remembered;
+// when a client's Parse names a statement the backend already has, pgtenant
+// sends a Describe of it instead, which costs the server no parse, and turns
+// the reply into the ParseComplete the client expects. Close forgets the
+// client's statement and leaves the backend's, which other clients of the
+// same tenant may share; backends evict by LRU.
+//
+// Because the key starts with the tenant's schema, two tenants that prepare
+// the same text under the same name get two server statements: neither can
+// ever run a plan made for the other's search_path.
+
+// clientStmt is a named statement as a client prepared it.
+type clientStmt struct {
+	// name is the client's name for it.
+	name string
+	// key names the backend statement: schema, query text, parameter types.
+	key string
+	// parse is the Parse body after the statement name (query text,
+	// parameter count, parameter type OIDs), to prepare it on any backend.
+	parse []byte
+	// effects is what running it means for the session (state.go).
+	effects stmtEffects
+	// answered: pgtenant answered the client's Parse itself, without a
+	// backend; it is prepared on one at first use.
+	answered bool
+}
+
+// stmtEffects are the session changes a statement makes each time it runs:
+// fixed ones, and set_config values that come as bind parameters.
+type stmtEffects struct {
+	changes []change
+	params  []paramChange
+}
+
+func (e *stmtEffects) empty() bool { return len(e.changes) == 0 && len(e.params) == 0 }
+
+// unknownStmtName is what a reference to a statement the client never
+// prepared is sent as: a name pgtenant never gives a statement (its own
+// names have no '/'), so the server answers 26000 as it would have to the
+// client, and never binds another client's statement by accident.
+func unknownStmtName(name string) string {
+	if len(unknownStmtPrefix)+len(name) > 63 {
+		name = name[:63-len(unknownStmtPrefix)]
+	}
+	return unknownStmtPrefix + name
+}
+
+const unknownStmtPrefix = "pgtenant/none/"
+
+// ensureStatementLocked makes sure the attached backend holds cs, queueing a
+// Parse (and Closes of statements the cache evicts) into s.out when it does
+// not, and returns the backend's name for it.
+func (s *session) ensureStatementLocked(cs *clientStmt) string {
+	if name, ok := s.be.Statements.Lookup(cs.key); ok {
+		return name
+	}
+	name, evicted := s.be.Statements.Add(cs.key)
+	for _, old := range evicted {
+		s.out = appendClose(s.out, 'S', old)
+		s.expectLocked(expectation{kind: expectClose, own: true})
+	}
+	s.out = appendParse(s.out, name, cs.parse)
+	s.expectLocked(expectation{kind: expectParse, own: true, key: cs.key, clientName: cs.name, stmt: cs})
+	return name
+}
+
+// parseNamedLocked maps a client's Parse of a named statement.
+func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects) {
+	if old, ok := s.stmts[name]; ok {
+		// PostgreSQL refuses to redefine a named statement (42P05). Let
+		// the server say so: Parse the backend's existing name again.
+		backendName := s.ensureStatementLocked(old)
+		s.out = appendParse(s.out, backendName, rest)
+		s.expectLocked(expectation{kind: expectParse})
+		s.noteErrorName(backendName, name)
+		return
+	}
+	cs := &clientStmt{name: name, key: statementKey(s.tenant.Schema, rest), parse: rest, effects: effects}
+	s.stmts[name] = cs
+	if backendName, ok := s.be.Statements.Lookup(cs.key); ok {
+		s.out = appendDescribe(s.out, 'S', backendName)
+		s.expectLocked(expectation{kind: expectParseViaDescribe, own: true})
+		return
+	}
+	backendName, evicted := s.be.Statements.Add(cs.key)
+	for _, old := range evicted {
+		s.out = appendClose(s.out, 'S', old)
+		s.expectLocked(expectation{kind: expectClose, own: true})
+	}
+	s.out = appendParse(s.out, backendName, rest)
+	s.expectLocked(expectation{kind: expectParse, key: cs.key, clientName: name, stmt: cs})
+}
+
+// backendStmtNameLocked returns what a client's reference to statement name
+// is sent as, preparing the statement on the backend first if needed.
+func (s *session) backendStmtNameLocked(name string) string {
+	cs, ok := s.stmts[name]
+	if !ok {
+		return unknownStmtName(name)
+	}
+	return s.ensureStatementLocked(cs)
+}
+
+// statementKey is schema, query text and parameter types.
+func statementKey(schema string, rest []byte) string {
+	b := make([]byte, 0, len(schema)+1+len(rest))
+	b = append(b, schema...)
+	b = append(b, 0)
+	b = append(b, rest...)
+	return string(b)
+}
+
+// splitName splits a NUL-terminated name off the front of b.
+func splitName(b []byte) (name string, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return "", nil, false
+	}
+	return string(b[:i]), b[i+1:], true
+}
+
+func appendHeader(dst []byte, typ byte, bodyLen int) []byte {
+	dst = append(dst, typ)
+	return binary.BigEndian.AppendUint32(dst, uint32(4+bodyLen))
+}
+
+func appendParse(dst []byte, name string, rest []byte) []byte {
+	dst = appendHeader(dst, 'P', len(name)+1+len(rest))
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	return append(dst, rest...)
+}
+
+func appendDescribe(dst []byte, kind byte, name string) []byte {
+	dst = appendHeader(dst, 'D', 1+len(name)+1)
+	dst = append(dst, kind)
+	dst = append(dst, name...)
+	return append(dst, 0)
+}
+
+func appendClose(dst []byte, kind byte, name string) []byte {
+	dst = appendHeader(dst, 'C', 1+len(name)+1)
+	dst = append(dst, kind)
+	dst = append(dst, name...)
+	return append(dst, 0)
+}
+
+// noteErrorName remembers which client name a backend name stands for, for
+// the error the server is about to report with it.
+func (s *session) noteErrorName(backendName, clientName string) {
+	if s.errNames == nil || len(s.errNames) > 64 {
+		s.errNames = map[string]string{}
+	}
+	s.errNames[backendName] = clientName
+}
+
+// clientNames rewrites statement names in a server error message into the
+// names the client used, so it reads as PostgreSQL would have put it to the
+// client: "prepared statement "pgtenant/none/s1" does not exist" becomes
+// "prepared statement "s1" does not exist".
+func (s *session) clientNames(msg string) string {
+	if !strings.Contains(msg, `"pgt`) {
+		return msg
+	}
+	msg = strings.ReplaceAll(msg, `"`+unknownStmtPrefix, `"`)
+	for backendName, clientName := range s.errNames {
+		msg = strings.ReplaceAll(msg, `"`+backendName+`"`, `"`+clientName+`"`)
+	}
+	return msg
+}

@@ -97,6 +97,16 @@ type Config struct {
 	// SharedSchemas may be put on a client's search_path by every tenant,
 	// besides the tenant's own schema and public. Default none.
 	SharedSchemas []string
+	// PinReuse lets a backend skip the pin when its last holder was a
+	// client of the same tenant with the same settings that sent nothing
+	// pgtenant recognises as changing session state. Default true; false
+	// resets every backend at every checkout (which also undoes changes
+	// made inside functions, which pgtenant cannot see).
+	PinReuse bool
+	// BenchNoPin turns the pin off entirely. It exists only so the
+	// benchmark harness can measure what pinning costs; no flag sets it,
+	// and a proxy running with it does not isolate tenants.
+	BenchNoPin bool
 	// LogFormat is text (default) or json.
 	LogFormat string
 	// LogLevel is debug, info (default), warn or error.
@@ -122,6 +132,7 @@ func Default() Config {
 		ShutdownTimeout:       30 * time.Second,
 		MaxPreparedStatements: 200,
 		Unpoolable:            UnpoolablePin,
+		PinReuse:              true,
 		LogFormat:             "text",
 		LogLevel:              "info",
 	}

@@ -72,6 +72,8 @@ var settings = []setting{
 		func(c *Config) *int { return &c.MaxPreparedStatements }),
 	stringSetting("unpoolable", "in transaction mode, what a client that uses LISTEN, session advisory locks, WITH HOLD cursors, temporary tables or SQL PREPARE gets: pin (keeps its backend until it disconnects) or refuse (an error)",
 		func(c *Config) *string { return (*string)(&c.Unpoolable) }),
+	boolSetting("pin-reuse", "skip the pin when a backend's last holder had the same tenant and settings and changed nothing pgtenant can see; false resets every backend at every checkout",
+		func(c *Config) *bool { return &c.PinReuse }),
 	listSetting("shared-schemas", "comma-separated schemas every tenant may put on its search_path besides its own and public",
 		func(c *Config) *[]string { return &c.SharedSchemas }),
 	stringSetting("log-format", "log line format: text or json",
@@ -118,6 +120,19 @@ func listSetting(name, usage string, field func(*Config) *[]string) setting {
 			}
 			*field(cfg) = items
 		},
+	}
+}
+
+func boolSetting(name, usage string, field func(*Config) *bool) setting {
+	def := Default()
+	return setting{
+		name: name,
+		newFlag: func() cli.Flag {
+			return altsrc.NewBoolFlag(&cli.BoolFlag{
+				Name: name, Usage: usage, Value: *field(&def), EnvVars: envVars(name),
+			})
+		},
+		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Bool(name) },
 	}
 }
 

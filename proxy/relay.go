@@ -144,6 +144,10 @@ func (s *session) relayClient(ctx context.Context) error {
 			s.attachLocked(be, true)
 		}
 		s.out = s.out[:0]
+		if s.dirtyText {
+			s.dirty = true
+			s.dirtyText = false
+		}
 		s.accountLocked(&m)
 		s.mu.Unlock()
 
@@ -292,6 +296,9 @@ func (s *session) scan(m *clientMsg, text []byte) {
 	}
 	m.text = string(text)
 	m.res = s.scanText(m.text)
+	// The text may change the session: the backend cannot be reused
+	// without a pin once this client is done with it.
+	s.dirtyText = true
 }
 
 // effectsOf returns the session effects of the client's statement name
@@ -364,6 +371,12 @@ func (s *session) accountLocked(m *clientMsg) {
 		s.open = true
 		if m.name == "" {
 			s.ensureUnnamedLocked()
+			if s.unnamedParse == nil && !s.unnamedHere {
+				// No unnamed statement of this client's: the backend may
+				// still hold its last holder's, which must not run. Send
+				// a name that exists nowhere; the server answers 26000.
+				m.mapped = true
+			}
 		}
 		if eff := s.effectsOf(m.name); eff != nil && !eff.empty() {
 			s.tentative = append(s.tentative, eff.changes...)
@@ -639,11 +652,18 @@ func (s *session) violation(e *pgError) error {
 
 // attachLocked makes be the session's backend and starts its reader. With
 // pinNow, the pin is queued ahead of the client's message.
+//
+// The pin is skipped when the backend is known to be in this client's state
+// already: its last holder left it with this client's pin key (same tenant,
+// same search_path and settings) and sent nothing that changes session
+// state (pinReusable). Tenants never share a key, so reuse can only ever
+// happen within one tenant.
 func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 	s.be = be
 	s.unnamedHere = false
+	s.dirty = false
 	s.bw.Reset(be.NetConn)
-	if pinNow {
+	if pinNow && !s.srv.cfg.BenchNoPin && !(s.srv.cfg.PinReuse && be.State == s.pin.key) {
 		_, _ = s.bw.Write(s.pin.msgs)
 		for i := 0; i < s.pin.queries; i++ {
 			s.expectLocked(expectation{kind: expectQuery, own: true})
@@ -890,6 +910,9 @@ func (s *session) readyForQueryLocked(be *pool.Conn, status byte) bool {
 	}
 	s.be = nil
 	s.copyStarted, s.copyEnded = 0, 0
+	if s.dirty || s.pinned != "" || s.mode == config.PoolSession {
+		be.State = "" // next holder must pin
+	}
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {

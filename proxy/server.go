@@ -13,10 +13,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/pool"
 	"github.com/pgtenant/pgtenant/router"
+)
+
+// The greeting cache: how many distinct tenant-and-parameter sets, and how
+// long a server's answer for one is trusted.
+const (
+	greetingCacheSize = 4096
+	greetingTTL       = 10 * time.Minute
 )
 
 // TenantResolver turns startup values into a tenant (router.Router).
@@ -36,6 +44,12 @@ type Server struct {
 	draining atomic.Bool  // shutting down: no new transactions
 	sessions sync.WaitGroup
 
+	// greetings are the ParameterStatus messages (encoded) the server
+	// reported for a pin key: startup parameters already checked, so a
+	// client with the same tenant and parameters needs no backend to log in.
+	// They expire so that a change on the server (ALTER SYSTEM) shows.
+	greetings *expirable.LRU[string, []byte]
+
 	mu     sync.Mutex
 	byKey  map[uint32]*session // admitted sessions by cancel key pid
 	conns  map[net.Conn]struct{}
@@ -46,8 +60,9 @@ type Server struct {
 func NewServer(cfg config.Config, log *slog.Logger, p *pool.Pool, r TenantResolver, a auth.Method) *Server {
 	return &Server{
 		cfg: cfg, log: log, pool: p, router: r, auth: a,
-		byKey: map[uint32]*session{},
-		conns: map[net.Conn]struct{}{},
+		greetings: expirable.NewLRU[string, []byte](greetingCacheSize, nil, greetingTTL),
+		byKey:     map[uint32]*session{},
+		conns:     map[net.Conn]struct{}{},
 	}
 }
 

@@ -112,6 +112,12 @@ type session struct {
 	params    []startupParam
 	settings  map[string]string
 	tentative []change
+	// dirty: since the backend was attached, the client sent a text that
+	// may change session state, so the backend is released without its
+	// pin key (see attachLocked). dirtyText carries the finding from
+	// inspect (client goroutine, no lock) to the next locked section.
+	dirty     bool
+	dirtyText bool
 	// scanning is the text being classified (client goroutine only).
 	scanning string
 	// unnamedParse is the client's unnamed statement (its Parse body
@@ -258,48 +264,32 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 	s.params = params
 	s.pin = buildPin(t.Schema, params)
 
-	be, err := s.srv.checkout(ctx)
-	if err != nil {
-		return asFatal(err)
-	}
-	serverErr, err := s.applyPinNow(be)
-	if err != nil {
-		s.srv.pool.Destroy(be)
-		return fatalf(codeConnectionFailure, "pgtenant: server connection failed during startup: %v", err)
-	}
-	if serverErr != nil {
-		be.State = ""
-		s.srv.pool.Release(be)
-		return &pgError{Severity: "FATAL", Code: serverErr.Code, Message: serverErr.Message,
-			Detail: serverErr.Detail, Hint: serverErr.Hint}
-	}
-
-	if v := be.Params["standard_conforming_strings"]; v != "on" {
-		// The server's own default is off (postgresql.conf or the pool
-		// role): see lexerSafe.
-		s.srv.pool.Release(be)
-		return fatalf(codeFeatureUnsupported,
-			"pgtenant requires standard_conforming_strings = on on the backend (it is %q)", v)
-	}
-	// The client sees what the server reports after the pin, so its
-	// ParameterStatus values are the ones its queries will run with.
-	names := make([]string, 0, len(be.Params))
-	for name := range be.Params {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		if err := writeMsg(s.cw, &pgproto3.ParameterStatus{Name: name, Value: be.Params[name]}); err != nil {
-			s.srv.pool.Release(be)
+	// The parameters are checked on a backend once per distinct set: the
+	// ParameterStatus messages the server reported for it are kept
+	// (greetings), so a client that connects again with the same tenant and
+	// parameters, as pgbench -C does for every transaction, is admitted
+	// without a server round trip. Session mode needs its backend now anyway.
+	greeting, known := s.srv.greetings.Get(s.pin.key)
+	var be *pool.Conn
+	if !known || s.mode == config.PoolSession {
+		var err error
+		if be, err = s.srv.checkout(ctx); err != nil {
+			return asFatal(err)
+		}
+		if greeting, err = s.checkOnBackend(be); err != nil {
 			return err
 		}
+		s.srv.greetings.Add(s.pin.key, greeting)
 	}
+	_, _ = s.cw.Write(greeting)
 	s.key = s.srv.newCancelKey()
 	_ = writeMsg(s.cw, &pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: s.key.secret[:]})
 	_, _ = s.cw.Write(readyForQuery['I'])
 
 	if err := s.cw.Flush(); err != nil {
-		s.srv.pool.Release(be)
+		if be != nil {
+			s.srv.pool.Release(be)
+		}
 		return err
 	}
 	if s.mode == config.PoolSession {
@@ -309,8 +299,47 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 		s.mu.Unlock()
 		return nil
 	}
-	s.srv.pool.Release(be)
+	if be != nil {
+		s.srv.pool.Release(be)
+	}
 	return nil
+}
+
+// checkOnBackend applies the client's pin to be, which reports a parameter
+// the server rejects (the client then gets the server's error, FATAL, as
+// PostgreSQL would give it at login) and, otherwise, the ParameterStatus
+// values the client must be told: what the server reports after the pin,
+// so they are the ones its queries will run with. On error be has been
+// released or destroyed.
+func (s *session) checkOnBackend(be *pool.Conn) ([]byte, error) {
+	serverErr, err := s.applyPinNow(be)
+	if err != nil {
+		s.srv.pool.Destroy(be)
+		return nil, fatalf(codeConnectionFailure, "pgtenant: server connection failed during startup: %v", err)
+	}
+	if serverErr != nil {
+		be.State = ""
+		s.srv.pool.Release(be)
+		return nil, &pgError{Severity: "FATAL", Code: serverErr.Code, Message: serverErr.Message,
+			Detail: serverErr.Detail, Hint: serverErr.Hint}
+	}
+	if v := be.Params["standard_conforming_strings"]; v != "on" {
+		// The server's own default is off (postgresql.conf or the pool
+		// role): see lexerSafe.
+		s.srv.pool.Release(be)
+		return nil, fatalf(codeFeatureUnsupported,
+			"pgtenant requires standard_conforming_strings = on on the backend (it is %q)", v)
+	}
+	names := make([]string, 0, len(be.Params))
+	for name := range be.Params {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var greeting []byte
+	for _, name := range names {
+		greeting, _ = (&pgproto3.ParameterStatus{Name: name, Value: be.Params[name]}).Encode(greeting)
+	}
+	return greeting, nil
 }
 
 // applyPinNow runs the pin on be and waits for its replies, keeping the

@@ -109,6 +109,9 @@ func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects
 // backendStmtNameLocked returns what a client's reference to statement name
 // is sent as, preparing the statement on the backend first if needed.
 func (s *session) backendStmtNameLocked(name string) string {
+	if name == "" {
+		return unknownStmtName("") // see accountLocked 'B'
+	}
 	cs, ok := s.stmts[name]
 	if !ok {
 		return unknownStmtName(name)
@@ -177,6 +180,7 @@ func (s *session) clientNames(msg string) string {
 	if !strings.Contains(msg, `"pgt`) {
 		return msg
 	}
+	msg = strings.ReplaceAll(msg, `prepared statement "`+unknownStmtPrefix+`" does not exist`, "unnamed prepared statement does not exist")
 	msg = strings.ReplaceAll(msg, `"`+unknownStmtPrefix, `"`)
 	for backendName, clientName := range s.errNames {
 		msg = strings.ReplaceAll(msg, `"`+backendName+`"`, `"`+clientName+`"`)

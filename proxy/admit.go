@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -26,7 +25,7 @@ const (
 // readStartupPacket reads one length-prefixed startup-phase packet and
 // decodes it into *pgproto3.StartupMessage, *pgproto3.SSLRequest,
 // *pgproto3.GSSEncRequest or *pgproto3.CancelRequest.
-func readStartupPacket(r *bufio.Reader) (pgproto3.FrontendMessage, error) {
+func readStartupPacket(r io.Reader) (pgproto3.FrontendMessage, error) {
 	var lenBuf [4]byte
 	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
 		return nil, err

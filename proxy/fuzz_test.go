@@ -350,7 +350,7 @@ func FuzzPeekForward(f *testing.F) {
 		size := 16 + int(extra)
 		r := bufio.NewReaderSize(bytes.NewReader(data), size)
 		var out bytes.Buffer
-		w := bufio.NewWriterSize(&out, 16)
+		w := &outBuf{w: &out}
 		off := 0
 		for {
 			typ, bodyLen, err := peekHeader(r)

@@ -79,8 +79,15 @@ func (q *replyQueue) pop() expectation {
 	e := q.items[q.head]
 	q.items[q.head] = expectation{}
 	q.head++
-	if q.head == len(q.items) {
+	switch {
+	case q.head == len(q.items):
 		q.items, q.head = q.items[:0], 0
+	case q.head >= 64 && q.head*2 >= len(q.items):
+		// A client that pipelines without ever draining would otherwise
+		// grow the array without bound: move the live part to the front.
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
 	}
 	return e
 }

@@ -459,6 +459,9 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 			return false
 		}
 		_, rest, _ := splitName(m.whole)
+		if s.stmts == nil {
+			s.stmts = map[string]*clientStmt{}
+		}
 		s.stmts[m.name] = &clientStmt{
 			answered: true,
 			name:     m.name,
@@ -680,7 +683,7 @@ func (s *session) serveBackend(be *pool.Conn) {
 	defer s.backendDone.Done()
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("backend relay panic", "panic", r)
+			s.logger().Error("backend relay panic", "panic", r)
 			s.lose(be, nil, errors.New("internal error"))
 		}
 	}()
@@ -877,7 +880,7 @@ func (s *session) readyForQueryLocked(be *pool.Conn, status byte) bool {
 			er := s.pinErr
 			s.pinErr = nil
 			s.mu.Unlock()
-			s.log.Error("pgtenant's session query failed on the server; closing the server connection",
+			s.logger().Error("pgtenant's session query failed on the server; closing the server connection",
 				"sqlstate", er.Code, "err", er.Message)
 			s.lose(be, nil, errors.New("pgtenant's session setup failed on the server: "+er.Message))
 			return true
@@ -990,7 +993,7 @@ func (s *session) lose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error
 	s.mu.Unlock()
 	s.srv.pool.Destroy(be)
 	if s.violated == nil && !closing {
-		s.log.Warn("server connection lost", "sqlstate", e.Code, "err", e.Message,
+		s.logger().Warn("server connection lost", "sqlstate", e.Code, "err", e.Message,
 			"client_pending", pending, "client_status", string(status))
 	}
 }

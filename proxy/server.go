@@ -229,14 +229,14 @@ func (s *session) cancelRunning() {
 	be := s.be
 	front := s.q.front()
 	if be == nil || (s.clientWait == 0 && !s.open) || (front != nil && front.own && front.kind == expectQuery) {
-		s.log.Debug("cancel request with nothing running: dropped")
+		s.logger().Debug("cancel request with nothing running: dropped")
 		return
 	}
 	if err := be.Cancel(ctx); err != nil {
-		s.log.Warn("forwarding cancel request failed", "err", err)
+		s.logger().Warn("forwarding cancel request failed", "err", err)
 		return
 	}
-	s.log.Info("cancel request forwarded", "server_pid", be.PID)
+	s.logger().Info("cancel request forwarded", "server_pid", be.PID)
 }
 
 // Run is `pgtenant serve`: it listens on cfg.Listen and serves until ctx is

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -17,9 +16,6 @@ import (
 	"github.com/pgtenant/pgtenant/pool"
 	"github.com/pgtenant/pgtenant/router"
 )
-
-// clientBufferSize sizes each client's read and write buffers.
-const clientBufferSize = 8 * 1024
 
 // session is one client connection, from admission to close.
 //
@@ -37,11 +33,10 @@ const clientBufferSize = 8 * 1024
 // has flushed cw first.
 type session struct {
 	srv  *Server
-	log  *slog.Logger
 	nc   net.Conn
-	cr   *bufio.Reader
-	cw   *bufio.Writer
-	bw   *bufio.Writer // writes to the attached backend; reset on each attach
+	cr   *inBuf
+	cw   *outBuf
+	bw   *outBuf // writes to the attached backend; reset on each attach
 	mode config.PoolMode
 
 	user   string
@@ -142,19 +137,32 @@ type session struct {
 
 func newSession(srv *Server, nc net.Conn) *session {
 	s := &session{
-		srv:      srv,
-		nc:       nc,
-		cr:       bufio.NewReaderSize(nc, clientBufferSize),
-		cw:       bufio.NewWriterSize(nc, clientBufferSize),
-		bw:       bufio.NewWriterSize(nil, clientBufferSize),
-		mode:     srv.cfg.PoolMode,
-		log:      srv.log.With("client", nc.RemoteAddr().String()),
-		status:   'I',
-		stmts:    map[string]*clientStmt{},
-		settings: map[string]string{},
+		srv:    srv,
+		nc:     nc,
+		cr:     newInBuf(nc),
+		cw:     &outBuf{w: nc},
+		bw:     &outBuf{},
+		mode:   srv.cfg.PoolMode,
+		status: 'I',
 	}
 	s.ownDone = sync.NewCond(&s.mu)
 	return s
+}
+
+// logger is the server's logger with the connection's attributes: client
+// address, and user and tenant once known (house style: on every line about
+// a connection). It is built when something is logged, not kept, because a
+// logger with attributes costs memory every idle client would pay.
+func (s *session) logger() *slog.Logger {
+	args := make([]any, 0, 6)
+	args = append(args, "client", s.nc.RemoteAddr().String())
+	if s.user != "" {
+		args = append(args, "user", s.user)
+	}
+	if s.tenant.Name != "" {
+		args = append(args, "tenant", s.tenant.Name)
+	}
+	return s.srv.log.With(args...)
 }
 
 // Send and Flush let auth methods talk to the client (auth.Conn).
@@ -172,7 +180,7 @@ func (s *session) fail(e *pgError) {
 func (s *session) serve(ctx context.Context) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("session panic", "panic", r)
+			s.logger().Error("session panic", "panic", r)
 			s.teardown()
 		}
 		_ = s.nc.Close()
@@ -202,7 +210,9 @@ func (s *session) serve(ctx context.Context) {
 	s.srv.register(s)
 	defer s.srv.unregister(s)
 
-	s.log.Debug("client admitted")
+	if s.srv.log.Enabled(ctx, slog.LevelDebug) {
+		s.logger().Debug("client admitted")
+	}
 	err = s.relayClient(ctx)
 	// The client is done: close its socket first, so a backend goroutine
 	// blocked writing to a client that stopped reading fails at once
@@ -211,7 +221,7 @@ func (s *session) serve(ctx context.Context) {
 	s.teardown()
 	s.backendDone.Wait()
 	if err != nil && !isClosedErr(err) {
-		s.log.Info("client connection ended", "err", err)
+		s.logger().Info("client connection ended", "err", err)
 	}
 }
 
@@ -221,11 +231,11 @@ func (s *session) reportStartupError(stage string, err error) {
 	var pe *pgError
 	if errors.As(err, &pe) {
 		s.fail(pe)
-		s.log.Info("client refused", "stage", stage, "sqlstate", pe.Code, "reason", pe.Message)
+		s.logger().Info("client refused", "stage", stage, "sqlstate", pe.Code, "reason", pe.Message)
 		return
 	}
 	if !isClosedErr(err) {
-		s.log.Info("client dropped during startup", "stage", stage, "err", err)
+		s.logger().Info("client dropped during startup", "stage", stage, "err", err)
 	}
 }
 
@@ -240,7 +250,6 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 	if database == "" {
 		database = s.user // libpq's default, as PostgreSQL applies it
 	}
-	s.log = s.log.With("user", s.user)
 
 	if np := negotiation(sm); np != nil {
 		if err := writeMsg(s.cw, np); err != nil {
@@ -255,7 +264,6 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 		return routeError(err)
 	}
 	s.tenant = t
-	s.log = s.log.With("tenant", t.Name)
 
 	params, perr := checkParams(sm.Parameters)
 	if perr != nil {

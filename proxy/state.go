@@ -33,9 +33,10 @@ import (
 
 // change is one tentative change to the client's settings.
 type change struct {
-	all   bool   // RESET ALL (or DISCARD ALL)
-	name  string // lower-case parameter name
-	value string // rendered SQL value; "" means RESET
+	all     bool   // RESET ALL, or DISCARD ALL with discard set
+	discard bool   // DISCARD ALL: also ends role and session authorization
+	name    string // lower-case parameter name
+	value   string // rendered SQL value; "" means RESET
 }
 
 // scanResult is what a statement text means for the session.
@@ -102,7 +103,7 @@ func (s *session) classify(st *sqlscan.Statement, res *scanResult) {
 			res.unpoolableOnce("SET " + st.Name + " with a value pgtenant cannot track")
 			break
 		}
-		if len(st.Values) == 1 {
+		if len(st.Values) == 1 && value != "" {
 			if e := lexerSafe(st.Name, st.Values[0].Text); e != nil {
 				res.refuse = e
 				return
@@ -116,7 +117,7 @@ func (s *session) classify(st *sqlscan.Statement, res *scanResult) {
 		}
 		res.changes = append(res.changes, change{name: st.Name, value: value})
 	case sqlscan.SetLocal:
-		if len(st.Values) == 1 {
+		if len(st.Values) == 1 && !(st.Values[0].Kind == sqlscan.Keyword && st.Values[0].Text == "default") {
 			if e := lexerSafe(st.Name, st.Values[0].Text); e != nil {
 				res.refuse = e
 				return
@@ -134,7 +135,7 @@ func (s *session) classify(st *sqlscan.Statement, res *scanResult) {
 		res.changes = append(res.changes, change{all: true})
 	case sqlscan.Discard:
 		if st.Name == "all" {
-			res.changes = append(res.changes, change{all: true})
+			res.changes = append(res.changes, change{all: true, discard: true})
 			res.dropStatements = true
 		}
 	case sqlscan.Deallocate:
@@ -164,46 +165,53 @@ func (s *session) classify(st *sqlscan.Statement, res *scanResult) {
 		res.unpoolableOnce(st.SessionLockFuncs[0])
 	}
 	for _, sc := range st.SetConfigs {
-		if sc.LocalKnown && sc.Local && sc.NameKnown && sc.ValueKnown {
-			if e := lexerSafe(strings.ToLower(sc.Name), sc.Value); e != nil {
-				res.refuse = e
+		if !sc.NameKnown {
+			// The name could be search_path: it must be readable.
+			res.refuse = &pgError{Severity: "ERROR", Code: codeFeatureUnsupported,
+				Message: "pgtenant: set_config needs a literal parameter name",
+				Hint:    "pgtenant checks some parameters (search_path) before they reach the server."}
+			return
+		}
+		name := strings.ToLower(sc.Name)
+		if checkedParams[name] {
+			switch {
+			case sc.ValueNull:
+			case !sc.ValueKnown:
+				// The value would come only at Bind, too late to refuse
+				// the statement.
+				res.refuse = &pgError{Severity: "ERROR", Code: codeFeatureUnsupported,
+					Message: fmt.Sprintf("pgtenant: set_config(%q, ...) needs a literal value", name),
+					Hint:    "pgtenant checks this parameter before it reaches the server."}
 				return
+			default:
+				if e := lexerSafe(name, sc.Value); e != nil {
+					res.refuse = e
+					return
+				}
+				if name == "search_path" {
+					if e := s.checkSearchPathText(sc.Value); e != nil {
+						res.refuse = e
+						return
+					}
+				}
 			}
 		}
 		if sc.LocalKnown && sc.Local {
-			if sc.NameKnown && strings.EqualFold(sc.Name, "search_path") && sc.ValueKnown {
-				if e := s.checkSearchPathText(sc.Value); e != nil {
-					res.refuse = e
-					return
-				}
-			}
-			continue
+			continue // ends with the transaction on its own
 		}
-		if !sc.NameKnown || (!sc.LocalKnown && sc.LocalParam == 0) {
-			res.unpoolableOnce("set_config with arguments pgtenant cannot track")
+		if !sc.LocalKnown {
+			// is_local comes at Bind or is an expression: pgtenant cannot
+			// tell whether the change outlives the transaction.
+			res.unpoolableOnce("set_config with an is_local pgtenant cannot read")
 			continue
-		}
-		name := strings.ToLower(sc.Name)
-		if sc.ValueKnown {
-			if e := lexerSafe(name, sc.Value); e != nil {
-				res.refuse = e
-				return
-			}
 		}
 		switch {
-		case sc.LocalParam != 0:
-			// is_local comes at Bind; pgtenant cannot tell whether the
-			// change outlives the transaction.
-			res.unpoolableOnce("set_config with is_local as a parameter")
+		case sc.ValueNull:
+			// set_config(name, NULL, false) resets name.
+			res.changes = append(res.changes, change{name: name})
 		case sc.ValueParam != 0:
 			res.params = append(res.params, paramChange{name: name, param: sc.ValueParam})
 		case sc.ValueKnown:
-			if name == "search_path" {
-				if e := s.checkSearchPathText(sc.Value); e != nil {
-					res.refuse = e
-					return
-				}
-			}
 			res.changes = append(res.changes, change{name: name, value: quoteLiteral(sc.Value)})
 		default:
 			res.unpoolableOnce("set_config with a value pgtenant cannot track")
@@ -268,12 +276,10 @@ func (s *session) checkSearchPath(vals []sqlscan.Value) *pgError {
 			continue
 		}
 		switch v.Kind {
-		case sqlscan.Ident, sqlscan.String:
-			// A string item is itself a list for search_path ('a, b').
-			if e := s.checkSearchPathText(v.Text); e != nil {
-				return e
-			}
-		case sqlscan.QuotedIdent:
+		case sqlscan.Ident, sqlscan.String, sqlscan.QuotedIdent:
+			// In SET, each item names one schema as written: the lexer
+			// already folded unquoted identifiers, and a string is one
+			// name, not a list (unlike set_config's value).
 			if !s.reachable(v.Text) {
 				return s.searchPathError(v.Text)
 			}
@@ -294,7 +300,7 @@ func (s *session) checkSearchPathText(text string) *pgError {
 		if strings.HasPrefix(item, `"`) && strings.HasSuffix(item, `"`) && len(item) >= 2 {
 			item = strings.ReplaceAll(item[1:len(item)-1], `""`, `"`)
 		} else {
-			item = strings.ToLower(item)
+			item = asciiLower(item) // PostgreSQL folds ASCII letters only
 		}
 		if !s.reachable(item) {
 			return s.searchPathError(item)
@@ -310,6 +316,12 @@ func (s *session) searchPathError(schema string) *pgError {
 		Message: fmt.Sprintf("pgtenant: tenant %q may not put schema %q on its search_path", s.tenant.Name, schema),
 		Hint:    "Allowed: " + strings.Join(allowed, ", ") + ", pg_catalog, pg_temp.",
 	}
+}
+
+// checkedParams are the parameters pgtenant checks before they reach the
+// server: the tenant boundary and the lexer's preconditions.
+var checkedParams = map[string]bool{
+	"search_path": true, "client_encoding": true, "standard_conforming_strings": true,
 }
 
 // unpoolableError is what a client gets for a session feature under
@@ -353,7 +365,7 @@ func (s *session) sessionEffectsLocked(res *scanResult) *pgError {
 			return unpoolableError(res.unpoolable)
 		}
 		s.pinned = res.unpoolable
-		s.log.Info("client pinned to its server connection until it disconnects", "reason", res.unpoolable)
+		s.logger().Info("client pinned to its server connection until it disconnects", "reason", res.unpoolable)
 	}
 	if res.dropStatements {
 		// The server drops pgtenant's statements on this backend too. New
@@ -380,12 +392,26 @@ func (s *session) settleLocked(status byte) {
 	}
 	if !failed && !s.lastRollback {
 		for _, c := range s.tentative {
+			if c.name == "session_authorization" {
+				// SET SESSION AUTHORIZATION also ends any SET ROLE.
+				delete(s.settings, "role")
+			}
 			switch {
-			case c.all:
+			case c.all && c.discard:
 				clear(s.settings)
+			case c.all:
+				// RESET ALL leaves the session user and role alone.
+				for name := range s.settings {
+					if name != "role" && name != "session_authorization" {
+						delete(s.settings, name)
+					}
+				}
 			case c.value == "":
 				delete(s.settings, c.name)
 			default:
+				if s.settings == nil {
+					s.settings = map[string]string{}
+				}
 				s.settings[c.name] = c.value
 			}
 		}
@@ -512,6 +538,9 @@ func nameRange(text string, st *sqlscan.Statement) (start, end int, ok bool) {
 	}
 	skipSpace()
 	start = i
+	if i+1 < stop && (text[i] == 'U' || text[i] == 'u') && text[i+1] == '&' {
+		return 0, 0, false // a Unicode-escaped name: left to the server as written
+	}
 	if i < stop && text[i] == '"' {
 		for i++; i < stop; i++ {
 			if text[i] == '"' {
@@ -600,4 +629,16 @@ func lexerSafe(name, value string) *pgError {
 		}
 	}
 	return nil
+}
+
+// asciiLower lower-cases ASCII letters only, as PostgreSQL folds unquoted
+// identifiers.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

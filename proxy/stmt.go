@@ -3,7 +3,9 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Named prepared statements in transaction pooling.
@@ -54,8 +56,14 @@ func (e *stmtEffects) empty() bool { return len(e.changes) == 0 && len(e.params)
 // names have no '/'), so the server answers 26000 as it would have to the
 // client, and never binds another client's statement by accident.
 func unknownStmtName(name string) string {
-	if len(unknownStmtPrefix)+len(name) > 63 {
-		name = name[:63-len(unknownStmtPrefix)]
+	if max := 63 - len(unknownStmtPrefix); len(name) > max {
+		// Cut on a character boundary: a split UTF-8 sequence would make
+		// the server answer 22021 instead of 26000.
+		cut := max
+		for cut > 0 && !utf8.RuneStart(name[cut]) {
+			cut--
+		}
+		name = name[:cut]
 	}
 	return unknownStmtPrefix + name
 }
@@ -91,6 +99,9 @@ func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects
 		return
 	}
 	cs := &clientStmt{name: name, key: statementKey(s.tenant.Schema, rest), parse: rest, effects: effects}
+	if s.stmts == nil {
+		s.stmts = map[string]*clientStmt{}
+	}
 	s.stmts[name] = cs
 	if backendName, ok := s.be.Statements.Lookup(cs.key); ok {
 		s.out = appendDescribe(s.out, 'S', backendName)
@@ -181,9 +192,18 @@ func (s *session) clientNames(msg string) string {
 		return msg
 	}
 	msg = strings.ReplaceAll(msg, `prepared statement "`+unknownStmtPrefix+`" does not exist`, "unnamed prepared statement does not exist")
-	msg = strings.ReplaceAll(msg, `"`+unknownStmtPrefix, `"`)
-	for backendName, clientName := range s.errNames {
-		msg = strings.ReplaceAll(msg, `"`+backendName+`"`, `"`+clientName+`"`)
+	// One pass over the message with every pair, longest first, so a
+	// replacement is never replaced again and map order does not matter.
+	pairs := []string{`"` + unknownStmtPrefix, `"`}
+	names := make([]string, 0, len(s.errNames))
+	for backendName := range s.errNames {
+		names = append(names, backendName)
 	}
-	return msg
+	sort.Slice(names, func(i, j int) bool {
+		return len(names[i]) > len(names[j]) || (len(names[i]) == len(names[j]) && names[i] < names[j])
+	})
+	for _, backendName := range names {
+		pairs = append(pairs, `"`+backendName+`"`, `"`+s.errNames[backendName]+`"`)
+	}
+	return strings.NewReplacer(pairs...).Replace(msg)
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,7 +24,7 @@ var errMalformed = errors.New("malformed message length")
 
 // peekHeader returns the next message's type and body length without
 // consuming anything.
-func peekHeader(r *bufio.Reader) (typ byte, bodyLen int, err error) {
+func peekHeader(r msgReader) (typ byte, bodyLen int, err error) {
 	h, err := r.Peek(5)
 	if err != nil {
 		return 0, 0, err
@@ -48,7 +47,7 @@ func (e *copyError) Error() string { return e.err.Error() }
 func (e *copyError) Unwrap() error { return e.err }
 
 // forward copies the message whose header was just peeked from r to w.
-func forward(r *bufio.Reader, w *bufio.Writer, bodyLen int) error {
+func forward(r msgReader, w *outBuf, bodyLen int) error {
 	total := 5 + bodyLen
 	if total <= r.Size() {
 		b, err := r.Peek(total)
@@ -81,14 +80,14 @@ func forward(r *bufio.Reader, w *bufio.Writer, bodyLen int) error {
 }
 
 // discard drops the message whose header was just peeked.
-func discard(r *bufio.Reader, bodyLen int) error {
+func discard(r msgReader, bodyLen int) error {
 	_, err := r.Discard(5 + bodyLen)
 	return err
 }
 
 // readBody consumes the peeked message and returns its body, valid only
 // until the next read from r.
-func readBody(r *bufio.Reader, bodyLen int) ([]byte, error) {
+func readBody(r msgReader, bodyLen int) ([]byte, error) {
 	if bodyLen > maxDecoded || 5+bodyLen > r.Size() {
 		return nil, fmt.Errorf("%w: %d-byte message where a small one is expected", errMalformed, bodyLen)
 	}
@@ -163,7 +162,7 @@ func errorf(code, format string, args ...any) *pgError {
 }
 
 // streamBody copies the next left bytes of r to w through r's buffer.
-func streamBody(r *bufio.Reader, w *bufio.Writer, left int) error {
+func streamBody(r msgReader, w *outBuf, left int) error {
 	for left > 0 {
 		chunk, err := r.Peek(min(left, r.Size()))
 		if len(chunk) == 0 && err != nil {

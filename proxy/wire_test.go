@@ -102,7 +102,7 @@ func TestForward(t *testing.T) {
 			}
 			r := bufio.NewReaderSize(src, tt.size)
 			var out bytes.Buffer
-			w := bufio.NewWriterSize(&out, 16)
+			w := &outBuf{w: &out}
 
 			_, n, err := peekHeader(r)
 			if err != nil {
@@ -132,7 +132,7 @@ func TestForwardErrors(t *testing.T) {
 		in := wireMsg('D', "0123456789")[:8]
 		r := bufio.NewReaderSize(bytes.NewReader(in), 64)
 		var out bytes.Buffer
-		w := bufio.NewWriter(&out)
+		w := &outBuf{w: &out}
 		_, n, _ := peekHeader(r)
 		err := forward(r, w, n)
 		var ce *copyError
@@ -144,7 +144,7 @@ func TestForwardErrors(t *testing.T) {
 		msg := wireMsg('D', strings.Repeat("x", 100))
 		r := bufio.NewReaderSize(bytes.NewReader(msg[:60]), 16)
 		var out bytes.Buffer
-		w := bufio.NewWriterSize(&out, 16)
+		w := &outBuf{w: &out}
 		_, n, _ := peekHeader(r)
 		err := forward(r, w, n)
 		var ce *copyError
@@ -157,9 +157,10 @@ func TestForwardErrors(t *testing.T) {
 		}
 	})
 	t.Run("write fails while streaming", func(t *testing.T) {
-		msg := wireMsg('D', strings.Repeat("x", 100))
+		// Larger than outBufSize: the buffer fills and is flushed mid-stream.
+		msg := wireMsg('D', strings.Repeat("x", outBufSize+800))
 		r := bufio.NewReaderSize(bytes.NewReader(msg), 16)
-		w := bufio.NewWriterSize(failingWriter{}, 16)
+		w := &outBuf{w: failingWriter{}}
 		_, n, _ := peekHeader(r)
 		err := forward(r, w, n)
 		var ce *copyError
@@ -168,9 +169,9 @@ func TestForwardErrors(t *testing.T) {
 		}
 	})
 	t.Run("write fails for a buffered message", func(t *testing.T) {
-		msg := wireMsg('D', strings.Repeat("x", 100))
-		r := bufio.NewReaderSize(bytes.NewReader(msg), 4096)
-		w := bufio.NewWriterSize(failingWriter{}, 16) // smaller than the message: written through
+		msg := wireMsg('D', strings.Repeat("x", outBufSize+800))
+		r := bufio.NewReaderSize(bytes.NewReader(msg), 2*outBufSize)
+		w := &outBuf{w: failingWriter{}} // the message is bigger than its buffer: written through
 		_, n, _ := peekHeader(r)
 		err := forward(r, w, n)
 		var ce *copyError

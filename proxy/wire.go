@@ -65,18 +65,7 @@ func forward(r msgReader, w *outBuf, bodyLen int) error {
 		return &copyError{write: true, err: err}
 	}
 	_, _ = r.Discard(5)
-	for left := bodyLen; left > 0; {
-		chunk, err := r.Peek(min(left, r.Size()))
-		if len(chunk) == 0 && err != nil {
-			return &copyError{err: err}
-		}
-		if _, werr := w.Write(chunk); werr != nil {
-			return &copyError{write: true, err: werr}
-		}
-		_, _ = r.Discard(len(chunk))
-		left -= len(chunk)
-	}
-	return nil
+	return streamBody(r, w, bodyLen)
 }
 
 // discard drops the message whose header was just peeked.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/pool"
 	"github.com/pgtenant/pgtenant/router"
@@ -165,9 +167,35 @@ func (s *session) logger() *slog.Logger {
 	return s.srv.log.With(args...)
 }
 
-// Send and Flush let auth methods talk to the client (auth.Conn).
+// Send, Flush, ReceivePassword, TLS and RemoteAddr let auth methods talk
+// to the client (auth.Conn).
 func (s *session) Send(msg pgproto3.BackendMessage) error { return writeMsg(s.cw, msg) }
 func (s *session) Flush() error                           { return s.cw.Flush() }
+func (s *session) TLS() bool                              { return false } // TLS comes with its own issue
+func (s *session) RemoteAddr() net.Addr                   { return s.nc.RemoteAddr() }
+
+// ReceivePassword reads the client's next message, which must be a
+// password message ('p'), and returns a copy of its body.
+func (s *session) ReceivePassword() ([]byte, error) {
+	typ, n, err := peekHeader(s.cr)
+	if err != nil {
+		return nil, err
+	}
+	if typ != 'p' {
+		return nil, &auth.UnexpectedMessageError{Type: typ}
+	}
+	if n > auth.MaxPasswordMessageLen {
+		return nil, fatalf(codeProtocolViolation, "password message too long (%d bytes)", n)
+	}
+	body := make([]byte, n)
+	if _, err := s.cr.Discard(5); err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(s.cr, body); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
 
 // fail tells the client why it is being turned away, best effort.
 func (s *session) fail(e *pgError) {
@@ -257,6 +285,13 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 		}
 	}
 	if err := s.srv.auth.Authenticate(ctx, s, s.user); err != nil {
+		var ae *auth.Error
+		if errors.As(err, &ae) {
+			// The client hears only Code, Message and Detail; why (which
+			// may say the user does not exist) goes to the log alone.
+			s.logger().Info("authentication failed", "sqlstate", ae.Code, "reason", ae.Log, "err", ae.Err)
+			return &pgError{Severity: "FATAL", Code: ae.Code, Message: ae.Message, Detail: ae.Detail}
+		}
 		return err
 	}
 	t, err := s.srv.router.ResolveTenant(ctx, router.Startup{Database: database, User: s.user})

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/bench"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/proxy"
 	"github.com/pgtenant/pgtenant/router"
@@ -84,6 +85,13 @@ func app() *cli.App {
 				Flags:  demoFlags,
 				Before: config.LoadConfigFile(demoFlags),
 				Action: demo,
+			},
+			{
+				Name: "bench",
+				Usage: "benchmark pgtenant side by side with PgBouncer and a direct connection " +
+					"(pgbench; starts a throwaway PostgreSQL and PgBouncer unless told where they are)",
+				Flags:  bench.Flags(),
+				Action: bench.Command,
 			},
 		},
 	}

@@ -1,12 +1,42 @@
 // Package bench measures pgtenant: speed and memory are measured here, by
 // benchmarks, never by timed assertions in tests.
 //
-// For now it holds end-to-end `go test -bench` benchmarks that run the same
-// query through pgtenant and directly against a throwaway PostgreSQL, so the
-// proxy's cost per round trip is visible in one run:
+// # The harness: pgtenant bench
+//
+// Run (Options, Run) starts whatever it is not pointed at (a throwaway
+// PostgreSQL, pgtenant in this process, a PgBouncer configured as its users
+// configure it for schema-per-tenant transaction pooling), loads pgbench
+// data into the tenant schema "bench" and 100 tenant schemas t001..t100,
+// and runs each scenario against each target, alternating targets within a
+// round, for several rounds. It prints a markdown table of medians and of
+// per-round ratios to PgBouncer and to a direct connection, and writes
+// bench.json and an SVG chart.
+//
+// # Files
+//
+//   - harness.go: Options and Run, the round loop.
+//   - env.go: setting up PostgreSQL, roles, pgtenant; the targets.
+//   - data.go: pgbench data for the bench tenant and the many tenants.
+//   - pgbouncer.go: PgBouncer's configuration and process.
+//   - scenarios.go: the scenarios and their cases.
+//   - pgbench.go: running pgbench and reading its output and latency log.
+//   - tenants.go: the many-tenants load (one client per tenant schema).
+//   - idle.go: idle clients and resident memory.
+//   - activity.go: counting each target's server connections.
+//   - report.go, svg.go, machine.go: the table, bench.json, the chart.
+//   - command.go: `pgtenant bench`'s flags.
+//
+// Each target logs in to PostgreSQL with a role of its own, so that
+// pg_stat_activity tells whose server connections are whose.
+//
+// # Micro-benchmarks
+//
+// The `go test -bench` benchmarks run the same query through pgtenant and
+// directly against a throwaway PostgreSQL, so the proxy's cost per round
+// trip is visible in one run:
 //
 //	go test -run '^$' -bench . -benchmem ./bench/
 //
-// The side-by-side harness against PgBouncer (`pgtenant bench`) comes with
-// its own issue.
+// `go test ./bench/` (no -bench) runs the harness once on a tiny
+// configuration to prove it works; it asserts no speed.
 package bench

@@ -23,7 +23,12 @@ var (
 )
 
 // TestMain starts PostgreSQL and pgtenant once, only when benchmarks run.
+// Started by the harness test as a pgtenant child process, it serves
+// instead (see serveChild).
 func TestMain(m *testing.M) {
+	if os.Getenv(childListenEnv) != "" {
+		os.Exit(serveChild())
+	}
 	if !benchmarking() {
 		os.Exit(m.Run())
 	}

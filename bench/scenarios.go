@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// scenario is one numbered scenario of the benchmark; its cases are the
+// runs that make up one round of it.
+type scenario struct {
+	num   int
+	name  string
+	title string
+	cases func(o Options) []*benchCase
+}
+
+// benchCase is one measurement, run against each of its targets once per
+// round.
+type benchCase struct {
+	scenario *scenario
+	label    string
+	clients  int
+	// metric is what Sample field the case measures: "tps" or
+	// "bytes_per_client".
+	metric string
+	// only restricts the case to some targets; nil means every target.
+	only []string
+	run  func(ctx context.Context, e *env, t *target) Sample
+}
+
+// targets are the names of e's targets this case runs against, in order.
+func (c *benchCase) targets(e *env) []string {
+	var ts []string
+	names := allTargets
+	if c.only != nil {
+		names = c.only
+	}
+	for _, n := range names {
+		if _, ok := e.targets[n]; ok {
+			ts = append(ts, n)
+		}
+	}
+	return ts
+}
+
+// Scenarios, in the order they run. The names are what --only takes (the
+// numbers work too).
+var scenarios = []*scenario{
+	{num: 1, name: "select", title: "pgbench -S, simple protocol", cases: func(o Options) []*benchCase {
+		var cs []*benchCase
+		for _, n := range []int{10, 50, 200} {
+			cs = append(cs, pgbenchCase(o, fmt.Sprintf("-S simple c=%d", o.clients(n)), o.clients(n), "-S", "-n", "-M", "simple"))
+		}
+		return cs
+	}},
+	{num: 2, name: "protocol", title: "pgbench -S, extended and prepared protocol", cases: func(o Options) []*benchCase {
+		c := o.clients(50)
+		return []*benchCase{
+			pgbenchCase(o, fmt.Sprintf("-S extended c=%d", c), c, "-S", "-n", "-M", "extended"),
+			pgbenchCase(o, fmt.Sprintf("-S prepared c=%d", c), c, "-S", "-n", "-M", "prepared"),
+		}
+	}},
+	{num: 3, name: "tpcb", title: "TPC-B (pgbench's default script)", cases: func(o Options) []*benchCase {
+		c := o.clients(50)
+		// Not -n: pgbench vacuums and truncates pgbench_history before each
+		// run, so every target starts from the same tables.
+		return []*benchCase{pgbenchCase(o, fmt.Sprintf("TPC-B c=%d", c), c, "-M", "simple")}
+	}},
+	{num: 4, name: "connect", title: "connect per transaction (pgbench -S -C)", cases: func(o Options) []*benchCase {
+		c := o.clients(20)
+		return []*benchCase{pgbenchCase(o, fmt.Sprintf("-S -C c=%d", c), c, "-S", "-n", "-C", "-M", "simple")}
+	}},
+	{num: 5, name: "tenants", title: "many tenants: one client per tenant schema, pgbench -S's query", cases: func(o Options) []*benchCase {
+		return []*benchCase{{
+			label: fmt.Sprintf("%d tenants x 1 client", o.Tenants), clients: o.Tenants, metric: "tps",
+			run: func(ctx context.Context, e *env, t *target) Sample { return e.runTenants(ctx, t) },
+		}}
+	}},
+	{num: 6, name: "idle", title: "idle clients: resident memory per connection", cases: func(o Options) []*benchCase {
+		return []*benchCase{{
+			label: fmt.Sprintf("%d idle clients", o.IdleClients), clients: o.IdleClients, metric: "bytes_per_client",
+			only: []string{TargetPgtenant, TargetPgbouncer},
+			run:  func(ctx context.Context, e *env, t *target) Sample { return e.runIdle(ctx, t) },
+		}}
+	}},
+	{num: 7, name: "pin", title: "pin cost: pgtenant with tenant pinning on (default, and without pin reuse) and off", cases: func(o Options) []*benchCase {
+		c := pgbenchCase(o, fmt.Sprintf("pin -S simple c=%d", o.clients(50)), o.clients(50), "-S", "-n", "-M", "simple")
+		c.only = pinTargets
+		return []*benchCase{c}
+	}},
+}
+
+// scenarioByName finds a scenario by name or number.
+func scenarioByName(name string) (*scenario, bool) {
+	name = strings.TrimSpace(strings.ToLower(name))
+	for _, s := range scenarios {
+		if s.name == name || strconv.Itoa(s.num) == name {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+func scenarioNames() string {
+	var names []string
+	for _, s := range scenarios {
+		names = append(names, fmt.Sprintf("%d %s", s.num, s.name))
+	}
+	return strings.Join(names, ", ")
+}
+
+// selectScenarios returns the scenarios only names, in run order; all when
+// only is empty.
+func selectScenarios(only []string) []*scenario {
+	if len(only) == 0 {
+		return scenarios
+	}
+	var out []*scenario
+	for _, s := range scenarios {
+		if slices.ContainsFunc(only, func(n string) bool { f, _ := scenarioByName(n); return f == s }) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func scenarioList(ss []*scenario) []string {
+	var names []string
+	for _, s := range ss {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+// pgbenchCase is a case that runs one pgbench process of clients against
+// the bench tenant.
+func pgbenchCase(o Options, label string, clients int, workload ...string) *benchCase {
+	return &benchCase{
+		label: label, clients: clients, metric: "tps",
+		run: func(ctx context.Context, e *env, t *target) Sample {
+			spec := pgbenchSpec{
+				workload: workload, clients: clients, seconds: seconds(o.Duration),
+				tenant: benchTenant, logPrefix: e.logPrefix("run"),
+			}
+			watch := e.watchBackends(ctx, t.role)
+			res := e.runPgbench(ctx, t, spec)
+			backends, counted := watch()
+			return sampleOf(res, clients, backends, counted)
+		},
+	}
+}
+
+// logPrefix is a fresh --log-prefix (or directory) under the temporary
+// directory.
+func (e *env) logPrefix(kind string) string {
+	e.runs++
+	return filepath.Join(e.tmp, fmt.Sprintf("%s-%d", kind, e.runs))
+}
+
+// sampleOf turns a pgbench result and the backend count into a Sample.
+func sampleOf(res pgbenchResult, clients int, b backendCount, counted bool) Sample {
+	s := Sample{Clients: clients, Backends: -1, FailedTx: res.failed}
+	if counted {
+		s.Backends, s.RegistryBackends = b.pool, b.registry
+	}
+	if res.err != nil {
+		s.Error = errText(res.err)
+		return s
+	}
+	s.TPS = res.tps
+	if p := percentile(latencies(res.txs), 99); !math.IsNaN(p) {
+		s.P99Ms = p / 1000
+	}
+	return s
+}

@@ -35,17 +35,7 @@ func (m *Password) Authenticate(ctx context.Context, c Conn, user string) error 
 	if err != nil {
 		return lookupFailed(err)
 	}
-	if err := c.Send(&pgproto3.AuthenticationCleartextPassword{}); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
-		return err
-	}
-	body, err := receive(c, "password")
-	if err != nil {
-		return err
-	}
-	password, err := parsePasswordPacket(body)
+	password, err := askPassword(c, &pgproto3.AuthenticationCleartextPassword{})
 	if err != nil {
 		return err
 	}
@@ -94,17 +84,7 @@ func (m *MD5) Authenticate(ctx context.Context, c Conn, user string) error {
 	if _, err := rand.Read(salt[:]); err != nil {
 		return fmt.Errorf("auth: md5 salt: %w", err)
 	}
-	if err := c.Send(&pgproto3.AuthenticationMD5Password{Salt: salt}); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
-		return err
-	}
-	body, err := receive(c, "password")
-	if err != nil {
-		return err
-	}
-	response, err := parsePasswordPacket(body)
+	response, err := askPassword(c, &pgproto3.AuthenticationMD5Password{Salt: salt})
 	if err != nil {
 		return err
 	}
@@ -138,4 +118,20 @@ func parsePasswordPacket(body []byte) (string, error) {
 func equalSecret(a, b string) bool {
 	da, db := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
 	return subtle.ConstantTimeCompare(da[:], db[:]) == 1
+}
+
+// askPassword sends an authentication request and returns the password
+// packet the client answers with.
+func askPassword(c Conn, request pgproto3.BackendMessage) (string, error) {
+	if err := c.Send(request); err != nil {
+		return "", err
+	}
+	if err := c.Flush(); err != nil {
+		return "", err
+	}
+	body, err := receive(c, "password")
+	if err != nil {
+		return "", err
+	}
+	return parsePasswordPacket(body)
 }

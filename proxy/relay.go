@@ -93,7 +93,7 @@ func (s *session) relayClient(ctx context.Context) error {
 			if typ == 'S' {
 				s.skipTillSync = false
 				_ = writeMsg(s.cw, s.skipErr.response())
-				_, _ = s.cw.Write(readyForQuery['I'])
+				_, _ = s.cw.Write(readyForQuery('I'))
 				_ = s.cw.Flush()
 			}
 			s.mu.Unlock()
@@ -130,7 +130,7 @@ func (s *session) relayClient(ctx context.Context) error {
 				s.reserved = nil
 			} else {
 				s.mu.Unlock()
-				be, err = s.srv.checkout(ctx)
+				be, err = s.srv.pool.Checkout(ctx)
 				s.mu.Lock()
 			}
 			if err != nil {
@@ -459,16 +459,7 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 			return false
 		}
 		_, rest, _ := splitName(m.whole)
-		if s.stmts == nil {
-			s.stmts = map[string]*clientStmt{}
-		}
-		s.stmts[m.name] = &clientStmt{
-			answered: true,
-			name:     m.name,
-			key:      statementKey(s.tenant.Schema, rest),
-			parse:    rest,
-			effects:  stmtEffects{changes: res.changes, params: res.params},
-		}
+		s.addClientStmt(m.name, rest, stmtEffects{changes: res.changes, params: res.params}, true)
 		_, _ = s.cw.Write(parseComplete)
 	case 'C':
 		if m.mapped {
@@ -476,7 +467,7 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 		}
 		_, _ = s.cw.Write(closeComplete)
 	case 'S':
-		_, _ = s.cw.Write(readyForQuery['I'])
+		_, _ = s.cw.Write(readyForQuery('I'))
 		_ = s.cw.Flush()
 	case 'H':
 		_ = s.cw.Flush()
@@ -626,7 +617,7 @@ func (s *session) refuseLocked(typ byte, e *pgError) {
 	switch typ {
 	case 'Q', 'F', 'S':
 		_ = writeMsg(s.cw, e.response())
-		_, _ = s.cw.Write(readyForQuery['I'])
+		_, _ = s.cw.Write(readyForQuery('I'))
 		_ = s.cw.Flush()
 	default:
 		s.skipTillSync = true
@@ -888,7 +879,7 @@ func (s *session) readyForQueryLocked(be *pool.Conn, status byte) bool {
 	} else {
 		s.status = status
 		s.settleLocked(status)
-		_, _ = s.cw.Write(readyForQuery[status])
+		_, _ = s.cw.Write(readyForQuery(status))
 	}
 	if s.q.len() > 0 || s.open || s.copyStarted != s.copyEnded || status != 'I' ||
 		((s.mode == config.PoolSession || s.pinned != "") && !s.closing) {
@@ -982,7 +973,7 @@ func (s *session) lose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error
 	default:
 		for i := 0; i < pending; i++ {
 			_ = writeMsg(s.cw, e.response())
-			_, _ = s.cw.Write(readyForQuery['I'])
+			_, _ = s.cw.Write(readyForQuery('I'))
 		}
 		if open {
 			s.skipTillSync = true
@@ -1034,20 +1025,23 @@ func (s *session) teardown() {
 	}
 	if s.q.len() == 0 && !s.open && s.copyStarted == s.copyEnded {
 		var q []byte
+		queries := 0
 		if s.status != 'I' {
 			q, _ = (&pgproto3.Query{String: "ROLLBACK"}).Encode(q)
+			queries++
 		}
 		if s.mode == config.PoolSession || s.pinned != "" {
 			q, _ = (&pgproto3.Query{String: "DISCARD ALL"}).Encode(q)
+			queries++
 			be.Statements.Clear() // DISCARD ALL drops them on the server
 		}
-		if len(q) == 0 {
+		if queries == 0 {
 			// Transaction mode at a safe point: the backend goroutine is
 			// about to release it.
 			s.mu.Unlock()
 			return
 		}
-		for range queryCount(q) {
+		for range queries {
 			s.expectLocked(expectation{kind: expectQuery, own: true})
 		}
 		s.mu.Unlock()
@@ -1070,17 +1064,6 @@ func (s *session) teardown() {
 		cancel()
 	}
 	s.srv.pool.Destroy(be)
-}
-
-// queryCount counts the Query messages in an encoded run of them.
-func queryCount(msgs []byte) int {
-	n := 0
-	for len(msgs) >= 5 {
-		l := int(uint32(msgs[1])<<24 | uint32(msgs[2])<<16 | uint32(msgs[3])<<8 | uint32(msgs[4]))
-		msgs = msgs[1+l:]
-		n++
-	}
-	return n
 }
 
 func isEOF(err error) bool {

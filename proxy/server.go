@@ -139,11 +139,6 @@ func (srv *Server) shutdown() {
 	<-done
 }
 
-// checkout gets a backend connection for a session.
-func (srv *Server) checkout(ctx context.Context) (*pool.Conn, error) {
-	return srv.pool.Checkout(ctx)
-}
-
 // cancelKey is the BackendKeyData pgtenant gives a client: its own, never
 // a server's, so a client can only ever cancel its own queries.
 type cancelKey struct {
@@ -151,29 +146,23 @@ type cancelKey struct {
 	secret [4]byte
 }
 
-func (srv *Server) newCancelKey() cancelKey {
-	var k cancelKey
+// assignKey gives s a cancel key no other session holds and registers it,
+// both under one lock so two sessions can never draw the same key.
+func (srv *Server) assignKey(s *session) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	for {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
-		k.pid = binary.BigEndian.Uint32(b[:4]) &^ (1 << 31) // positive, as a pid is
-		copy(k.secret[:], b[4:])
-		if k.pid == 0 {
+		pid := binary.BigEndian.Uint32(b[:4]) &^ (1 << 31) // positive, as a pid is
+		if _, taken := srv.byKey[pid]; pid == 0 || taken {
 			continue
 		}
-		srv.mu.Lock()
-		_, taken := srv.byKey[k.pid]
-		srv.mu.Unlock()
-		if !taken {
-			return k
-		}
+		s.key.pid = pid
+		copy(s.key.secret[:], b[4:])
+		srv.byKey[pid] = s
+		return
 	}
-}
-
-func (srv *Server) register(s *session) {
-	srv.mu.Lock()
-	srv.byKey[s.key.pid] = s
-	srv.mu.Unlock()
 }
 
 func (srv *Server) unregister(s *session) {

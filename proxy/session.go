@@ -230,13 +230,12 @@ func (s *session) serve(ctx context.Context) {
 	}
 	defer s.srv.clients.Add(-1)
 
+	defer s.srv.unregister(s) // start registers the cancel key it hands out
 	if err := s.start(ctx, startup); err != nil {
 		s.reportStartupError("startup", err)
 		return
 	}
 	_ = s.nc.SetDeadline(time.Time{})
-	s.srv.register(s)
-	defer s.srv.unregister(s)
 
 	if s.srv.log.Enabled(ctx, slog.LevelDebug) {
 		s.logger().Debug("client admitted")
@@ -316,7 +315,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 	var be *pool.Conn
 	if !known || s.mode == config.PoolSession {
 		var err error
-		if be, err = s.srv.checkout(ctx); err != nil {
+		if be, err = s.srv.pool.Checkout(ctx); err != nil {
 			return asFatal(err)
 		}
 		if greeting, err = s.checkOnBackend(be); err != nil {
@@ -325,9 +324,9 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 		s.srv.greetings.Add(s.pin.key, greeting)
 	}
 	_, _ = s.cw.Write(greeting)
-	s.key = s.srv.newCancelKey()
+	s.srv.assignKey(s)
 	_ = writeMsg(s.cw, &pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: s.key.secret[:]})
-	_, _ = s.cw.Write(readyForQuery['I'])
+	_, _ = s.cw.Write(readyForQuery('I'))
 
 	if err := s.cw.Flush(); err != nil {
 		if be != nil {

@@ -77,14 +77,31 @@ func (s *session) ensureStatementLocked(cs *clientStmt) string {
 	if name, ok := s.be.Statements.Lookup(cs.key); ok {
 		return name
 	}
+	return s.prepareLocked(cs, true)
+}
+
+// prepareLocked names cs on the attached backend and queues its Parse (after
+// Closes of the statements the cache evicts to make room). own says whether
+// the ParseComplete is pgtenant's (re-preparing) or the client's.
+func (s *session) prepareLocked(cs *clientStmt, own bool) string {
 	name, evicted := s.be.Statements.Add(cs.key)
 	for _, old := range evicted {
 		s.out = appendClose(s.out, 'S', old)
 		s.expectLocked(expectation{kind: expectClose, own: true})
 	}
 	s.out = appendParse(s.out, name, cs.parse)
-	s.expectLocked(expectation{kind: expectParse, own: true, key: cs.key, clientName: cs.name, stmt: cs})
+	s.expectLocked(expectation{kind: expectParse, own: own, key: cs.key, clientName: cs.name, stmt: cs})
 	return name
+}
+
+// addClientStmt records a client's named statement.
+func (s *session) addClientStmt(name string, rest []byte, effects stmtEffects, answered bool) *clientStmt {
+	cs := &clientStmt{name: name, key: statementKey(s.tenant.Schema, rest), parse: rest, effects: effects, answered: answered}
+	if s.stmts == nil {
+		s.stmts = map[string]*clientStmt{}
+	}
+	s.stmts[name] = cs
+	return cs
 }
 
 // parseNamedLocked maps a client's Parse of a named statement.
@@ -98,23 +115,13 @@ func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects
 		s.noteErrorName(backendName, name)
 		return
 	}
-	cs := &clientStmt{name: name, key: statementKey(s.tenant.Schema, rest), parse: rest, effects: effects}
-	if s.stmts == nil {
-		s.stmts = map[string]*clientStmt{}
-	}
-	s.stmts[name] = cs
+	cs := s.addClientStmt(name, rest, effects, false)
 	if backendName, ok := s.be.Statements.Lookup(cs.key); ok {
 		s.out = appendDescribe(s.out, 'S', backendName)
 		s.expectLocked(expectation{kind: expectParseViaDescribe, own: true})
 		return
 	}
-	backendName, evicted := s.be.Statements.Add(cs.key)
-	for _, old := range evicted {
-		s.out = appendClose(s.out, 'S', old)
-		s.expectLocked(expectation{kind: expectClose, own: true})
-	}
-	s.out = appendParse(s.out, backendName, rest)
-	s.expectLocked(expectation{kind: expectParse, key: cs.key, clientName: name, stmt: cs})
+	s.prepareLocked(cs, false)
 }
 
 // backendStmtNameLocked returns what a client's reference to statement name

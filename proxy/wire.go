@@ -98,11 +98,24 @@ func writeMsg(w io.Writer, msg pgproto3.Message) error {
 	return err
 }
 
-// readyForQuery is the encoded ReadyForQuery for each status.
-var readyForQuery = map[byte][]byte{
-	'I': {'Z', 0, 0, 0, 5, 'I'},
-	'T': {'Z', 0, 0, 0, 5, 'T'},
-	'E': {'Z', 0, 0, 0, 5, 'E'},
+var (
+	rfqIdle   = []byte{'Z', 0, 0, 0, 5, 'I'}
+	rfqInTx   = []byte{'Z', 0, 0, 0, 5, 'T'}
+	rfqFailed = []byte{'Z', 0, 0, 0, 5, 'E'}
+)
+
+// readyForQuery is the encoded ReadyForQuery for a transaction status, as
+// the server sent it.
+func readyForQuery(status byte) []byte {
+	switch status {
+	case 'I':
+		return rfqIdle
+	case 'T':
+		return rfqInTx
+	case 'E':
+		return rfqFailed
+	}
+	return []byte{'Z', 0, 0, 0, 5, status}
 }
 
 // SQLSTATEs pgtenant itself raises.

@@ -178,3 +178,21 @@ func unquote(s string) (value, rest string, err error) {
 	}
 	return "", "", errors.New("missing closing double quote")
 }
+
+// FirstOf is a UserSource that asks each source in turn and answers with
+// the first that knows the user, as PgBouncer asks its auth_query only for
+// users its auth_file does not list. A source that fails stops the search:
+// going on could answer with a later source's secret for a user the failed
+// one would have known, so the failure is reported.
+type FirstOf []UserSource
+
+// Lookup implements UserSource.
+func (fs FirstOf) Lookup(ctx context.Context, user string) (Secret, bool, error) {
+	for _, s := range fs {
+		secret, found, err := s.Lookup(ctx, user)
+		if err != nil || found {
+			return secret, found, err
+		}
+	}
+	return Secret{}, false, nil
+}

@@ -208,3 +208,25 @@ func TestUserFileConcurrent(t *testing.T) {
 		t.Fatalf("final generation: %d, %d", len(a.Text), len(b.Text))
 	}
 }
+
+func TestFirstOf(t *testing.T) {
+	alice, _ := ParseSecret("md5" + strings.Repeat("a", 32))
+	bob, _ := ParseSecret("bob-plain")
+	shadow, _ := ParseSecret("shadowed")
+	failing := failingSource{err: errors.New("source down")}
+	src := FirstOf{StaticUsers{"alice": alice}, StaticUsers{"alice": shadow, "bob": bob}}
+	ctx := context.Background()
+	if s, ok, err := src.Lookup(ctx, "alice"); err != nil || !ok || s.Text != alice.Text {
+		t.Errorf("alice: %v %v %v, want the first source's secret", s, ok, err)
+	}
+	if s, ok, err := src.Lookup(ctx, "bob"); err != nil || !ok || s.Text != bob.Text {
+		t.Errorf("bob: %v %v %v, want the second source's secret", s, ok, err)
+	}
+	if _, ok, err := src.Lookup(ctx, "carol"); err != nil || ok {
+		t.Errorf("carol: found=%v err=%v, want not found", ok, err)
+	}
+	src = FirstOf{failing, StaticUsers{"bob": bob}}
+	if _, ok, err := src.Lookup(ctx, "bob"); err == nil || ok {
+		t.Errorf("failing first source: found=%v err=%v, want its error", ok, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -40,6 +41,34 @@ type TenantSource string
 const (
 	TenantFromDatabase TenantSource = "database"
 	TenantFromUser     TenantSource = "user"
+	// TenantFromSNI takes the tenant from the TLS server name the client
+	// sent (acme.db.example.com with SNISuffix .db.example.com names acme),
+	// or, when it sent none, from the startup options (-c pgtenant.tenant=acme).
+	TenantFromSNI TenantSource = "sni"
+)
+
+// Authentication types, the values of --auth-type.
+const (
+	AuthSCRAM    = "scram-sha-256"
+	AuthMD5      = "md5"
+	AuthPassword = "password"
+	AuthTrust    = "trust"
+)
+
+// Tenant access policies, the values of --tenant-access.
+const (
+	// AccessGranted admits a user only to the tenants it is granted in
+	// pgtenant.tenant_users.
+	AccessGranted = "granted"
+	// AccessAll admits every user to every tenant.
+	AccessAll = "all"
+)
+
+// Client TLS policies, the values of --client-tls.
+const (
+	ClientTLSDisable = "disable" // answer every SSLRequest 'N'
+	ClientTLSAllow   = "allow"   // TLS when the client asks and a certificate is set
+	ClientTLSRequire = "require" // refuse clients that do not use TLS
 )
 
 // Config is everything `pgtenant serve` needs. The zero value is not valid;
@@ -58,6 +87,38 @@ type Config struct {
 	// TenantFrom says whether the startup database (default) or user names
 	// the tenant.
 	TenantFrom TenantSource
+	// SNISuffix is the domain under which each tenant has a host name:
+	// with ".db.example.com", a client that sends the TLS server name
+	// acme.db.example.com names the tenant (or alias) acme. Whatever
+	// TenantFrom says, a tenant named this way must agree with the others
+	// the client names. Default none.
+	SNISuffix string
+	// AuthType is how clients prove who they are: scram-sha-256, md5,
+	// password or trust. Empty (the default) means scram-sha-256 when a
+	// user source (AuthFile, AuthQuery) is set and trust otherwise; see
+	// EffectiveAuthType.
+	AuthType string
+	// AuthFile is a PgBouncer-style userlist ("user" "secret" per line),
+	// reread on SIGHUP.
+	AuthFile string
+	// AuthQuery looks up a user's secret in the backend; it takes the user
+	// name as $1 and returns (name, secret). With AuthFile too, it is asked
+	// for users the file does not list.
+	AuthQuery string
+	// AuthCleartextWithoutTLS lets auth-type password ask for a cleartext
+	// password on a connection without TLS. Default false.
+	AuthCleartextWithoutTLS bool
+	// TenantAccess is granted or all: whether a user may connect only to
+	// the tenants it is granted. Empty (the default) means granted when a
+	// user source is set and all otherwise; see EffectiveTenantAccess.
+	TenantAccess string
+	// TLSCert and TLSKey are the PEM certificate chain and key pgtenant
+	// shows clients; both or neither. Reread on SIGHUP.
+	TLSCert string
+	TLSKey  string
+	// ClientTLS is disable, allow (default: TLS for clients that ask, when
+	// a certificate is set) or require (clients without TLS are refused).
+	ClientTLS string
 	// QueryWaitTimeout bounds how long a client waits for a backend
 	// connection before it gets an error. Default 30s.
 	QueryWaitTimeout time.Duration
@@ -132,9 +193,40 @@ func Default() Config {
 		ShutdownTimeout:       30 * time.Second,
 		MaxPreparedStatements: 200,
 		Unpoolable:            UnpoolablePin,
+		ClientTLS:             ClientTLSAllow,
 		PinReuse:              true,
 		LogFormat:             "text",
 		LogLevel:              "info",
+	}
+}
+
+// hasUserSource reports whether an auth file or query is configured.
+func (c Config) hasUserSource() bool { return c.AuthFile != "" || c.AuthQuery != "" }
+
+// EffectiveAuthType is AuthType with its default filled in: scram-sha-256
+// when a user source is set, trust otherwise.
+func (c Config) EffectiveAuthType() string {
+	switch {
+	case c.AuthType != "":
+		return c.AuthType
+	case c.hasUserSource():
+		return AuthSCRAM
+	default:
+		return AuthTrust
+	}
+}
+
+// EffectiveTenantAccess is TenantAccess with its default filled in:
+// granted when a user source is set (users are known, so grants mean
+// something), all otherwise.
+func (c Config) EffectiveTenantAccess() string {
+	switch {
+	case c.TenantAccess != "":
+		return c.TenantAccess
+	case c.hasUserSource() && c.EffectiveAuthType() != AuthTrust:
+		return AccessGranted
+	default:
+		return AccessAll
 	}
 }
 
@@ -158,8 +250,49 @@ func (c Config) Validate() error {
 	}
 	switch c.TenantFrom {
 	case TenantFromDatabase, TenantFromUser:
+	case TenantFromSNI:
+		if c.SNISuffix == "" {
+			errs = append(errs, errors.New("tenant-from sni needs sni-suffix (for example .db.example.com)"))
+		}
+		if c.TLSCert == "" {
+			errs = append(errs, errors.New("tenant-from sni needs tls-cert and tls-key: the server name comes with TLS"))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("tenant-from must be database or user, got %q", c.TenantFrom))
+		errs = append(errs, fmt.Errorf("tenant-from must be database, user or sni, got %q", c.TenantFrom))
+	}
+	if c.SNISuffix != "" && (!strings.HasPrefix(c.SNISuffix, ".") || len(c.SNISuffix) < 2) {
+		errs = append(errs, fmt.Errorf("sni-suffix must start with a dot, as in .db.example.com, got %q", c.SNISuffix))
+	}
+	switch c.AuthType {
+	case "", AuthTrust:
+	case AuthSCRAM, AuthMD5, AuthPassword:
+		if c.AuthFile == "" && c.AuthQuery == "" {
+			errs = append(errs, fmt.Errorf("auth-type %s needs a user source: auth-file or auth-query", c.AuthType))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("auth-type must be scram-sha-256, md5, password or trust, got %q", c.AuthType))
+	}
+	switch c.TenantAccess {
+	case "", AccessAll:
+	case AccessGranted:
+		if c.EffectiveAuthType() == AuthTrust {
+			// Grants name users; under trust anyone can claim any name.
+			errs = append(errs, errors.New("tenant-access granted needs authentication: set auth-file or auth-query"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("tenant-access must be granted or all, got %q", c.TenantAccess))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls-cert and tls-key go together: set both or neither"))
+	}
+	switch c.ClientTLS {
+	case ClientTLSDisable, ClientTLSAllow:
+	case ClientTLSRequire:
+		if c.TLSCert == "" {
+			errs = append(errs, errors.New("client-tls require needs tls-cert and tls-key"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("client-tls must be disable, allow or require, got %q", c.ClientTLS))
 	}
 	if c.MaxClientConn < 1 {
 		errs = append(errs, fmt.Errorf("max-client-conn must be at least 1, got %d", c.MaxClientConn))

@@ -33,7 +33,7 @@ func TestValidate(t *testing.T) {
 		{"zero pool size", func(c *Config) { c.PoolSize = 0 }, "pool-size must be at least 1, got 0"},
 		{"unknown pool mode", func(c *Config) { c.PoolMode = "statement" }, `pool-mode must be transaction or session, got "statement"`},
 		{"session pool mode", func(c *Config) { c.PoolMode = PoolSession }, ""},
-		{"unknown tenant source", func(c *Config) { c.TenantFrom = "host" }, `tenant-from must be database or user, got "host"`},
+		{"unknown tenant source", func(c *Config) { c.TenantFrom = "host" }, `tenant-from must be database, user or sni, got "host"`},
 		{"tenant from user", func(c *Config) { c.TenantFrom = TenantFromUser }, ""},
 		{"zero max client conn", func(c *Config) { c.MaxClientConn = 0 }, "max-client-conn must be at least 1"},
 		{"zero query wait timeout", func(c *Config) { c.QueryWaitTimeout = 0 }, "query-wait-timeout must be positive"},
@@ -49,6 +49,20 @@ func TestValidate(t *testing.T) {
 			c.ServerIdleTimeout, c.ServerLifetime, c.ServerCheckIdle = 0, 0, 0
 			c.TenantCacheTTL, c.TenantMissTTL, c.ShutdownTimeout = 0, 0, 0
 		}, ""},
+		{"sni without suffix", func(c *Config) { c.TenantFrom = TenantFromSNI; c.TLSCert, c.TLSKey = "c", "k" }, "tenant-from sni needs sni-suffix"},
+		{"sni without tls", func(c *Config) { c.TenantFrom = TenantFromSNI; c.SNISuffix = ".db.example.com" }, "tenant-from sni needs tls-cert"},
+		{"sni", func(c *Config) {
+			c.TenantFrom, c.SNISuffix, c.TLSCert, c.TLSKey = TenantFromSNI, ".db.example.com", "c", "k"
+		}, ""},
+		{"sni suffix without dot", func(c *Config) { c.SNISuffix = "db.example.com" }, "sni-suffix must start with a dot"},
+		{"unknown auth type", func(c *Config) { c.AuthType = "cert" }, `auth-type must be scram-sha-256, md5, password or trust, got "cert"`},
+		{"scram without users", func(c *Config) { c.AuthType = AuthSCRAM }, "auth-type scram-sha-256 needs a user source"},
+		{"md5 with auth query", func(c *Config) { c.AuthType, c.AuthQuery = AuthMD5, "SELECT 1" }, ""},
+		{"granted under trust", func(c *Config) { c.TenantAccess = AccessGranted }, "tenant-access granted needs authentication"},
+		{"unknown tenant access", func(c *Config) { c.TenantAccess = "some" }, `tenant-access must be granted or all, got "some"`},
+		{"cert without key", func(c *Config) { c.TLSCert = "c" }, "tls-cert and tls-key go together"},
+		{"require without cert", func(c *Config) { c.ClientTLS = ClientTLSRequire }, "client-tls require needs tls-cert"},
+		{"unknown client tls", func(c *Config) { c.ClientTLS = "prefer" }, `client-tls must be disable, allow or require, got "prefer"`},
 		{"unknown log format", func(c *Config) { c.LogFormat = "logfmt" }, `log-format must be text or json, got "logfmt"`},
 		{"unknown log level", func(c *Config) { c.LogLevel = "trace" }, `log-level must be debug, info, warn or error, got "trace"`},
 	}
@@ -66,6 +80,31 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate() = %q, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestEffectiveDefaults(t *testing.T) {
+	c := validConfig()
+	if got := c.EffectiveAuthType(); got != AuthTrust {
+		t.Errorf("no user source: auth type %q, want trust", got)
+	}
+	if got := c.EffectiveTenantAccess(); got != AccessAll {
+		t.Errorf("no user source: tenant access %q, want all", got)
+	}
+	c.AuthFile = "users.txt"
+	if got := c.EffectiveAuthType(); got != AuthSCRAM {
+		t.Errorf("auth file: auth type %q, want scram-sha-256", got)
+	}
+	if got := c.EffectiveTenantAccess(); got != AccessGranted {
+		t.Errorf("auth file: tenant access %q, want granted", got)
+	}
+	c.AuthType = AuthTrust
+	if got := c.EffectiveTenantAccess(); got != AccessAll {
+		t.Errorf("auth file under trust: tenant access %q, want all", got)
+	}
+	c.AuthType, c.TenantAccess = AuthMD5, AccessAll
+	if got := c.EffectiveTenantAccess(); got != AccessAll {
+		t.Errorf("explicit all: tenant access %q", got)
 	}
 }
 

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
@@ -32,6 +35,18 @@ type TenantResolver interface {
 	ResolveTenant(ctx context.Context, s router.Startup) (router.Tenant, error)
 }
 
+// TenantAccess decides whether an authenticated user may use a tenant. An
+// error that is a *router.AccessDeniedError is a refusal (28000); any other
+// is a lookup failure.
+type TenantAccess interface {
+	CheckAccess(ctx context.Context, user string, t router.Tenant) error
+}
+
+// allowAll is the TenantAccess of --tenant-access all.
+type allowAll struct{}
+
+func (allowAll) CheckAccess(context.Context, string, router.Tenant) error { return nil }
+
 // Server accepts clients and serves each in its own session.
 type Server struct {
 	cfg    config.Config
@@ -39,6 +54,7 @@ type Server struct {
 	pool   *pool.Pool
 	router TenantResolver
 	auth   auth.Method
+	access TenantAccess
 
 	clients  atomic.Int64 // admitted clients, for max-client-conn
 	draining atomic.Bool  // shutting down: no new transactions
@@ -59,7 +75,7 @@ type Server struct {
 // NewServer wires a server from its parts. The caller owns p and r.
 func NewServer(cfg config.Config, log *slog.Logger, p *pool.Pool, r TenantResolver, a auth.Method) *Server {
 	return &Server{
-		cfg: cfg, log: log, pool: p, router: r, auth: a,
+		cfg: cfg, log: log, pool: p, router: r, auth: a, access: allowAll{},
 		greetings: expirable.NewLRU[string, []byte](greetingCacheSize, nil, greetingTTL),
 		byKey:     map[uint32]*session{},
 		conns:     map[net.Conn]struct{}{},
@@ -229,7 +245,7 @@ func (s *session) cancelRunning() {
 }
 
 // Run is `pgtenant serve`: it listens on cfg.Listen and serves until ctx is
-// done.
+// done. SIGHUP rereads the files named in cfg (auth file, certificates).
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -238,15 +254,51 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return RunListener(ctx, cfg, log, ln)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return RunListener(ctx, cfg, log, ln, WithReload(reload))
+}
+
+// RunOption adjusts RunListener.
+type RunOption func(*runOptions)
+
+type runOptions struct {
+	reload <-chan struct{}
+}
+
+// WithReload makes RunListener reread the files named in its config (auth
+// file, certificates) whenever ch receives. Run connects it to SIGHUP;
+// tests send on it directly.
+func WithReload(ch <-chan struct{}) RunOption {
+	return func(o *runOptions) { o.reload = ch }
 }
 
 // RunListener opens the registry and the pool and serves clients from ln
 // until ctx is done. It closes ln.
-func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
+func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener, opts ...RunOption) error {
 	defer ln.Close()
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	var ro runOptions
+	for _, o := range opts {
+		o(&ro)
 	}
 	reg, err := router.OpenRegistry(ctx, cfg.Backend)
 	if err != nil {
@@ -288,9 +340,16 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	}
 	defer p.Close()
 
+	method, reloaders, err := newAuth(cfg, reg)
+	if err != nil {
+		return err
+	}
+	srv := NewServer(cfg, log, p, rt, method)
+	go reloadOn(ctx, ro.reload, log, reloaders)
+
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
-		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom))
-	srv := NewServer(cfg, log, p, rt, auth.Trust{})
+		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),
+		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess())
 	return srv.Serve(ctx, ln)
 }
 

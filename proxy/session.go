@@ -297,6 +297,9 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 	if err != nil {
 		return routeError(err)
 	}
+	if err := s.srv.access.CheckAccess(ctx, s.user, t); err != nil {
+		return accessError(err)
+	}
 	s.tenant = t
 
 	params, perr := checkParams(sm.Parameters)
@@ -460,6 +463,15 @@ func routeError(err error) *pgError {
 	default:
 		return fatalf(codeConnectionFailure, "pgtenant: cannot look up tenant: %v", err)
 	}
+}
+
+// accessError maps a TenantAccess answer to what the client sees.
+func accessError(err error) *pgError {
+	var denied *router.AccessDeniedError
+	if errors.As(err, &denied) {
+		return fatalf(codeInvalidAuthorization, "user %q is not allowed to connect to tenant %q", denied.User, denied.Tenant)
+	}
+	return fatalf(codeConnectionFailure, "pgtenant: cannot check tenant access: %v", err)
 }
 
 // asFatal turns a checkout failure into a FATAL startup error.

@@ -41,3 +41,11 @@ func (e *UnknownTenantError) Error() string { return fmt.Sprintf("tenant %q does
 type DisabledTenantError struct{ Name string }
 
 func (e *DisabledTenantError) Error() string { return fmt.Sprintf("tenant %q is disabled", e.Name) }
+
+// AccessDeniedError says that the user is not granted the tenant. The proxy
+// answers it with FATAL 28000 naming both.
+type AccessDeniedError struct{ User, Tenant string }
+
+func (e *AccessDeniedError) Error() string {
+	return fmt.Sprintf("user %q is not allowed to connect to tenant %q", e.User, e.Tenant)
+}

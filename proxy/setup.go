@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/pgtenant/pgtenant/auth"
+	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/router"
+)
+
+// reloader rereads one file named in the config; what it read last stays in
+// force when it fails.
+type reloader struct {
+	what   string
+	reload func() error
+}
+
+// newAuth builds the authentication method cfg asks for, and the reloaders
+// of the files it reads. Auth queries run on the registry's connections:
+// they are small, and cached nowhere, so a changed password counts at once.
+func newAuth(cfg config.Config, reg *router.PGRegistry) (auth.Method, []reloader, error) {
+	kind := cfg.EffectiveAuthType()
+	if kind == config.AuthTrust {
+		return auth.Trust{}, nil, nil
+	}
+	var sources auth.FirstOf
+	var reloaders []reloader
+	if cfg.AuthFile != "" {
+		f, err := auth.OpenUserFile(cfg.AuthFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		sources = append(sources, f)
+		reloaders = append(reloaders, reloader{"auth file " + cfg.AuthFile, f.Reload})
+	}
+	if cfg.AuthQuery != "" {
+		q, err := auth.NewAuthQuery(reg.Pool(), cfg.AuthQuery, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		sources = append(sources, q)
+	}
+	var src auth.UserSource = sources
+	if len(sources) == 1 {
+		src = sources[0]
+	}
+	method, err := auth.NewMethod(kind, src, auth.Options{AllowCleartextWithoutTLS: cfg.AuthCleartextWithoutTLS})
+	if err != nil {
+		return nil, nil, err
+	}
+	limiter, err := auth.NewLimiter(auth.LimiterOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth limiter: %w", err)
+	}
+	return limiter.Wrap(method), reloaders, nil
+}
+
+// reloadOn runs every reloader each time ch receives, until ctx is done.
+// A failed reload is logged and the previous contents stay in force, so a
+// typo in a file cannot lock every client out.
+func reloadOn(ctx context.Context, ch <-chan struct{}, log *slog.Logger, reloaders []reloader) {
+	if ch == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		for _, r := range reloaders {
+			if err := r.reload(); err != nil {
+				log.Error("reload failed; keeping what was read before", "what", r.what, "err", err)
+				continue
+			}
+			log.Info("reloaded", "what", r.what)
+		}
+	}
+}

@@ -2,11 +2,13 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/integration/cluster"
 	"github.com/pgtenant/pgtenant/proxy"
@@ -35,6 +38,8 @@ const (
 	rolePinOn            = "bench_pin_on"
 	rolePinAlways        = "bench_pin_always"
 	rolePinOff           = "bench_pin_off"
+	rolePgtenantScram    = "bench_pgtenant_scram"
+	rolePgbouncerScram   = "bench_pgbouncer_scram"
 	// clientUser is the user name every pgbench client logs in to a pooler
 	// with; poolers log in to PostgreSQL with their own role.
 	clientUser = "postgres"
@@ -52,6 +57,19 @@ const (
 )
 
 var pinTargets = []string{targetPinOn, targetPinAlways, targetPinOff}
+
+// SCRAM targets: a pgtenant and a PgBouncer of their own that authenticate
+// clients with SCRAM-SHA-256 against the same verifier in a userlist, for
+// the connect-per-transaction scenario with authentication. Both still log
+// in to PostgreSQL as the other targets do; only the client leg changes.
+const (
+	targetScramPgtenant  = "pgtenant scram"
+	targetScramPgbouncer = "pgbouncer scram"
+	// scramPassword is the bench client's password on the SCRAM targets.
+	scramPassword = "bench-scram-password"
+)
+
+var scramTargets = []string{targetScramPgtenant, targetScramPgbouncer}
 
 const (
 	setupTimeout = 10 * time.Minute
@@ -221,7 +239,7 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 				return nil, usagef("--pgbouncer: %v", err)
 			}
 		} else {
-			b, err := e.startPgbouncer(ctx)
+			b, err := e.startPgbouncer(ctx, pgbouncerAuth{})
 			if err != nil {
 				return nil, err
 			}
@@ -247,6 +265,11 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 	}
 	if has("pin") && wants(TargetPgtenant) {
 		if err := e.startPinTargets(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if has("scram") {
+		if err := e.startScramTargets(ctx, wants); err != nil {
 			return nil, err
 		}
 	}
@@ -307,7 +330,7 @@ func (e *env) maxConnections() int {
 // given by flag whose role may not create roles, or whose pg_hba wants a
 // password the new roles lack).
 func (e *env) createRoles(ctx context.Context) bool {
-	for _, r := range []string{roleDirect, rolePgtenant, rolePgtenantProcess, rolePgbouncer, rolePgbouncerTenants, rolePinOn, rolePinAlways, rolePinOff} {
+	for _, r := range []string{roleDirect, rolePgtenant, rolePgtenantProcess, rolePgbouncer, rolePgbouncerTenants, rolePinOn, rolePinAlways, rolePinOff, rolePgtenantScram, rolePgbouncerScram} {
 		_, err := e.admin.Exec(ctx, fmt.Sprintf(
 			`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s SUPERUSER LOGIN; END IF; END $$`, r, r))
 		if err == nil {
@@ -366,7 +389,11 @@ func (e *env) startPgtenant(ctx context.Context, backendDSN string, adjust func(
 		stop()
 		<-done
 	})
-	if err := waitReady(ctx, cfg.Listen, benchTenant, done); err != nil {
+	password := ""
+	if cfg.AuthFile != "" {
+		password = scramPassword
+	}
+	if err := waitReady(ctx, cfg.Listen, benchTenant, password, done); err != nil {
 		return "", err
 	}
 	return cfg.Listen, nil
@@ -396,17 +423,17 @@ func (e *env) startPinTargets(ctx context.Context) error {
 	return nil
 }
 
-// waitReady polls addr until a client of tenant gets ReadyForQuery, done
-// delivers the server's exit, or ctx ends.
-func waitReady(ctx context.Context, addr, tenant string, done <-chan error) error {
+// waitReady polls addr until a client of tenant (with password, when the
+// server asks for one) gets ReadyForQuery, done delivers the server's exit,
+// or ctx ends.
+func waitReady(ctx context.Context, addr, tenant, password string, done <-chan error) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	ticker := time.NewTicker(readyPoll)
 	defer ticker.Stop()
 	for {
-		c, err := startupConn(ctx, addr, clientUser, tenant)
+		err := probe(ctx, addr, tenant, password)
 		if err == nil {
-			c.Close()
 			return nil
 		}
 		select {
@@ -420,6 +447,74 @@ func waitReady(ctx context.Context, addr, tenant string, done <-chan error) erro
 		case <-ticker.C:
 		}
 	}
+}
+
+// probe logs in to addr once as the bench client.
+func probe(ctx context.Context, addr, tenant, password string) error {
+	if password == "" {
+		c, err := startupConn(ctx, addr, clientUser, tenant)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	host, port, err := splitAddr(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s dbname=%s password=%s sslmode=disable",
+		host, port, clientUser, tenant, password))
+	if err != nil {
+		return err
+	}
+	return c.Close(ctx)
+}
+
+// startScramTargets starts the SCRAM targets of the wanted poolers. Their
+// userlist holds the bench client's SCRAM verifier, as PostgreSQL would
+// store it (4096 iterations).
+func (e *env) startScramTargets(ctx context.Context, wants func(string) bool) error {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return err
+	}
+	v, err := auth.NewSCRAMVerifier(scramPassword, salt, auth.DefaultIterations)
+	if err != nil {
+		return err
+	}
+	userlist := fmt.Sprintf("%q %q\n", clientUser, v.String())
+	withPassword := func(string) []string { return []string{"PGPASSWORD=" + scramPassword} }
+	if wants(TargetPgtenant) {
+		path := filepath.Join(e.tmp, "pgtenant-userlist.txt")
+		if err := os.WriteFile(path, []byte(userlist), 0o600); err != nil {
+			return err
+		}
+		addr, err := e.startPgtenant(ctx, e.backend.dsn(e.loginRole(rolePgtenantScram)), func(c *config.Config) {
+			c.AuthFile, c.AuthType = path, config.AuthSCRAM
+			// Grants are another matter; this target measures the
+			// authentication exchange only.
+			c.TenantAccess = config.AccessAll
+		})
+		if err != nil {
+			return fmt.Errorf("start %s: %w", targetScramPgtenant, err)
+		}
+		t := &target{name: targetScramPgtenant, database: func(tenant string) string { return tenant },
+			role: e.role(rolePgtenantScram), env: withPassword}
+		t.host, t.port, _ = splitAddr(addr)
+		e.targets[t.name] = t
+	}
+	if wants(TargetPgbouncer) && e.pgbouncerBin != "" {
+		b, err := e.startPgbouncer(ctx, pgbouncerAuth{typ: "scram-sha-256", userlist: userlist,
+			role: rolePgbouncerScram, password: scramPassword})
+		if err != nil {
+			return fmt.Errorf("start %s: %w", targetScramPgbouncer, err)
+		}
+		e.targets[targetScramPgbouncer] = &target{name: targetScramPgbouncer, host: "127.0.0.1", port: b.port,
+			database: func(tenant string) string { return tenant }, role: e.role(rolePgbouncerScram), env: withPassword}
+	}
+	return nil
 }
 
 func (e *env) tearDown() {

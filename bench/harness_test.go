@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,7 +80,7 @@ func TestHarnessTiny(t *testing.T) {
 	rep, err := Run(ctx, Options{
 		Rounds: 1, Duration: time.Second, ClientsScale: 0.1, Scale: 1,
 		Tenants: 3, IdleClients: 20, Targets: targets,
-		Only:         []string{"select", "tenants", "idle"},
+		Only:         []string{"select", "tenants", "idle", "scram"},
 		OutDir:       out,
 		ServeCommand: testServeCommand,
 		Progress:     &progress,
@@ -104,6 +105,27 @@ func TestHarnessTiny(t *testing.T) {
 	}
 	if !strings.Contains(table, "| 6 20 idle clients | pgtenant |") {
 		t.Errorf("no idle row for pgtenant in the table")
+	}
+	// The SCRAM targets log clients in with a password; a row without an
+	// error shows the exchange worked through each.
+	scram := []string{targetScramPgtenant}
+	if slices.Contains(targets, TargetPgbouncer) {
+		scram = append(scram, targetScramPgbouncer)
+	}
+	for _, tg := range scram {
+		found := false
+		for _, r := range rep.Results {
+			if r.Target != tg {
+				continue
+			}
+			found = true
+			if r.OKRounds == 0 || r.Median <= 0 {
+				t.Errorf("%s: no successful round (error %q)", tg, r.Error)
+			}
+		}
+		if !found {
+			t.Errorf("no result for %s", tg)
+		}
 	}
 
 	// bench.json parses back into the report.

@@ -242,7 +242,7 @@ func (e *env) poolerProcess(ctx context.Context, t *target) (*poolerProcess, err
 		}
 		return &poolerProcess{pid: pid, addr: t.addr(), stop: func() {}}, nil
 	case t.name == TargetPgbouncer:
-		b, err := e.startPgbouncer(ctx)
+		b, err := e.startPgbouncer(ctx, pgbouncerAuth{})
 		if err != nil {
 			return nil, err
 		}
@@ -295,7 +295,7 @@ func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerPro
 			logf.Close()
 		})
 	}
-	if err := waitReady(ctx, addr, benchTenant, done); err != nil {
+	if err := waitReady(ctx, addr, benchTenant, "", done); err != nil {
 		stop()
 		out, _ := os.ReadFile(logf.Name())
 		return nil, fmt.Errorf("pgtenant process: %w\n%s", err, lastBytes(string(out), 2000))

@@ -64,7 +64,7 @@ type pgbouncer struct {
 //
 // server_reset_query stays at its default, which transaction pooling does
 // not run.
-func (e *env) pgbouncerIni(port int, logPath, pidPath, authPath string) string {
+func (e *env) pgbouncerIni(port int, logPath, pidPath, authPath string, a pgbouncerAuth) string {
 	b := e.backend
 	entry := func(name, role, schema string, poolSize int) string {
 		s := fmt.Sprintf("%s = host=%s port=%d dbname=%s user=%s connect_query='SET search_path TO %s'",
@@ -79,16 +79,20 @@ func (e *env) pgbouncerIni(port int, logPath, pidPath, authPath string) string {
 	}
 	var ini strings.Builder
 	ini.WriteString("[databases]\n")
-	ini.WriteString(entry(benchTenant, rolePgbouncer, benchTenant, 0))
-	for _, t := range e.tenants {
-		ini.WriteString(entry(t, rolePgbouncerTenants, t, tenantPoolSize))
+	if a.role != "" {
+		ini.WriteString(entry(benchTenant, a.role, benchTenant, 0))
+	} else {
+		ini.WriteString(entry(benchTenant, rolePgbouncer, benchTenant, 0))
+		for _, t := range e.tenants {
+			ini.WriteString(entry(t, rolePgbouncerTenants, t, tenantPoolSize))
+		}
 	}
 	fmt.Fprintf(&ini, `
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = %d
 unix_socket_dir =
-auth_type = trust
+auth_type = %s
 auth_file = %s
 admin_users = %s
 pool_mode = transaction
@@ -99,14 +103,33 @@ log_connections = 0
 log_disconnections = 0
 logfile = %s
 pidfile = %s
-`, port, authPath, clientUser, e.o.PoolSize, max(10000, e.o.IdleClients+1000), logPath, pidPath)
+`, port, a.authType(), authPath, clientUser, e.o.PoolSize, max(10000, e.o.IdleClients+1000), logPath, pidPath)
 	return ini.String()
+}
+
+// pgbouncerAuth is how a PgBouncer authenticates clients. The zero value is
+// the shared PgBouncer of most scenarios: trust, with every tenant's entry.
+type pgbouncerAuth struct {
+	typ      string // auth_type; "" is trust
+	userlist string // auth_file contents; "" lists the client with no password
+	// role, when set, is the only database entry's login role (the bench
+	// tenant's), so the SCRAM PgBouncer's server connections are counted
+	// apart and no tenant entries are made.
+	role     string
+	password string // the client's password, for the readiness probe
+}
+
+func (a pgbouncerAuth) authType() string {
+	if a.typ == "" {
+		return "trust"
+	}
+	return a.typ
 }
 
 // startPgbouncer starts a PgBouncer on a free loopback port, in a temporary
 // directory of its own, and returns once it serves a client of the bench
 // tenant.
-func (e *env) startPgbouncer(ctx context.Context) (*pgbouncer, error) {
+func (e *env) startPgbouncer(ctx context.Context, a pgbouncerAuth) (*pgbouncer, error) {
 	dir, err := os.MkdirTemp(e.tmp, "pgbouncer-")
 	if err != nil {
 		return nil, err
@@ -120,8 +143,11 @@ func (e *env) startPgbouncer(ctx context.Context) (*pgbouncer, error) {
 	ini := filepath.Join(dir, "pgbouncer.ini")
 	auth := filepath.Join(dir, "userlist.txt")
 	files := map[string]string{
-		ini:  e.pgbouncerIni(port, filepath.Join(dir, "pgbouncer.log"), filepath.Join(dir, "pgbouncer.pid"), auth),
+		ini:  e.pgbouncerIni(port, filepath.Join(dir, "pgbouncer.log"), filepath.Join(dir, "pgbouncer.pid"), auth, a),
 		auth: fmt.Sprintf("%q \"\"\n", clientUser),
+	}
+	if a.userlist != "" {
+		files[auth] = a.userlist
 	}
 	for path, text := range files {
 		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
@@ -160,7 +186,7 @@ func (e *env) startPgbouncer(ctx context.Context) (*pgbouncer, error) {
 	b.cmd = cmd
 	go func() { b.done <- cmd.Wait() }()
 	e.stops = append(e.stops, b.stop)
-	if err := waitReady(ctx, addr, benchTenant, b.done); err != nil {
+	if err := waitReady(ctx, addr, benchTenant, a.password, b.done); err != nil {
 		return nil, fmt.Errorf("pgbouncer: %w\n%s", err, b.logTail())
 	}
 	return b, nil

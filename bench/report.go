@@ -146,7 +146,8 @@ func (c *collector) add(bc *benchCase, target string, s Sample) {
 }
 
 // targetOrder lists targets in table order.
-var targetOrder = []string{TargetPgtenant, TargetPgbouncer, TargetDirect, targetPinOn, targetPinAlways, targetPinOff}
+var targetOrder = []string{TargetPgtenant, TargetPgbouncer, TargetDirect, targetPinOn, targetPinAlways, targetPinOff,
+	targetScramPgtenant, targetScramPgbouncer}
 
 func (c *collector) results() []Result {
 	var out []Result
@@ -223,7 +224,13 @@ func aggregate(bc *benchCase, target string, ss []Sample, all map[string][]Sampl
 		}
 		return value(mine) / value(theirs), true
 	}
-	r.VsPgbouncer = ratio(TargetPgbouncer, div)
+	bouncer := TargetPgbouncer
+	if target == targetScramPgtenant {
+		bouncer = targetScramPgbouncer
+	}
+	if target != targetScramPgbouncer {
+		r.VsPgbouncer = ratio(bouncer, div)
+	}
 	r.VsDirect = ratio(TargetDirect, div)
 	if target == targetPinOn || target == targetPinAlways {
 		r.PinCost = ratio(targetPinOff, func(on, off Sample) (float64, bool) {

@@ -93,6 +93,12 @@ var scenarios = []*scenario{
 		c.only = pinTargets
 		return []*benchCase{c}
 	}},
+	{num: 8, name: "scram", title: "connect per transaction with SCRAM-SHA-256 client authentication (pgbench -S -C)", cases: func(o Options) []*benchCase {
+		c := o.clients(20)
+		bc := pgbenchCase(o, fmt.Sprintf("-S -C scram c=%d", c), c, "-S", "-n", "-C", "-M", "simple")
+		bc.only = scramTargets
+		return []*benchCase{bc}
+	}},
 }
 
 // scenarioByName finds a scenario by name or number.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -76,8 +77,12 @@ func app() *cli.App {
 						Before: config.LoadConfigFile(listFlags),
 						Action: tenantList,
 					},
+					tenantGrantCommand(),
+					tenantRevokeCommand(),
+					tenantAliasCommand(),
 				},
 			},
+			userCommand(),
 			{
 				Name: "demo",
 				Usage: "start a throwaway local PostgreSQL with tenants acme and globex and serve it " +
@@ -167,10 +172,15 @@ func tenantList(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err, exitRuntime)
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tSCHEMA\tACTIVE")
+	aliases, err := router.ListAliases(c.Context, conn)
+	if err != nil {
+		return cli.Exit(err, exitRuntime)
+	}
+	byTenant := aliasesByTenant(aliases)
+	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tSCHEMA\tACTIVE\tALIASES")
 	for _, t := range ts {
-		fmt.Fprintf(w, "%s\t%s\t%v\n", t.Name, t.Schema, t.Active)
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", t.Name, t.Schema, t.Active, strings.Join(byTenant[t.Name], ","))
 	}
 	return w.Flush()
 }

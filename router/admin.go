@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -26,9 +29,16 @@ type DB interface {
 // pg_locks and unlikely to clash with an application's own keys.
 const registryLockKey int64 = 0x706774656e616e74
 
-// registryDDL creates the registry. Concurrent CREATE ... IF NOT EXISTS of
-// one object can still fail with a unique violation in the catalogs, which
-// is why it runs under registryLockKey.
+// registryDDL creates the registry, and upgrades an older one in place:
+// every statement is idempotent, so running it on a registry made by an
+// earlier version adds what is missing and leaves the rest alone. Concurrent
+// CREATE ... IF NOT EXISTS of one object can still fail with a unique
+// violation in the catalogs, which is why it runs under registryLockKey.
+//
+// Statements that find their object already there take only locks that do
+// not block lookups (reads), though CREATE INDEX IF NOT EXISTS does hold off
+// writers of its table until the admin transaction ends; all writers go
+// through the registry lock anyway.
 var registryDDL = []string{
 	`CREATE SCHEMA IF NOT EXISTS pgtenant`,
 	`CREATE TABLE IF NOT EXISTS pgtenant.tenants (
@@ -37,11 +47,111 @@ var registryDDL = []string{
 		active      boolean     NOT NULL DEFAULT true,
 		created_at  timestamptz NOT NULL DEFAULT now()
 	)`,
+	// Other names clients may connect with for a tenant (django-tenants'
+	// Domain table). An alias follows its tenant through a rename and goes
+	// with it when it is deleted. That an alias is never also a tenant's
+	// name is kept by AddTenantAlias and CreateTenant, under the lock.
+	`CREATE TABLE IF NOT EXISTS pgtenant.tenant_aliases (
+		alias      text        PRIMARY KEY,
+		tenant     text        NOT NULL REFERENCES pgtenant.tenants (name)
+		                       ON DELETE CASCADE ON UPDATE CASCADE,
+		created_at timestamptz NOT NULL DEFAULT now()
+	)`,
+	// Serves the cascades and notify_change's search for a tenant's aliases.
+	`CREATE INDEX IF NOT EXISTS tenant_aliases_tenant_idx ON pgtenant.tenant_aliases (tenant)`,
+	// Which users may connect to which tenants under --tenant-access
+	// granted. A NULL tenant grants every tenant (the CLI shows it as *):
+	// a foreign key cannot point at "all", and NULL is what a foreign key
+	// leaves unchecked. The UNIQUE constraint covers named tenants (NULLs
+	// are distinct in it); the partial index allows one every-tenant grant
+	// per user.
+	`CREATE TABLE IF NOT EXISTS pgtenant.tenant_users (
+		user_name  text        NOT NULL CHECK (user_name <> ''),
+		tenant     text        REFERENCES pgtenant.tenants (name)
+		                       ON DELETE CASCADE ON UPDATE CASCADE,
+		granted_at timestamptz NOT NULL DEFAULT now(),
+		CONSTRAINT tenant_users_user_tenant_key UNIQUE (user_name, tenant)
+	)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS tenant_users_all_tenants_key
+		ON pgtenant.tenant_users (user_name) WHERE tenant IS NULL`,
+	`CREATE INDEX IF NOT EXISTS tenant_users_tenant_idx ON pgtenant.tenant_users (tenant)`,
+	// notify_change announces every change to the registry tables on
+	// NotifyChannel (see there for the payloads). It is a trigger rather
+	// than a pg_notify in each admin function so that hand edits and
+	// cascades are announced too: deleting a tenant deletes its grants, and
+	// a proxy that still cached them would let the user into a new tenant
+	// created under the old name. Notifications are sent at commit, and
+	// duplicates within a transaction are sent once.
+	`CREATE OR REPLACE FUNCTION pgtenant.notify_change() RETURNS trigger
+	LANGUAGE plpgsql AS $fn$
+	BEGIN
+		IF TG_LEVEL = 'STATEMENT' THEN
+			-- TRUNCATE: too much changed to name it all.
+			PERFORM pg_notify('` + NotifyChannel + `', '');
+		ELSIF TG_TABLE_NAME = 'tenants' THEN
+			-- Aliases are cached under their own names: a tenant that is
+			-- disabled or renamed must be forgotten under those too.
+			IF TG_OP IN ('UPDATE', 'DELETE') THEN
+				PERFORM pg_notify('` + NotifyChannel + `', OLD.name);
+				PERFORM pg_notify('` + NotifyChannel + `', a.alias)
+				   FROM pgtenant.tenant_aliases a WHERE a.tenant = OLD.name;
+			END IF;
+			IF TG_OP IN ('INSERT', 'UPDATE') THEN
+				PERFORM pg_notify('` + NotifyChannel + `', NEW.name);
+			END IF;
+			IF TG_OP = 'UPDATE' THEN
+				PERFORM pg_notify('` + NotifyChannel + `', a.alias)
+				   FROM pgtenant.tenant_aliases a WHERE a.tenant = NEW.name;
+			END IF;
+		ELSIF TG_TABLE_NAME = 'tenant_aliases' THEN
+			IF TG_OP IN ('UPDATE', 'DELETE') THEN
+				PERFORM pg_notify('` + NotifyChannel + `', OLD.alias);
+			END IF;
+			IF TG_OP IN ('INSERT', 'UPDATE') THEN
+				PERFORM pg_notify('` + NotifyChannel + `', NEW.alias);
+			END IF;
+		ELSIF TG_TABLE_NAME = 'tenant_users' THEN
+			IF TG_OP IN ('UPDATE', 'DELETE') THEN
+				PERFORM pg_notify('` + NotifyChannel + `', '` + UserNotifyPrefix + `' || OLD.user_name);
+			END IF;
+			IF TG_OP IN ('INSERT', 'UPDATE') THEN
+				PERFORM pg_notify('` + NotifyChannel + `', '` + UserNotifyPrefix + `' || NEW.user_name);
+			END IF;
+		END IF;
+		RETURN NULL;
+	END
+	$fn$`,
+	// The triggers are created only when missing: CREATE OR REPLACE TRIGGER
+	// (PostgreSQL 14+) would take a lock that blocks lookups on every admin
+	// command, and older servers lack it.
+	`DO $do$
+	DECLARE
+		tbl text;
+	BEGIN
+		FOREACH tbl IN ARRAY ARRAY['tenants', 'tenant_aliases', 'tenant_users'] LOOP
+			IF NOT EXISTS (SELECT FROM pg_trigger
+			                WHERE tgrelid = format('pgtenant.%I', tbl)::regclass
+			                  AND tgname = 'pgtenant_notify') THEN
+				EXECUTE format('CREATE TRIGGER pgtenant_notify
+					AFTER INSERT OR UPDATE OR DELETE ON pgtenant.%I
+					FOR EACH ROW EXECUTE FUNCTION pgtenant.notify_change()', tbl);
+			END IF;
+			IF NOT EXISTS (SELECT FROM pg_trigger
+			                WHERE tgrelid = format('pgtenant.%I', tbl)::regclass
+			                  AND tgname = 'pgtenant_notify_truncate') THEN
+				EXECUTE format('CREATE TRIGGER pgtenant_notify_truncate
+					AFTER TRUNCATE ON pgtenant.%I
+					FOR EACH STATEMENT EXECUTE FUNCTION pgtenant.notify_change()', tbl);
+			END IF;
+		END LOOP;
+	END
+	$do$`,
 }
 
-// EnsureRegistry creates the pgtenant schema and its tenants table if they
-// do not exist. It is safe to run concurrently, from several proxies or
-// CLI invocations at once.
+// EnsureRegistry creates the pgtenant schema and its tables (tenants,
+// tenant_aliases, tenant_users) and triggers if they do not exist, which
+// also upgrades a registry made by an older version. It is safe to run
+// concurrently, from several proxies or CLI invocations at once.
 func EnsureRegistry(ctx context.Context, db DB) error {
 	return inTx(ctx, db, func(tx pgx.Tx) error { return ensureRegistry(ctx, tx) })
 }
@@ -88,9 +198,11 @@ func inTx(ctx context.Context, db DB, f func(pgx.Tx) error) error {
 // another schema or the schema belongs to another tenant. Names are
 // validated before the database is touched.
 //
-// Everything happens in one transaction, ending with a notification on
-// NotifyChannel, so proxies that cached the name as unknown see the new
-// tenant as soon as it commits.
+// It refuses a name that is already an alias of another tenant.
+//
+// Everything happens in one transaction; at commit the registry's trigger
+// sends a notification on NotifyChannel, so proxies that cached the name as
+// unknown see the new tenant at once.
 func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, created bool, err error) {
 	if schema == "" {
 		schema = name
@@ -120,6 +232,13 @@ func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, cr
 			// run repairs rather than reports success over a broken tenant.
 			return createSchema(ctx, tx, schema)
 		}
+		// A client connecting with name would reach the alias's tenant,
+		// not the new one.
+		if aliasOf, isAlias, err := aliasTarget(ctx, tx, name); err != nil {
+			return err
+		} else if isAlias {
+			return fmt.Errorf("%q is already an alias of tenant %q; remove the alias first or choose another name", name, aliasOf)
+		}
 		var owner string
 		err = tx.QueryRow(ctx, `SELECT name FROM pgtenant.tenants WHERE schema_name = $1`, schema).Scan(&owner)
 		switch {
@@ -146,10 +265,8 @@ func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, cr
 			return fmt.Errorf("insert tenant: %w", err)
 		}
 		created = true
-		// pg_notify is delivered at commit, and not at all on rollback.
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, name); err != nil {
-			return fmt.Errorf("notify: %w", err)
-		}
+		// The trigger on pgtenant.tenants announces the new name at
+		// commit (and not at all on rollback).
 		return nil
 	})
 	if err != nil {
@@ -222,7 +339,7 @@ const nameRule = "use 1-63 lower-case letters, digits or _ starting with a lette
 // InvalidNameError says that a tenant or schema name was refused, why, and
 // what is allowed.
 type InvalidNameError struct {
-	// Kind is "tenant name" or "schema name".
+	// Kind is "tenant name", "schema name", "alias" or "user name".
 	Kind string
 	Name string
 	// Reason says what is wrong and what would be accepted.
@@ -253,6 +370,341 @@ func ValidateSchemaName(schema string) error {
 		strings.HasPrefix(schema, "pg_"):
 		return &InvalidNameError{Kind: "schema name", Name: schema,
 			Reason: "it is reserved; use a schema of the tenant's own, not public, pgtenant, information_schema or pg_*"}
+	}
+	return nil
+}
+
+// AllTenants is the tenant argument of GrantTenant and RevokeTenant that
+// means every tenant, and how ListGrants reports such a grant. No tenant
+// can be called that: it is not a valid tenant name.
+const AllTenants = "*"
+
+// Grant is one row of pgtenant.tenant_users: User may connect to Tenant, or
+// to every tenant when Tenant is AllTenants.
+type Grant struct {
+	User      string
+	Tenant    string
+	GrantedAt time.Time
+}
+
+// grantTarget says, for messages, what a grant of tenant covers.
+func grantTarget(tenant string) string {
+	if tenant == AllTenants {
+		return "every tenant (*)"
+	}
+	return fmt.Sprintf("tenant %q", tenant)
+}
+
+// checkGrantArgs validates GrantTenant's and RevokeTenant's arguments and
+// returns the tenant as the column stores it: nil for every tenant.
+func checkGrantArgs(tenant, user string) (*string, error) {
+	if err := ValidateUserName(user); err != nil {
+		return nil, err
+	}
+	if tenant == AllTenants {
+		return nil, nil
+	}
+	if err := ValidateTenantName(tenant); err != nil {
+		return nil, err
+	}
+	return &tenant, nil
+}
+
+// GrantTenant lets user connect to tenant (AllTenants: to every tenant,
+// including those created later) when the proxy runs with --tenant-access
+// granted. Granting what is already granted is harmless and returns
+// created=false. A tenant that does not exist is an error wrapping an
+// *UnknownTenantError; so is naming a tenant by one of its aliases, since a
+// grant belongs to the tenant, not to one of its names.
+//
+// The registry's trigger announces the change (payload "user:"+user), so
+// every proxy's Grants forgets the user at once.
+func GrantTenant(ctx context.Context, db DB, tenant, user string) (created bool, err error) {
+	target, err := checkGrantArgs(tenant, user)
+	if err != nil {
+		return false, err
+	}
+	err = inTx(ctx, db, func(tx pgx.Tx) error {
+		if err := ensureRegistry(ctx, tx); err != nil {
+			return err
+		}
+		if target != nil {
+			if err := requireTenant(ctx, tx, tenant); err != nil {
+				return err
+			}
+		}
+		// ON CONFLICT cannot name both unique indexes at once; under the
+		// registry lock a NOT EXISTS is as good, and the indexes still stop
+		// a hand-written duplicate.
+		tag, err := tx.Exec(ctx,
+			`INSERT INTO pgtenant.tenant_users (user_name, tenant)
+			 SELECT $1, $2::text
+			  WHERE NOT EXISTS (SELECT FROM pgtenant.tenant_users
+			                     WHERE user_name = $1 AND tenant IS NOT DISTINCT FROM $2::text)`,
+			user, target)
+		if err != nil {
+			return fmt.Errorf("insert grant: %w", err)
+		}
+		created = tag.RowsAffected() == 1
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("grant %s to user %q: %w", grantTarget(tenant), user, err)
+	}
+	return created, nil
+}
+
+// RevokeTenant undoes GrantTenant(tenant, user) and reports whether there
+// was such a grant. Revoking tenant "acme" leaves a grant of every tenant
+// in place, and revoking AllTenants leaves grants of named tenants: each
+// grant is revoked as it was given. Clients already connected stay
+// connected; new connections are refused as soon as proxies hear of it.
+func RevokeTenant(ctx context.Context, db DB, tenant, user string) (removed bool, err error) {
+	target, err := checkGrantArgs(tenant, user)
+	if err != nil {
+		return false, err
+	}
+	err = inTx(ctx, db, func(tx pgx.Tx) error {
+		if err := ensureRegistry(ctx, tx); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx,
+			`DELETE FROM pgtenant.tenant_users WHERE user_name = $1 AND tenant IS NOT DISTINCT FROM $2::text`,
+			user, target)
+		if err != nil {
+			return fmt.Errorf("delete grant: %w", err)
+		}
+		removed = tag.RowsAffected() > 0
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("revoke %s from user %q: %w", grantTarget(tenant), user, err)
+	}
+	return removed, nil
+}
+
+// ListGrants returns every grant, ordered by user, each user's grant of
+// every tenant (AllTenants) first and then its tenants by name. Before the
+// registry (or its grants table) exists there are none, which is not an
+// error.
+func ListGrants(ctx context.Context, db DB) ([]Grant, error) {
+	if ok, err := tableExists(ctx, db, "pgtenant.tenant_users"); err != nil || !ok {
+		if err != nil {
+			return nil, fmt.Errorf("list grants: %w", err)
+		}
+		return nil, nil
+	}
+	rows, err := db.Query(ctx,
+		`SELECT user_name, tenant, granted_at FROM pgtenant.tenant_users
+		 ORDER BY user_name, tenant NULLS FIRST`)
+	if err != nil {
+		return nil, fmt.Errorf("list grants: %w", err)
+	}
+	grants, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Grant, error) {
+		var g Grant
+		var tenant *string
+		if err := row.Scan(&g.User, &tenant, &g.GrantedAt); err != nil {
+			return Grant{}, err
+		}
+		g.Tenant = AllTenants
+		if tenant != nil {
+			g.Tenant = *tenant
+		}
+		return g, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list grants: %w", err)
+	}
+	return grants, nil
+}
+
+// Alias is one row of pgtenant.tenant_aliases: clients connecting with
+// Alias reach Tenant.
+type Alias struct {
+	Alias     string
+	Tenant    string
+	CreatedAt time.Time
+}
+
+// AddTenantAlias makes alias another name for tenant: a client that asks
+// for alias (as its database name, or however the router picks the name)
+// reaches tenant. Adding an alias that already names tenant is harmless.
+// It fails, changing nothing, when tenant does not exist (an error wrapping
+// an *UnknownTenantError), when alias is a tenant's name, or when alias
+// already names another tenant.
+//
+// The registry's trigger announces the alias at commit, so proxies that
+// cached it as an unknown name find it at once.
+func AddTenantAlias(ctx context.Context, db DB, alias, tenant string) error {
+	if err := ValidateAliasName(alias); err != nil {
+		return err
+	}
+	if err := ValidateTenantName(tenant); err != nil {
+		return err
+	}
+	err := inTx(ctx, db, func(tx pgx.Tx) error {
+		// Under the registry lock, so that CreateTenant cannot create a
+		// tenant called alias between the check and the insert.
+		if err := ensureRegistry(ctx, tx); err != nil {
+			return err
+		}
+		if err := requireTenant(ctx, tx, tenant); err != nil {
+			return err
+		}
+		if _, isTenant, err := tenantByName(ctx, tx, alias); err != nil {
+			return err
+		} else if isTenant {
+			return fmt.Errorf("%q is the name of a tenant; an alias must be a name no tenant has", alias)
+		}
+		current, found, err := aliasTarget(ctx, tx, alias)
+		switch {
+		case err != nil:
+			return err
+		case found && current == tenant:
+			return nil
+		case found:
+			return fmt.Errorf("alias %q already names tenant %q; remove it first to move it", alias, current)
+		}
+		if _, err := tx.Exec(ctx,
+			`INSERT INTO pgtenant.tenant_aliases (alias, tenant) VALUES ($1, $2)`, alias, tenant); err != nil {
+			return fmt.Errorf("insert alias: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("add alias %q for tenant %q: %w", alias, tenant, err)
+	}
+	return nil
+}
+
+// RemoveTenantAlias removes alias and reports whether it existed. Clients
+// connected through it stay connected; new ones get "does not exist" as
+// soon as proxies hear of it.
+func RemoveTenantAlias(ctx context.Context, db DB, alias string) (bool, error) {
+	if err := ValidateAliasName(alias); err != nil {
+		return false, err
+	}
+	var removed bool
+	err := inTx(ctx, db, func(tx pgx.Tx) error {
+		if err := ensureRegistry(ctx, tx); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM pgtenant.tenant_aliases WHERE alias = $1`, alias)
+		if err != nil {
+			return fmt.Errorf("delete alias: %w", err)
+		}
+		removed = tag.RowsAffected() > 0
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("remove alias %q: %w", alias, err)
+	}
+	return removed, nil
+}
+
+// ListAliases returns every alias, ordered by tenant and then alias. Before
+// the registry (or its aliases table) exists there are none, which is not
+// an error.
+func ListAliases(ctx context.Context, db DB) ([]Alias, error) {
+	if ok, err := tableExists(ctx, db, "pgtenant.tenant_aliases"); err != nil || !ok {
+		if err != nil {
+			return nil, fmt.Errorf("list aliases: %w", err)
+		}
+		return nil, nil
+	}
+	rows, err := db.Query(ctx,
+		`SELECT alias, tenant, created_at FROM pgtenant.tenant_aliases ORDER BY tenant, alias`)
+	if err != nil {
+		return nil, fmt.Errorf("list aliases: %w", err)
+	}
+	aliases, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Alias, error) {
+		var a Alias
+		err := row.Scan(&a.Alias, &a.Tenant, &a.CreatedAt)
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list aliases: %w", err)
+	}
+	return aliases, nil
+}
+
+// tableExists asks whether table exists rather than catching 42P01, which
+// would abort the caller's transaction when db is a pgx.Tx.
+func tableExists(ctx context.Context, db DB, table string) (bool, error) {
+	var exists bool
+	err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists)
+	return exists, err
+}
+
+// aliasTarget returns the tenant that alias names, if it is an alias.
+func aliasTarget(ctx context.Context, db DB, alias string) (tenant string, found bool, err error) {
+	err = db.QueryRow(ctx, `SELECT tenant FROM pgtenant.tenant_aliases WHERE alias = $1`, alias).Scan(&tenant)
+	switch {
+	case err == nil:
+		return tenant, true, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", false, nil
+	default:
+		return "", false, fmt.Errorf("look up alias: %w", err)
+	}
+}
+
+// requireTenant fails unless a tenant is called name, saying so in a way
+// that tells an alias apart from a name nothing has.
+func requireTenant(ctx context.Context, db DB, name string) error {
+	if _, found, err := tenantByName(ctx, db, name); err != nil || found {
+		return err
+	}
+	if of, isAlias, err := aliasTarget(ctx, db, name); err != nil {
+		return err
+	} else if isAlias {
+		return fmt.Errorf("%q is an alias of tenant %q; name the tenant itself: %w",
+			name, of, &UnknownTenantError{Name: name})
+	}
+	return &UnknownTenantError{Name: name}
+}
+
+// aliasPattern is what an alias must look like. Aliases are only ever
+// compared with what clients send, as bind parameters, and never become
+// identifiers, so they may also be host names (for the SNI host a client
+// connects to): lower-case letters, digits, '_', '-' and '.', starting
+// with a letter or digit, at most 253 bytes (the longest DNS name). They
+// never contain ':', which keeps them apart from NotifyChannel's "user:"
+// payloads.
+var aliasPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,252}$`)
+
+// ValidateAliasName reports whether alias may be a tenant's alias.
+func ValidateAliasName(alias string) error {
+	if !aliasPattern.MatchString(alias) {
+		return &InvalidNameError{Kind: "alias", Name: alias,
+			Reason: "use 1-253 lower-case letters, digits, _, - or . starting with a letter or digit"}
+	}
+	return nil
+}
+
+// maxUserNameLen is PostgreSQL's limit on role names (NAMEDATALEN-1): the
+// users pgtenant authenticates are usually the application's roles, and a
+// longer name would be truncated by any server it also logs in to.
+const maxUserNameLen = 63
+
+// ValidateUserName reports whether user may be granted tenants. User names
+// are whatever the auth file or auth query knows, so only what could never
+// arrive in a startup packet, or would garble a listing, is refused: an
+// empty name, more than 63 bytes, invalid UTF-8, and control characters
+// (NUL, tab, newline ...).
+func ValidateUserName(user string) error {
+	bad := func(reason string) error {
+		return &InvalidNameError{Kind: "user name", Name: user, Reason: reason}
+	}
+	switch {
+	case user == "":
+		return bad("it is empty")
+	case len(user) > maxUserNameLen:
+		return bad(fmt.Sprintf("it is %d bytes long; at most %d are allowed", len(user), maxUserNameLen))
+	case !utf8.ValidString(user):
+		return bad("it is not valid UTF-8")
+	case strings.IndexFunc(user, unicode.IsControl) >= 0:
+		return bad("it contains a control character")
 	}
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,10 +14,36 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// NotifyChannel is the channel on which changes to pgtenant.tenants are
-// announced; the payload is the tenant's name. An empty payload means
-// "forget everything".
+// NotifyChannel is the channel on which changes to the registry are
+// announced, so that every proxy drops what it cached at once. Payloads:
+//
+//   - a tenant name or an alias: what a client connects with changed
+//     (created, disabled, renamed, deleted, an alias added or removed); the
+//     router forgets that name (Router.Forget).
+//   - UserNotifyPrefix + a user name ("user:alice"): that user's grants
+//     changed; the access checker forgets the user (Grants.Forget).
+//   - "": forget everything (after a TRUNCATE, and what Watch reports after
+//     each reconnect).
+//
+// The kinds cannot collide: tenant names and aliases never contain ':'
+// (ValidateTenantName, ValidateAliasName). Triggers on the registry tables
+// (pgtenant.notify_change, installed by EnsureRegistry) send them, so a
+// change made by hand in psql, or by a cascade, is announced too. A proxy
+// that predates grants hands "user:..." to Router.Forget, which is harmless.
 const NotifyChannel = "pgtenant_tenants"
+
+// UserNotifyPrefix starts a NotifyChannel payload that names a user whose
+// grants changed. See NotifyChannel.
+const UserNotifyPrefix = "user:"
+
+// GrantsChangedFor reports whether a NotifyChannel payload announces a
+// change to a user's grants, and whose.
+func GrantsChangedFor(payload string) (user string, ok bool) {
+	if user, ok = strings.CutPrefix(payload, UserNotifyPrefix); !ok {
+		return "", false
+	}
+	return user, true
+}
 
 // registryMaxConns sizes the registry's pool. Lookups are one indexed query
 // behind the router's cache, so a few connections carry any load, and every
@@ -34,8 +62,9 @@ const (
 	watchHealthy = 30 * time.Second
 )
 
-// PGRegistry is the Registry kept in the backend database, in the table
-// pgtenant.tenants. It is safe for concurrent use.
+// PGRegistry is the Registry kept in the backend database, in the tables
+// pgtenant.tenants and pgtenant.tenant_aliases; it is also the GrantSource
+// of pgtenant.tenant_users. It is safe for concurrent use.
 type PGRegistry struct {
 	pool *pgxpool.Pool
 }
@@ -73,13 +102,40 @@ func (r *PGRegistry) Close() { r.pool.Close() }
 // (EnsureRegistry, CreateTenant, ListTenants) and for tests.
 func (r *PGRegistry) Pool() *pgxpool.Pool { return r.pool }
 
-// LookupTenant returns the tenant called name. The name is only ever a bind
-// parameter: it comes from a client's startup packet.
+// lookupTenantSQL finds a tenant by its name or by one of its aliases, in
+// one round trip. A name is preferred to an alias: the admin functions keep
+// the two apart, but a row inserted by hand could make them meet, and then
+// the answer must still be the same every time.
+const lookupTenantSQL = `
+SELECT name, schema_name, active FROM (
+	SELECT t.name, t.schema_name, t.active, 0 AS via
+	  FROM pgtenant.tenants t
+	 WHERE t.name = $1
+	UNION ALL
+	SELECT t.name, t.schema_name, t.active, 1
+	  FROM pgtenant.tenant_aliases a JOIN pgtenant.tenants t ON t.name = a.tenant
+	 WHERE a.alias = $1
+) found
+ORDER BY via
+LIMIT 1`
+
+// lookupTenantByNameSQL is lookupTenantSQL for a registry made before
+// aliases existed, until an admin command upgrades it.
+const lookupTenantByNameSQL = `SELECT name, schema_name, active FROM pgtenant.tenants WHERE name = $1`
+
+// LookupTenant returns the tenant called name, or the tenant of which name
+// is an alias; either way the Tenant carries the tenant's own Name, so that
+// grants and logs speak of one tenant whatever a client called it. The name
+// is only ever a bind parameter: it comes from a client's startup packet.
 func (r *PGRegistry) LookupTenant(ctx context.Context, name string) (Tenant, error) {
-	t := Tenant{Name: name}
-	err := r.pool.QueryRow(ctx,
-		`SELECT schema_name, active FROM pgtenant.tenants WHERE name = $1`, name,
-	).Scan(&t.Schema, &t.Active)
+	var t Tenant
+	err := r.pool.QueryRow(ctx, lookupTenantSQL, name).Scan(&t.Name, &t.Schema, &t.Active)
+	if isMissingRegistry(err) {
+		// Either no registry at all, or one without the aliases table: an
+		// older registry that no admin command has upgraded yet. It has no
+		// aliases, so asking by name alone is the whole answer.
+		err = r.pool.QueryRow(ctx, lookupTenantByNameSQL, name).Scan(&t.Name, &t.Schema, &t.Active)
+	}
 	switch {
 	case err == nil:
 		return t, nil
@@ -94,6 +150,34 @@ func (r *PGRegistry) LookupTenant(ctx context.Context, name string) (Tenant, err
 	}
 }
 
+// LookupGrants returns what user is granted in pgtenant.tenant_users. A
+// registry without that table (never created, or made before grants
+// existed) grants nothing, which is not an error: with --tenant-access
+// granted, nobody may connect until someone is granted a tenant.
+func (r *PGRegistry) LookupGrants(ctx context.Context, user string) (UserGrants, error) {
+	rows, err := r.pool.Query(ctx, `SELECT tenant FROM pgtenant.tenant_users WHERE user_name = $1`, user)
+	var tenants []*string
+	if err == nil {
+		tenants, err = pgx.CollectRows(rows, pgx.RowTo[*string])
+	}
+	switch {
+	case isMissingRegistry(err):
+		return UserGrants{}, nil
+	case err != nil:
+		return UserGrants{}, fmt.Errorf("registry grants lookup: %w", err)
+	}
+	var g UserGrants
+	for _, t := range tenants {
+		if t == nil {
+			g.All = true
+			continue
+		}
+		g.Tenants = append(g.Tenants, *t)
+	}
+	slices.Sort(g.Tenants)
+	return g, nil
+}
+
 // isMissingRegistry reports whether err says that the pgtenant schema or
 // its table does not exist.
 func isMissingRegistry(err error) bool {
@@ -106,8 +190,9 @@ func isMissingRegistry(err error) bool {
 }
 
 // Watch listens on NotifyChannel and calls onChange with each
-// notification's payload (a tenant name), so that every proxy drops a
-// changed tenant from its cache at once instead of waiting for a TTL.
+// notification's payload (see NotifyChannel for what payloads mean), so that
+// every proxy drops a changed tenant, alias or grant from its caches at once
+// instead of waiting for a TTL.
 //
 // It listens on a connection of its own, outside the pool: LISTEN belongs
 // to a session, and a pooled connection would be handed to lookups.

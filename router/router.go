@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,13 @@ type Startup struct {
 	Database string
 	// User is the startup "user" parameter.
 	User string
+	// ServerName is the host name the client sent in TLS SNI, "" when it
+	// sent none (no TLS, or an IP address as the host: libpq sends no SNI
+	// for those).
+	ServerName string
+	// OptionsTenant is the tenant the client named in its startup options
+	// (-c pgtenant.tenant=NAME), "" when it named none.
+	OptionsTenant string
 }
 
 // Router turns a client's startup values into a tenant. It caches what the
@@ -33,6 +41,9 @@ type Startup struct {
 type Router struct {
 	reg  Registry
 	from config.TenantSource
+	// sniSuffix is the lower-cased domain under which a TLS server name
+	// names a tenant (".db.example.com"); "" when server names name none.
+	sniSuffix string
 
 	// hits holds found tenants (active or not); nil when hits are not
 	// cached. misses holds names the registry did not know; nil when misses
@@ -70,9 +81,20 @@ type flight struct {
 // registry panicked in the leader's goroutine; the leader itself panics.
 var errLookupPanicked = errors.New("registry lookup panicked")
 
+// Option adjusts a Router made by New.
+type Option func(*Router)
+
+// WithSNISuffix makes a TLS server name under suffix (".db.example.com")
+// a claim: acme.db.example.com names the tenant (or alias) acme. With an
+// empty suffix, server names name nothing (the default). The suffix is
+// compared without regard to case, as host names are.
+func WithSNISuffix(suffix string) Option {
+	return func(r *Router) { r.sniSuffix = strings.ToLower(suffix) }
+}
+
 // New returns a Router that names the tenant by the startup value that
 // from selects (the database by default, when from is empty) and looks it
-// up in reg.
+// up in reg. See ResolveTenant for how the values a client sends combine.
 //
 // Found tenants are cached for hitTTL and unknown names for missTTL; a TTL
 // of zero or less turns that cache off. The miss TTL is kept short because a
@@ -81,7 +103,7 @@ var errLookupPanicked = errors.New("registry lookup panicked")
 //
 // The caches each run a cleanup goroutine that lives as long as the
 // process, so a program makes one Router and keeps it.
-func New(reg Registry, from config.TenantSource, hitTTL, missTTL time.Duration) *Router {
+func New(reg Registry, from config.TenantSource, hitTTL, missTTL time.Duration, opts ...Option) *Router {
 	if from == "" {
 		from = config.TenantFromDatabase
 	}
@@ -89,6 +111,9 @@ func New(reg Registry, from config.TenantSource, hitTTL, missTTL time.Duration) 
 		reg:     reg,
 		from:    from,
 		flights: make(map[string]*flight),
+	}
+	for _, o := range opts {
+		o(r)
 	}
 	if hitTTL > 0 {
 		r.hits = expirable.NewLRU[string, Tenant](cacheSize, nil, hitTTL)
@@ -99,29 +124,118 @@ func New(reg Registry, from config.TenantSource, hitTTL, missTTL time.Duration) 
 	return r
 }
 
-// tenantName picks the startup value that names the tenant.
-func (r *Router) tenantName(s Startup) (string, error) {
-	switch r.from {
-	case config.TenantFromDatabase:
-		return s.Database, nil
-	case config.TenantFromUser:
-		return s.User, nil
-	default:
-		return "", fmt.Errorf("router: unknown tenant source %q (want %q or %q)",
-			r.from, config.TenantFromDatabase, config.TenantFromUser)
-	}
+// A claim is one startup value that names a tenant.
+type claim struct {
+	// what and value say where the name came from ("TLS server name",
+	// "acme.db.example.com"); they are only read for an error.
+	what, value string
+	name        string
 }
 
-// ResolveTenant returns the tenant the client asked for. It returns an
-// *UnknownTenantError when no tenant has the name (including an empty
-// name), a *DisabledTenantError when the tenant is disabled, and otherwise
-// a wrapped registry error, which is not cached so that the next client
-// tries again.
+// describe is the claim as a client reads it in an error:
+// `TLS server name "acme.db.example.com"`.
+func (c claim) describe() string { return fmt.Sprintf("%s %q", c.what, c.value) }
+
+// sniTenant returns the tenant name a TLS server name claims: the single
+// label in front of the suffix (acme.db.example.com -> acme). A name not
+// under the suffix, the suffix itself, or a deeper name
+// (x.acme.db.example.com) claims nothing: a wildcard certificate covers one
+// label only, so a deeper name could not have been verified anyway.
+func (r *Router) sniTenant(serverName string) (string, bool) {
+	if r.sniSuffix == "" || serverName == "" {
+		return "", false
+	}
+	host := strings.TrimSuffix(strings.ToLower(serverName), ".")
+	label, ok := strings.CutSuffix(host, r.sniSuffix)
+	if !ok || label == "" || strings.Contains(label, ".") {
+		return "", false
+	}
+	return label, true
+}
+
+// claims lists what the client's startup values say about its tenant, the
+// primary claim (the one TenantFrom selects) first. A claim may carry an
+// empty name (an empty database), which resolves to an unknown tenant.
+func (r *Router) claims(s Startup) ([]claim, error) {
+	var sni, opts *claim
+	if name, ok := r.sniTenant(s.ServerName); ok {
+		sni = &claim{what: "TLS server name", value: s.ServerName, name: name}
+	}
+	if s.OptionsTenant != "" {
+		opts = &claim{what: "startup option pgtenant.tenant", value: s.OptionsTenant, name: s.OptionsTenant}
+	}
+	var list []claim
+	switch r.from {
+	case config.TenantFromDatabase:
+		list = append(list, claim{what: "database", value: s.Database, name: s.Database})
+	case config.TenantFromUser:
+		list = append(list, claim{what: "user", value: s.User, name: s.User})
+	case config.TenantFromSNI:
+		if sni == nil && opts == nil {
+			return nil, &NoTenantError{ServerName: s.ServerName, SNISuffix: r.sniSuffix}
+		}
+	default:
+		return nil, fmt.Errorf("router: unknown tenant source %q (want %q, %q or %q)",
+			r.from, config.TenantFromDatabase, config.TenantFromUser, config.TenantFromSNI)
+	}
+	if sni != nil {
+		list = append(list, *sni)
+	}
+	if opts != nil {
+		list = append(list, *opts)
+	}
+	return list, nil
+}
+
+// ResolveTenant returns the tenant the client asked for.
+//
+// A client may name its tenant in several ways, each a claim:
+//   - the primary claim, which TenantFrom selects: the startup database, the
+//     startup user, or (tenant-from sni) the TLS server name, or when that
+//     names no tenant the options claim;
+//   - the TLS server name, whenever an SNI suffix is set and the name is
+//     one label under it (acme.db.example.com names acme);
+//   - the startup options, -c pgtenant.tenant=NAME.
+//
+// Every claim present is resolved (a name may be a tenant or an alias of
+// one), and all must come to the same tenant; otherwise the client is
+// refused with a *ConflictingClaimsError naming two that disagree. So the
+// host name a client checked the certificate against (sslmode=verify-full)
+// is never overridden by a database name or an option it also sent, and
+// one connection string cannot say two things.
+// With tenant-from sni and no claim at all, the error is *NoTenantError.
+//
+// It returns an *UnknownTenantError when no tenant has a claimed name
+// (including an empty name), a *DisabledTenantError when the tenant is
+// disabled, and otherwise a wrapped registry error, which is not cached so
+// that the next client tries again.
 func (r *Router) ResolveTenant(ctx context.Context, s Startup) (Tenant, error) {
-	name, err := r.tenantName(s)
+	list, err := r.claims(s)
 	if err != nil {
 		return Tenant{}, err
 	}
+	var first Tenant
+	for i, c := range list {
+		t, err := r.resolveName(ctx, c.name)
+		if err != nil {
+			return Tenant{}, err
+		}
+		if i == 0 {
+			first = t
+			continue
+		}
+		if t.Name != first.Name {
+			return Tenant{}, &ConflictingClaimsError{
+				First: list[0].describe(), FirstTenant: first.Name,
+				Second: c.describe(), SecondTenant: t.Name,
+			}
+		}
+	}
+	return first, nil
+}
+
+// resolveName looks one claimed name up, through the caches.
+func (r *Router) resolveName(ctx context.Context, name string) (Tenant, error) {
 	if name == "" {
 		// No tenant can have an empty name; do not ask the registry.
 		return Tenant{}, &UnknownTenantError{Name: ""}
@@ -260,4 +374,41 @@ func (r *Router) ForgetAll() {
 		r.misses.Purge()
 	}
 	clear(r.flights)
+}
+
+// ConflictingClaimsError says that two of the values a client sent name
+// different tenants (see ResolveTenant). The proxy answers it with FATAL
+// 08004. First is the primary claim; each claim is described as the client
+// sent it (`TLS server name "acme.db.example.com"`) with the tenant it
+// resolved to.
+type ConflictingClaimsError struct {
+	First, FirstTenant   string
+	Second, SecondTenant string
+}
+
+func (e *ConflictingClaimsError) Error() string {
+	return fmt.Sprintf("the connection names two tenants: %s names tenant %q, but %s names tenant %q",
+		e.First, e.FirstTenant, e.Second, e.SecondTenant)
+}
+
+// NoTenantError says that the client named no tenant at all, which can only
+// happen with tenant-from sni: it sent no server name under the SNI suffix
+// (ServerName is what it sent, maybe "") and no pgtenant.tenant option. The
+// proxy answers it with FATAL 3D000 and Hint.
+type NoTenantError struct {
+	ServerName, SNISuffix string
+}
+
+func (e *NoTenantError) Error() string {
+	if e.ServerName == "" {
+		return "no tenant named: the client sent no TLS server name and no pgtenant.tenant option"
+	}
+	return fmt.Sprintf("no tenant named: the TLS server name %q is not a single label under %q, and the client sent no pgtenant.tenant option",
+		e.ServerName, e.SNISuffix)
+}
+
+// Hint says how to name a tenant.
+func (e *NoTenantError) Hint() string {
+	return fmt.Sprintf("Connect with TLS to the tenant's host name, as in host=acme%s sslmode=verify-full, "+
+		"or name the tenant in the options: options='-c pgtenant.tenant=acme'.", e.SNISuffix)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -522,5 +523,108 @@ func TestLookupPanicWakesWaiters(t *testing.T) {
 	}
 	if err := receive(t, "the waiter", waiter); !errors.Is(err, errLookupPanicked) {
 		t.Fatalf("waiter: got %v, want errLookupPanicked", err)
+	}
+}
+
+// TestResolveTenantClaims: every value that names a tenant (the primary
+// one TenantFrom selects, a TLS server name under the SNI suffix, the
+// pgtenant.tenant option) is resolved, and all must come to one tenant.
+func TestResolveTenantClaims(t *testing.T) {
+	const suffix = ".db.example.com"
+	sni := config.TenantFromSNI
+	db := config.TenantFromDatabase
+	conflict := func(first, firstTenant, second, secondTenant string) error {
+		return &ConflictingClaimsError{First: first, FirstTenant: firstTenant, Second: second, SecondTenant: secondTenant}
+	}
+	tests := []struct {
+		name    string
+		from    config.TenantSource
+		suffix  string
+		startup Startup
+		want    Tenant
+		wantErr error // compared by type and message
+	}{
+		{"sni names the tenant", sni, suffix, Startup{ServerName: "acme.db.example.com"}, acme, nil},
+		{"sni is case-insensitive", sni, suffix, Startup{ServerName: "ACME.DB.Example.COM"}, acme, nil},
+		{"sni suffix is case-insensitive", sni, ".DB.EXAMPLE.com", Startup{ServerName: "acme.db.example.com"}, acme, nil},
+		{"sni names an alias", sni, suffix, Startup{ServerName: "acmecorp.db.example.com"}, acme, nil},
+		{"options when there is no server name", sni, suffix, Startup{OptionsTenant: "acme"}, acme, nil},
+		{"options when the server name is not under the suffix", sni, suffix,
+			Startup{ServerName: "proxy.example.org", OptionsTenant: "globex"}, globex, nil},
+		{"sni and options agree", sni, suffix, Startup{ServerName: "acme.db.example.com", OptionsTenant: "acme"}, acme, nil},
+		{"sni and an alias in options agree", sni, suffix,
+			Startup{ServerName: "acme.db.example.com", OptionsTenant: "acmecorp"}, acme, nil},
+		{"sni and options disagree", sni, suffix, Startup{ServerName: "acme.db.example.com", OptionsTenant: "globex"}, Tenant{},
+			conflict(`TLS server name "acme.db.example.com"`, "acme", `startup option pgtenant.tenant "globex"`, "globex")},
+		{"database is not a claim under tenant-from sni", sni, suffix,
+			Startup{ServerName: "acme.db.example.com", Database: "globex", User: "globex"}, acme, nil},
+		{"no claim at all", sni, suffix, Startup{Database: "acme"}, Tenant{}, &NoTenantError{SNISuffix: suffix}},
+		{"the suffix itself is no claim", sni, suffix, Startup{ServerName: "db.example.com"}, Tenant{},
+			&NoTenantError{ServerName: "db.example.com", SNISuffix: suffix}},
+		{"a deeper name is no claim", sni, suffix, Startup{ServerName: "x.acme.db.example.com"}, Tenant{},
+			&NoTenantError{ServerName: "x.acme.db.example.com", SNISuffix: suffix}},
+		{"a look-alike domain is no claim", sni, suffix, Startup{ServerName: "acme.evildb.example.com"}, Tenant{},
+			&NoTenantError{ServerName: "acme.evildb.example.com", SNISuffix: suffix}},
+		{"unknown sni tenant", sni, suffix, Startup{ServerName: "nope.db.example.com"}, Tenant{}, &UnknownTenantError{Name: "nope"}},
+		{"unknown options tenant beside a good sni", sni, suffix,
+			Startup{ServerName: "acme.db.example.com", OptionsTenant: "nope"}, Tenant{}, &UnknownTenantError{Name: "nope"}},
+		{"disabled sni tenant", sni, suffix, Startup{ServerName: "initech.db.example.com"}, Tenant{}, &DisabledTenantError{Name: "initech"}},
+
+		{"database and sni agree", db, suffix, Startup{Database: "acme", ServerName: "acme.db.example.com"}, acme, nil},
+		{"database alias and sni agree", db, suffix, Startup{Database: "acmecorp", ServerName: "acme.db.example.com"}, acme, nil},
+		{"database and sni disagree", db, suffix, Startup{Database: "acme", ServerName: "globex.db.example.com"}, Tenant{},
+			conflict(`database "acme"`, "acme", `TLS server name "globex.db.example.com"`, "globex")},
+		{"database and options disagree", db, "", Startup{Database: "acme", OptionsTenant: "globex"}, Tenant{},
+			conflict(`database "acme"`, "acme", `startup option pgtenant.tenant "globex"`, "globex")},
+		{"server name ignored without a suffix", db, "", Startup{Database: "acme", ServerName: "globex.db.example.com"}, acme, nil},
+		{"server name not under the suffix is no claim", db, suffix, Startup{Database: "acme", ServerName: "globex.example.org"}, acme, nil},
+		{"unknown database beside sni", db, suffix, Startup{Database: "nope", ServerName: "acme.db.example.com"}, Tenant{},
+			&UnknownTenantError{Name: "nope"}},
+		{"user and options agree", config.TenantFromUser, "", Startup{User: "globex", Database: "acme", OptionsTenant: "globex"}, globex, nil},
+		{"user and sni disagree", config.TenantFromUser, suffix, Startup{User: "globex", ServerName: "acme.db.example.com"}, Tenant{},
+			conflict(`user "globex"`, "globex", `TLS server name "acme.db.example.com"`, "acme")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := newFakeRegistry(acme, globex, initec)
+			reg.tenants["acmecorp"] = acme // an alias: the registry answers with the tenant's own name
+			r := New(reg, tt.from, longTTL, longTTL, WithSNISuffix(tt.suffix))
+			got, err := r.ResolveTenant(context.Background(), tt.startup)
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("ResolveTenant(%+v) error: %v", tt.startup, err)
+				}
+			} else if err == nil || fmt.Sprintf("%T %v", err, err) != fmt.Sprintf("%T %v", tt.wantErr, tt.wantErr) {
+				t.Fatalf("ResolveTenant(%+v) error = %T %v, want %T %v", tt.startup, err, err, tt.wantErr, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("ResolveTenant(%+v) = %+v, want %+v", tt.startup, got, tt.want)
+			}
+			if n := reg.count(""); n != 0 {
+				t.Fatalf("an empty name reached the registry %d times", n)
+			}
+		})
+	}
+}
+
+// TestConflictingClaimsErrorNamesBoth: the refusal tells the client both
+// values and what each resolved to, so it can see which one to fix.
+func TestConflictingClaimsErrorNamesBoth(t *testing.T) {
+	r := New(newFakeRegistry(acme, globex), config.TenantFromDatabase, longTTL, longTTL, WithSNISuffix(".db.example.com"))
+	_, err := r.ResolveTenant(context.Background(), Startup{Database: "acme", ServerName: "globex.db.example.com"})
+	var ce *ConflictingClaimsError
+	if !errors.As(err, &ce) {
+		t.Fatalf("error = %v, want *ConflictingClaimsError", err)
+	}
+	for _, want := range []string{`database "acme"`, `"globex.db.example.com"`, `tenant "acme"`, `tenant "globex"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+	var nt *NoTenantError
+	_, err = New(newFakeRegistry(acme), config.TenantFromSNI, longTTL, longTTL, WithSNISuffix(".db.example.com")).
+		ResolveTenant(context.Background(), Startup{})
+	if !errors.As(err, &nt) || !strings.Contains(nt.Hint(), "pgtenant.tenant=") || !strings.Contains(nt.Hint(), ".db.example.com") {
+		t.Fatalf("no-tenant error = %v, want a *NoTenantError whose hint names both ways", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,10 +54,14 @@ func demo(c *cli.Context) error {
 		return cli.Exit(err, exitUsage)
 	}
 	log := config.NewLogger(cfg, os.Stderr)
+	fmt.Fprintf(os.Stderr, "\npgtenant demo is up. Tenants acme and globex each have their own schema with an orders table.\n")
+	if kind := cfg.EffectiveAuthType(); kind == config.AuthTrust {
+		fmt.Fprintf(os.Stderr, "Authentication: trust, no password: anyone who can reach %s gets in (loopback only by default).\n", cfg.Listen)
+	} else {
+		sources := strings.TrimPrefix(cfg.AuthFile+" and "+cfg.AuthQuery, " and ")
+		fmt.Fprintf(os.Stderr, "Authentication: %s, users from %s.\n", kind, strings.TrimSuffix(sources, " and "))
+	}
 	fmt.Fprintf(os.Stderr, `
-pgtenant demo is up. Tenants acme and globex each have their own schema with an orders table.
-Authentication: trust, no password (the demo listens on loopback only).
-
   psql -h 127.0.0.1 -p 6432 -d acme -c 'select current_schema(), * from orders'
   psql -h 127.0.0.1 -p 6432 -d globex -c 'select current_schema(), * from orders'
   DSN for an app:  postgres://app@%s/acme?sslmode=disable

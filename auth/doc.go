@@ -104,5 +104,10 @@
 // repeated wrong passwords, with a growing, bounded delay, and queues its
 // delayed attempts so that parallel connections gain nothing; Limiter.Wrap
 // puts it in front of a Method. Its memory is bounded. Successful logins
-// from a well-behaved address never wait.
+// from a well-behaved address never wait. An attempt whose turn would come
+// after its context's deadline (the proxy passes the client's startup
+// deadline) is refused at once with 53300 instead of taking a place in the
+// queue it could not use. With LimiterOptions.Log, every delayed or refused
+// attempt is logged with its address, so an operator can tell an address
+// being slowed down from a slow backend.
 package auth

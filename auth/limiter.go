@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -46,6 +47,10 @@ type LimiterOptions struct {
 	// MaxAddrs bounds the addresses tracked; past it the least recently
 	// seen is forgotten. Default DefaultLimiterMaxAddrs.
 	MaxAddrs int
+	// Log, when set, gets a line for every attempt the Limiter delays or
+	// refuses, so that an operator can see an address being slowed down
+	// (and tell it from a slow backend). Default: none.
+	Log *slog.Logger
 }
 
 // Limiter slows down repeated authentication failures from one address
@@ -211,22 +216,35 @@ func (l *Limiter) Delay(ip netip.Addr) time.Duration {
 
 // Wait delays an attempt from ip as its failures require, and returns
 // ctx's error if ctx ends first, or an *Error (53300) without waiting when
-// the attempt would be queued longer than MaxWait.
+// the attempt would be queued longer than MaxWait or past ctx's deadline
+// (the client's startup deadline: an attempt that cannot be answered in
+// time must not take a slot in the address's queue, pushing back the
+// attempts behind it, only to find its connection gone).
 func (l *Limiter) Wait(ctx context.Context, ip netip.Addr) error {
 	l.mu.Lock()
 	now := l.now()
-	st, ok := l.current(addrKey(ip), now)
-	var wait time.Duration
+	key := addrKey(ip)
+	st, ok := l.current(key, now)
+	var (
+		wait     time.Duration
+		failures int
+	)
 	if ok {
+		failures = st.failures
 		if d := l.delayFor(st.failures); d > 0 {
 			slot := later(now, st.nextSlot).Add(d)
 			wait = slot.Sub(now)
-			if wait > l.opts.MaxWait {
+			deadline, hasDeadline := ctx.Deadline()
+			if wait > l.opts.MaxWait || (hasDeadline && slot.After(deadline)) {
 				l.mu.Unlock()
+				if l.opts.Log != nil {
+					l.opts.Log.Warn("authentication attempt refused after repeated failures",
+						"addr", key.String(), "failures", failures, "would_wait", wait)
+				}
 				return &Error{
 					Code:    CodeTooManyConnections,
 					Message: "too many failed authentication attempts from this address, try again later",
-					Log:     fmt.Sprintf("limiter: %d recent failures, attempt would wait %v", st.failures, wait),
+					Log:     fmt.Sprintf("limiter: %d recent failures, attempt would wait %v", failures, wait),
 				}
 			}
 			st.nextSlot = slot
@@ -235,6 +253,10 @@ func (l *Limiter) Wait(ctx context.Context, ip netip.Addr) error {
 	l.mu.Unlock()
 	if wait == 0 {
 		return nil
+	}
+	if l.opts.Log != nil {
+		l.opts.Log.Warn("authentication attempt delayed after repeated failures",
+			"addr", key.String(), "failures", failures, "delay", wait)
 	}
 	return l.sleep(ctx, wait)
 }

@@ -125,6 +125,45 @@ func TestLimiterQueuesParallelAttempts(t *testing.T) {
 	authError(t, err, CodeTooManyConnections, "")
 }
 
+// TestLimiterDeadline checks that an attempt whose turn would come after its
+// context's deadline (the client's startup deadline) is refused at once and
+// does not take a slot: the attempts queued after it are not pushed back.
+func TestLimiterDeadline(t *testing.T) {
+	l, clock := newTestLimiter(t, LimiterOptions{Threshold: 1, BaseDelay: time.Second, MaxDelay: time.Second, MaxWait: time.Minute})
+	l.Failed(ipA)
+	start := clock.now
+	// A deadline on the fake clock, which a real context would take for
+	// long past.
+	short := fakeDeadline{context.Background(), start.Add(1500 * time.Millisecond)}
+	// First in the queue: its turn (1s) comes before its deadline.
+	if err := l.Wait(short, ipA); err != nil {
+		t.Fatalf("attempt within its deadline: %v", err)
+	}
+	// Second: its turn (2s) would come after its deadline.
+	clock.now = start
+	err := l.Wait(short, ipA)
+	authError(t, err, CodeTooManyConnections, "")
+	if n := len(clock.sleeps); n != 1 {
+		t.Fatalf("%d sleeps, want only the first attempt's", n)
+	}
+	// The refused attempt took no slot: the next one is second in line.
+	clock.now = start
+	if err := l.Wait(context.Background(), ipA); err != nil {
+		t.Fatal(err)
+	}
+	if got := clock.sleeps[len(clock.sleeps)-1]; got != 2*time.Second {
+		t.Fatalf("attempt after a refused one waited %v, want 2s", got)
+	}
+}
+
+// fakeDeadline is a context whose deadline is on the fake clock.
+type fakeDeadline struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c fakeDeadline) Deadline() (time.Time, bool) { return c.deadline, true }
+
 func TestLimiterContext(t *testing.T) {
 	l, err := NewLimiter(LimiterOptions{Threshold: 1, BaseDelay: time.Hour, MaxDelay: time.Hour})
 	if err != nil {

@@ -105,6 +105,12 @@ type Config struct {
 	// name as $1 and returns (name, secret). With AuthFile too, it is asked
 	// for users the file does not list.
 	AuthQuery string
+	// AuthMockSecret keys the salts pgtenant makes up: the fake salt an
+	// unknown user is shown, and the salt of verifiers derived from plain
+	// passwords. Set it to keep them stable across restarts, so that
+	// comparing salts before and after a restart cannot tell which users
+	// exist. Default: random per process.
+	AuthMockSecret string
 	// AuthCleartextWithoutTLS lets auth-type password ask for a cleartext
 	// password on a connection without TLS. Default false.
 	AuthCleartextWithoutTLS bool

@@ -56,6 +56,8 @@ var settings = []setting{
 		func(c *Config) *string { return &c.AuthFile }),
 	stringSetting("auth-query", "SQL run on the backend to find a user's secret, with the user name as $1, returning (name, secret); asked for users --auth-file does not list",
 		func(c *Config) *string { return &c.AuthQuery }),
+	stringSetting("auth-mock-secret", "secret that keys the salts shown to unknown users, so they stay the same across restarts and reveal nothing; give it through PGTENANT_AUTH_MOCK_SECRET or the config file, not the command line (default: random per process)",
+		func(c *Config) *string { return &c.AuthMockSecret }),
 	boolSetting("auth-cleartext-without-tls", "let --auth-type password ask for a cleartext password on a connection without TLS",
 		func(c *Config) *bool { return &c.AuthCleartextWithoutTLS }),
 	stringSetting("tenant-access", "granted (a user reaches only the tenants it is granted: pgtenant tenant grant) or all (default: granted with a user source, all without)",

@@ -304,6 +304,7 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		"auth-file":                  "/etc/pgtenant/userlist.txt",
 		"auth-query":                 "SELECT rolname, rolpassword FROM auth.secret($1)",
 		"auth-cleartext-without-tls": "true",
+		"auth-mock-secret":           "0123456789abcdef",
 		"tenant-access":              "granted",
 		"tls-cert":                   "/etc/pgtenant/server.crt",
 		"tls-key":                    "/etc/pgtenant/server.key",

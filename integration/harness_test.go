@@ -68,6 +68,9 @@ type Proxy struct {
 	cancel context.CancelFunc
 	done   chan error
 	logs   *syncBuffer
+	reload chan struct{} // proxy.WithReload: see Reload
+
+	stopOnce sync.Once
 }
 
 // startProxy starts pgtenant against the shared cluster on a free port.
@@ -93,8 +96,9 @@ func startProxy(t testing.TB, mods ...func(*config.Config)) *Proxy {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{Host: "127.0.0.1", Port: addr.Port, Cfg: cfg, cancel: cancel, done: make(chan error, 1), logs: logs}
-	go func() { p.done <- proxy.RunListener(ctx, cfg, log, ln) }()
+	p := &Proxy{Host: "127.0.0.1", Port: addr.Port, Cfg: cfg, cancel: cancel, done: make(chan error, 1), logs: logs,
+		reload: make(chan struct{})}
+	go func() { p.done <- proxy.RunListener(ctx, cfg, log, ln, proxy.WithReload(p.reload)) }()
 	t.Cleanup(func() {
 		p.Stop(t)
 		if t.Failed() {
@@ -107,14 +111,27 @@ func startProxy(t testing.TB, mods ...func(*config.Config)) *Proxy {
 // Stop shuts pgtenant down and waits for it; safe to call twice.
 func (p *Proxy) Stop(t testing.TB) {
 	p.cancel()
-	select {
-	case err, ok := <-p.done:
-		if ok && err != nil {
-			t.Errorf("pgtenant exited with error: %v", err)
+	p.stopOnce.Do(func() {
+		select {
+		case err := <-p.done:
+			if err != nil {
+				t.Errorf("pgtenant exited with error: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("pgtenant did not stop within 30s")
 		}
-		close(p.done)
-	case <-time.After(30 * time.Second):
-		t.Errorf("pgtenant did not stop within 30s")
+	})
+}
+
+// Reload asks pgtenant to reread the files its config names (auth file,
+// certificates), as SIGHUP does, and returns once the request was taken.
+// The reload itself runs asynchronously: poll for its effect.
+func (p *Proxy) Reload(t testing.TB) {
+	t.Helper()
+	select {
+	case p.reload <- struct{}{}:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pgtenant did not take the reload request within 10s")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -176,11 +177,17 @@ func parseOptions(s string) ([]startupParam, error) {
 	return params, nil
 }
 
-// admit reads startup packets until a StartupMessage arrives. Encryption
-// requests are declined ('N'), so the client goes on in plaintext (TLS has
-// its own issue). A CancelRequest is acted on and the connection ends:
-// admit then returns nil, nil.
+// admit reads startup packets until a StartupMessage arrives, and sets up
+// TLS on the way: a client whose first byte is a TLS record gets a direct
+// TLS handshake (tls.go); an SSLRequest is answered 'S' and a handshake
+// when pgtenant offers TLS, else 'N', and the client goes on in plaintext.
+// GSSENCRequest is always declined. A CancelRequest is acted on, with or
+// without TLS as PostgreSQL does, and the connection ends: admit then
+// returns nil, nil.
 func (s *session) admit() (*pgproto3.StartupMessage, error) {
+	if err := s.admitDirectTLS(); err != nil {
+		return nil, err
+	}
 	for {
 		msg, err := readStartupPacket(s.cr)
 		if err != nil {
@@ -190,17 +197,125 @@ func (s *session) admit() (*pgproto3.StartupMessage, error) {
 		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
 			if s.cr.Buffered() > 0 {
 				// Bytes behind the request before our answer: a client
-				// trying to smuggle plaintext past the negotiation.
+				// trying to smuggle plaintext past the negotiation
+				// (CVE-2021-23214): they would count as sent under TLS.
 				return nil, fatalf(codeProtocolViolation, "unexpected data after encryption request")
 			}
-			if _, err := s.nc.Write([]byte{'N'}); err != nil {
+			_, isSSL := m.(*pgproto3.SSLRequest)
+			if isSSL && s.TLS() {
+				// PostgreSQL too allows one negotiation per connection.
+				return nil, fatalf(codeProtocolViolation, "SSLRequest on a connection that already uses TLS")
+			}
+			if !isSSL || s.srv.tls == nil {
+				if _, err := s.nc.Write([]byte{'N'}); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if _, err := s.nc.Write([]byte{'S'}); err != nil {
+				return nil, err
+			}
+			if err := s.startTLS(false); err != nil {
 				return nil, err
 			}
 		case *pgproto3.CancelRequest:
 			s.srv.cancel(m.ProcessID, m.SecretKey)
 			return nil, nil
 		case *pgproto3.StartupMessage:
+			if s.srv.tls != nil && s.srv.tls.require && !s.TLS() {
+				return nil, &pgError{Severity: "FATAL", Code: codeInvalidAuthorization,
+					Message: "pgtenant requires TLS: connect with sslmode=require (or verify-full)",
+					Hint:    "This server has client-tls require: connections without TLS are refused."}
+			}
 			return m, nil
 		}
+	}
+}
+
+// tenantOption is the run-time parameter a client names its tenant with,
+// in its startup options (options='-c pgtenant.tenant=acme') or, the same
+// to PostgreSQL, as a startup parameter of its own. It is pgtenant's:
+// takeTenantOption removes it, so it never reaches a backend.
+const tenantOption = "pgtenant.tenant"
+
+// codeRejectedConnection is SQLSTATE 08004
+// (sqlserver_rejected_establishment_of_sqlconnection): the client's own
+// startup values contradict each other about its tenant.
+const codeRejectedConnection = "08004"
+
+// takeTenantOption removes every pgtenant.tenant setting from a client's
+// startup parameters, in options or on its own (the name in any case, as
+// PostgreSQL parameter names are), and returns the tenant it names, "" when
+// none. The remaining options are rewritten without it. Several settings
+// must agree. Malformed options are left as they are, for checkParams to
+// refuse.
+func takeTenantOption(params map[string]string) (string, error) {
+	var values []string
+	for name, value := range params {
+		if strings.EqualFold(name, tenantOption) {
+			values = append(values, value)
+			delete(params, name)
+		}
+	}
+	if opts, ok := params["options"]; ok {
+		parsed, err := parseOptions(opts)
+		if err == nil {
+			kept := parsed[:0]
+			for _, o := range parsed {
+				if strings.EqualFold(o.Name, tenantOption) {
+					values = append(values, o.Value)
+					continue
+				}
+				kept = append(kept, o)
+			}
+			if len(kept) < len(parsed) {
+				if len(kept) == 0 {
+					delete(params, "options")
+				} else {
+					params["options"] = formatOptions(kept)
+				}
+			}
+		}
+	}
+	if len(values) == 0 {
+		return "", nil
+	}
+	slices.Sort(values)
+	values = slices.Compact(values)
+	if len(values) > 1 {
+		return "", fatalf(codeRejectedConnection, "the startup parameters name two tenants: %s %q and %q",
+			tenantOption, values[0], values[1])
+	}
+	if values[0] == "" {
+		return "", &pgError{Severity: "FATAL", Code: codeUnknownTenant,
+			Message: "startup option pgtenant.tenant is empty",
+			Hint:    "Name a tenant, as in options='-c pgtenant.tenant=acme'."}
+	}
+	return values[0], nil
+}
+
+// formatOptions writes params as an options value that parseOptions reads
+// back as params: -c name=value, with white space and backslashes escaped.
+func formatOptions(params []startupParam) string {
+	var b strings.Builder
+	for i, p := range params {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString("-c ")
+		writeOptionEscaped(&b, p.Name)
+		b.WriteByte('=')
+		writeOptionEscaped(&b, p.Value)
+	}
+	return b.String()
+}
+
+func writeOptionEscaped(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case ' ', '\t', '\n', '\r', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
 	}
 }

@@ -306,3 +306,87 @@ func TestNegotiation(t *testing.T) {
 		t.Fatalf("3.2 startup decoded as %#v", sm)
 	}
 }
+
+// TestTakeTenantOption: pgtenant.tenant is taken out of the startup
+// parameters (in options or on its own, any case) and the other options
+// stay, so it reaches neither the backend nor the pin.
+func TestTakeTenantOption(t *testing.T) {
+	tests := []struct {
+		name     string
+		params   map[string]string
+		want     string
+		code     string            // SQLSTATE of the expected *pgError
+		wantLeft map[string]string // the parameters afterwards
+	}{
+		{name: "none", params: map[string]string{"user": "bob", "options": "-c work_mem=1MB"},
+			wantLeft: map[string]string{"user": "bob", "options": "-c work_mem=1MB"}},
+		{name: "only the tenant", params: map[string]string{"user": "bob", "options": "-c pgtenant.tenant=acme"},
+			want: "acme", wantLeft: map[string]string{"user": "bob"}},
+		{name: "among other options", params: map[string]string{"options": `-c work_mem=1MB -cpgtenant.tenant=acme --application-name=my\ app`},
+			want: "acme", wantLeft: map[string]string{"options": `-c work_mem=1MB -c application_name=my\ app`}},
+		{name: "name in another case", params: map[string]string{"options": "-c PGTenant.Tenant=acme"},
+			want: "acme", wantLeft: map[string]string{}},
+		{name: "a startup parameter of its own", params: map[string]string{"user": "bob", "pgtenant.tenant": "acme"},
+			want: "acme", wantLeft: map[string]string{"user": "bob"}},
+		{name: "twice the same", params: map[string]string{"pgtenant.tenant": "acme", "options": "-c pgtenant.tenant=acme"},
+			want: "acme", wantLeft: map[string]string{}},
+		{name: "two tenants", params: map[string]string{"pgtenant.tenant": "acme", "options": "-c pgtenant.tenant=globex"},
+			code: codeRejectedConnection},
+		{name: "two tenants in options", params: map[string]string{"options": "-c pgtenant.tenant=acme -c pgtenant.tenant=globex"},
+			code: codeRejectedConnection},
+		{name: "empty", params: map[string]string{"options": "-c pgtenant.tenant="}, code: codeUnknownTenant},
+		{name: "malformed options are left for checkParams", params: map[string]string{"options": "-c pgtenant.tenant=acme -x"},
+			wantLeft: map[string]string{"options": "-c pgtenant.tenant=acme -x"}},
+		{name: "an extension's own tenant setting is not ours", params: map[string]string{"options": "-c myext.tenant=acme"},
+			wantLeft: map[string]string{"options": "-c myext.tenant=acme"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := takeTenantOption(tt.params)
+			if tt.code != "" {
+				if err == nil {
+					t.Fatalf("takeTenantOption = %q, want %s", got, tt.code)
+				}
+				wantPgError(t, err, tt.code)
+				return
+			}
+			if err != nil {
+				t.Fatalf("takeTenantOption: %v", err)
+			}
+			if got != tt.want {
+				t.Fatalf("tenant = %q, want %q", got, tt.want)
+			}
+			if !reflect.DeepEqual(tt.params, tt.wantLeft) {
+				t.Fatalf("parameters left = %q, want %q", tt.params, tt.wantLeft)
+			}
+		})
+	}
+}
+
+// TestTenantOptionNeverInPin: what is left after takeTenantOption renders
+// into a pin without pgtenant.tenant, and keeps the other settings.
+func TestTenantOptionNeverInPin(t *testing.T) {
+	params := map[string]string{"user": "bob", "options": `-c pgtenant.tenant=acme -c statement_timeout=5s`}
+	if _, err := takeTenantOption(params); err != nil {
+		t.Fatal(err)
+	}
+	checked, perr := checkParams(params)
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	p := buildPin("acme", checked)
+	if bytes.Contains(bytes.ToLower(p.msgs), []byte("pgtenant.tenant")) {
+		t.Fatalf("the pin carries pgtenant.tenant: %q", p.msgs)
+	}
+	if !bytes.Contains(p.msgs, []byte(`"statement_timeout" TO '5s'`)) {
+		t.Fatalf("the pin lost statement_timeout: %q", p.msgs)
+	}
+}
+
+func TestFormatOptions(t *testing.T) {
+	params := []startupParam{{"application_name", `a b\c`}, {"x", "\t\n\r"}, {"work_mem", "1MB"}}
+	got, err := parseOptions(formatOptions(params))
+	if err != nil || !reflect.DeepEqual(got, params) {
+		t.Fatalf("parseOptions(formatOptions(%q)) = %q, %v", params, got, err)
+	}
+}

@@ -397,3 +397,65 @@ func FuzzPeekForward(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTakeTenantOption: whatever options a client sends, pgtenant.tenant
+// is gone afterwards, the other options mean what they meant, and options
+// without it are left byte for byte.
+func FuzzTakeTenantOption(f *testing.F) {
+	f.Add("-c pgtenant.tenant=acme")
+	f.Add(`-c work_mem=1MB -cpgtenant.tenant=acme --application-name=my\ app`)
+	f.Add("-c PGTENANT.TENANT=a -c pgtenant.tenant=b")
+	f.Add(`-c a=\\ -c pgtenant.tenant=\ x`)
+	f.Add("-c statement_timeout=5s")
+	f.Add("-c pgtenant.tenant=")
+	f.Fuzz(func(t *testing.T, opts string) {
+		before, perr := parseOptions(opts)
+		params := map[string]string{"options": opts}
+		tenant, err := takeTenantOption(params)
+		if perr != nil {
+			if err != nil || tenant != "" || params["options"] != opts {
+				t.Fatalf("malformed options %q were touched: %q, %q, %v", opts, params, tenant, err)
+			}
+			return
+		}
+		var rest []startupParam
+		var named []string
+		for _, p := range before {
+			if strings.EqualFold(p.Name, tenantOption) {
+				named = append(named, p.Value)
+				continue
+			}
+			rest = append(rest, p)
+		}
+		if err != nil {
+			var pe *pgError
+			if !errors.As(err, &pe) || (pe.Code != codeRejectedConnection && pe.Code != codeUnknownTenant) {
+				t.Fatalf("error %v is not a 08004/3D000 pgError", err)
+			}
+			return
+		}
+		if len(named) == 0 {
+			if tenant != "" || params["options"] != opts {
+				t.Fatalf("options %q without a tenant became %q (tenant %q)", opts, params["options"], tenant)
+			}
+			return
+		}
+		if tenant != named[0] {
+			t.Fatalf("tenant = %q, want %q", tenant, named[0])
+		}
+		left, ok := params["options"]
+		if len(rest) == 0 {
+			if ok {
+				t.Fatalf("options %q left %q", opts, left)
+			}
+			return
+		}
+		after, err := parseOptions(left)
+		if err != nil {
+			t.Fatalf("rewritten options %q do not parse: %v", left, err)
+		}
+		if !reflect.DeepEqual(after, rest) {
+			t.Fatalf("options %q: rewritten %q means %q, want %q", opts, left, after, rest)
+		}
+	})
+}

@@ -55,6 +55,9 @@ type Server struct {
 	router TenantResolver
 	auth   auth.Method
 	access TenantAccess
+	// tls is the TLS offered to clients; nil when there is none (no
+	// certificate, or client-tls disable).
+	tls *serverTLS
 
 	clients  atomic.Int64 // admitted clients, for max-client-conn
 	draining atomic.Bool  // shutting down: no new transactions
@@ -305,14 +308,29 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		return fmt.Errorf("open tenant registry: %w", err)
 	}
 	defer reg.Close()
-	rt := router.New(reg, cfg.TenantFrom, cfg.TenantCacheTTL, cfg.TenantMissTTL)
+	rt := router.New(reg, cfg.TenantFrom, cfg.TenantCacheTTL, cfg.TenantMissTTL, router.WithSNISuffix(cfg.SNISuffix))
+
+	// grants is the TenantAccess of --tenant-access granted; nil under all.
+	var grants *router.Grants
+	if cfg.EffectiveTenantAccess() == config.AccessGranted {
+		grants = router.NewGrants(reg, cfg.TenantCacheTTL, cfg.TenantMissTTL)
+	}
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() {
 		err := reg.Watch(watchCtx, func(name string) {
+			if user, ok := router.GrantsChangedFor(name); ok {
+				if grants != nil {
+					grants.Forget(user)
+				}
+				return
+			}
 			if name == "" {
 				rt.ForgetAll()
+				if grants != nil {
+					grants.ForgetAll()
+				}
 				return
 			}
 			rt.Forget(name)
@@ -340,16 +358,28 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	}
 	defer p.Close()
 
-	method, reloaders, err := newAuth(cfg, reg)
+	method, reloaders, err := newAuth(cfg, reg, log)
 	if err != nil {
 		return err
 	}
+	clientTLS, err := newServerTLS(cfg)
+	if err != nil {
+		return err
+	}
+	if clientTLS != nil {
+		reloaders = append(reloaders, reloader{"tls certificate " + cfg.TLSCert, clientTLS.reload})
+	}
 	srv := NewServer(cfg, log, p, rt, method)
+	srv.tls = clientTLS
+	if grants != nil {
+		srv.access = grants
+	}
 	go reloadOn(ctx, ro.reload, log, reloaders)
 
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
 		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),
-		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess())
+		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess(),
+		"client_tls", clientTLSMode(clientTLS))
 	return srv.Serve(ctx, ln)
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,9 @@ type session struct {
 	tenant router.Tenant
 	pin    pin
 	key    cancelKey
+	// startupDeadline ends startup and authentication (StartupTimeout
+	// after accept); the socket has it as its deadline until then.
+	startupDeadline time.Time
 
 	// own counts pgtenant's own expectations in q. It is atomic because
 	// the backend goroutine reads it for every reply (while it is zero,
@@ -171,8 +175,15 @@ func (s *session) logger() *slog.Logger {
 // to the client (auth.Conn).
 func (s *session) Send(msg pgproto3.BackendMessage) error { return writeMsg(s.cw, msg) }
 func (s *session) Flush() error                           { return s.cw.Flush() }
-func (s *session) TLS() bool                              { return false } // TLS comes with its own issue
 func (s *session) RemoteAddr() net.Addr                   { return s.nc.RemoteAddr() }
+
+// TLS reports whether the client's connection is encrypted: admit moves
+// s.nc onto a *tls.Conn after the handshake, so the type says it. The
+// cleartext password method depends on it.
+func (s *session) TLS() bool {
+	_, ok := s.nc.(*tls.Conn)
+	return ok
+}
 
 // ReceivePassword reads the client's next message, which must be a
 // password message ('p'), and returns a copy of its body.
@@ -214,7 +225,8 @@ func (s *session) serve(ctx context.Context) {
 		_ = s.nc.Close()
 	}()
 
-	_ = s.nc.SetDeadline(time.Now().Add(s.srv.cfg.StartupTimeout))
+	s.startupDeadline = time.Now().Add(s.srv.cfg.StartupTimeout)
+	_ = s.nc.SetDeadline(s.startupDeadline)
 	startup, err := s.admit()
 	if err != nil {
 		s.reportStartupError("admit", err)
@@ -283,7 +295,12 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 			return err
 		}
 	}
-	if err := s.srv.auth.Authenticate(ctx, s, s.user); err != nil {
+	// Authentication ends with the startup deadline: the failure Limiter
+	// must not queue an attempt, nor a user lookup run, past the moment
+	// the socket gives up.
+	actx, cancel := context.WithDeadline(ctx, s.startupDeadline)
+	defer cancel()
+	if err := s.srv.auth.Authenticate(actx, s, s.user); err != nil {
 		var ae *auth.Error
 		if errors.As(err, &ae) {
 			// The client hears only Code, Message and Detail; why (which
@@ -293,7 +310,16 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 		}
 		return err
 	}
-	t, err := s.srv.router.ResolveTenant(ctx, router.Startup{Database: database, User: s.user})
+	// The tenant option is taken out of the parameters before anything
+	// else reads them: it is pgtenant's, and must reach neither the
+	// backend nor the pin.
+	optTenant, err := takeTenantOption(sm.Parameters)
+	if err != nil {
+		return err
+	}
+	t, err := s.srv.router.ResolveTenant(ctx, router.Startup{
+		Database: database, User: s.user, ServerName: s.serverName(), OptionsTenant: optTenant,
+	})
 	if err != nil {
 		return routeError(err)
 	}
@@ -455,7 +481,14 @@ func trackParameter(be *pool.Conn, bodyLen int) error {
 func routeError(err error) *pgError {
 	var unknown *router.UnknownTenantError
 	var disabled *router.DisabledTenantError
+	var conflict *router.ConflictingClaimsError
+	var none *router.NoTenantError
 	switch {
+	case errors.As(err, &conflict):
+		return &pgError{Severity: "FATAL", Code: codeRejectedConnection, Message: conflict.Error(),
+			Hint: "Name one tenant: the database (or user), the TLS host name and options pgtenant.tenant must agree."}
+	case errors.As(err, &none):
+		return &pgError{Severity: "FATAL", Code: codeUnknownTenant, Message: none.Error(), Hint: none.Hint()}
 	case errors.As(err, &unknown):
 		return fatalf(codeUnknownTenant, "tenant %q does not exist", unknown.Name)
 	case errors.As(err, &disabled):

@@ -20,7 +20,7 @@ type reloader struct {
 // newAuth builds the authentication method cfg asks for, and the reloaders
 // of the files it reads. Auth queries run on the registry's connections:
 // they are small, and cached nowhere, so a changed password counts at once.
-func newAuth(cfg config.Config, reg *router.PGRegistry) (auth.Method, []reloader, error) {
+func newAuth(cfg config.Config, reg *router.PGRegistry, log *slog.Logger) (auth.Method, []reloader, error) {
 	kind := cfg.EffectiveAuthType()
 	if kind == config.AuthTrust {
 		return auth.Trust{}, nil, nil
@@ -46,11 +46,11 @@ func newAuth(cfg config.Config, reg *router.PGRegistry) (auth.Method, []reloader
 	if len(sources) == 1 {
 		src = sources[0]
 	}
-	method, err := auth.NewMethod(kind, src, auth.Options{AllowCleartextWithoutTLS: cfg.AuthCleartextWithoutTLS})
+	method, err := auth.NewMethod(kind, src, auth.Options{AllowCleartextWithoutTLS: cfg.AuthCleartextWithoutTLS, MockSecret: []byte(cfg.AuthMockSecret)})
 	if err != nil {
 		return nil, nil, err
 	}
-	limiter, err := auth.NewLimiter(auth.LimiterOptions{})
+	limiter, err := auth.NewLimiter(auth.LimiterOptions{Log: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth limiter: %w", err)
 	}

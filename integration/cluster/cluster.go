@@ -74,6 +74,13 @@ type Options struct {
 	// Log, when set, receives a copy of the server log as it is written.
 	// Default: none (the log is still kept; see Cluster.ServerLog).
 	Log io.Writer
+	// TLSCertPEM and TLSKeyPEM, both or neither, start the server with
+	// ssl=on and this PEM certificate (chain) and private key, for example
+	// a Leaf from a test CA. They are written into the data directory as
+	// server.crt and server.key (the key 0600), owned by the server's OS
+	// user, as PostgreSQL requires of its key file. Clients may then use
+	// TLS or not: pg_hba's host lines match both. Default: no TLS.
+	TLSCertPEM, TLSKeyPEM []byte
 
 	// pickPort, when set, replaces freePort: the test seam for a port lost
 	// between the probe and the postmaster's bind.
@@ -124,6 +131,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := checkSettings(opts.Settings); err != nil {
 		return nil, err
 	}
+	if (len(opts.TLSCertPEM) == 0) != (len(opts.TLSKeyPEM) == 0) {
+		return nil, errors.New("cluster: TLSCertPEM and TLSKeyPEM go together: set both or neither")
+	}
 	run, err := newRunner(binDir)
 	if err != nil {
 		return nil, err
@@ -158,6 +168,15 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, c.abort(err)
 	}
 	conf := serverSettings(dir, maxConns, opts.Settings)
+	if len(opts.TLSCertPEM) > 0 {
+		tlsConf, err := c.writeTLSFiles(opts.TLSCertPEM, opts.TLSKeyPEM)
+		if err != nil {
+			return nil, c.abort(err)
+		}
+		// First, so that the caller's Settings (ssl_min_protocol_version,
+		// or even ssl=off) come later in the file and win.
+		conf = append(tlsConf, conf...)
+	}
 	if err := appendConf(filepath.Join(c.dataDir, "postgresql.conf"), conf); err != nil {
 		return nil, c.abort(err)
 	}
@@ -311,6 +330,43 @@ func (c *Cluster) startServer(ctx context.Context, pickPort func() (int, error))
 		return fmt.Errorf("cluster: start server on port %d: %w", port, errPortInUse)
 	}
 	return errors.Join(fmt.Errorf("cluster: start server on port %d: pg_ctl: %w", port, err), stopErr)
+}
+
+// TLS file names in the data directory; relative names in postgresql.conf
+// are taken from the data directory.
+const (
+	tlsCertFile = "server.crt"
+	tlsKeyFile  = "server.key"
+)
+
+// writeTLSFiles writes the server certificate and key into the data
+// directory, owned by the server's OS user (PostgreSQL refuses a key file
+// that is not its own, or that group or others can read), and returns the
+// postgresql.conf lines that turn TLS on with them.
+func (c *Cluster) writeTLSFiles(certPEM, keyPEM []byte) ([]string, error) {
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{{tlsCertFile, certPEM, 0o644}, {tlsKeyFile, keyPEM, 0o600}} {
+		path := filepath.Join(c.dataDir, f.name)
+		if err := os.WriteFile(path, f.data, f.mode); err != nil {
+			return nil, fmt.Errorf("cluster: write %s: %w", f.name, err)
+		}
+		// WriteFile's mode is filtered by the umask and ignored for an
+		// existing file: set it outright.
+		if err := os.Chmod(path, f.mode); err != nil {
+			return nil, fmt.Errorf("cluster: chmod %s: %w", f.name, err)
+		}
+		if err := c.run.chown(path); err != nil {
+			return nil, err
+		}
+	}
+	return []string{
+		"ssl = on",
+		"ssl_cert_file = " + confQuote(tlsCertFile),
+		"ssl_key_file = " + confQuote(tlsKeyFile),
+	}, nil
 }
 
 // waitReady polls until a connection succeeds or ctx ends.

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,6 +174,8 @@ func TestStartRejectsBadOptions(t *testing.T) {
 		{"bad setting name", Options{Settings: map[string]string{"work mem": "8MB"}}, "not a PostgreSQL parameter name"},
 		{"line break in value", Options{Settings: map[string]string{"work_mem": "8MB\nfsync = on"}}, "line break"},
 		{"negative max connections", Options{MaxConnections: -1}, "MaxConnections"},
+		{"TLS certificate without key", Options{TLSCertPEM: []byte("cert")}, "set both or neither"},
+		{"TLS key without certificate", Options{TLSKeyPEM: []byte("key")}, "set both or neither"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Start(ctx, tc.opts)
@@ -258,5 +263,67 @@ func TestDSNAndURLQuoting(t *testing.T) {
 		if got := c.URL(tc.db); got != tc.url {
 			t.Errorf("URL(%q) = %q, want %q", tc.db, got, tc.url)
 		}
+	}
+}
+
+// TestStartWithTLS: a cluster started with a certificate from a test CA
+// serves TLS that verify-full accepts for the certificate's names, still
+// serves clients without TLS, refuses verification against another CA, and
+// keeps the key as PostgreSQL demands (0600, owned by the server's user).
+func TestStartWithTLS(t *testing.T) {
+	ca, err := NewCA("pgtenant cluster test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, Options{TLSCertPEM: leaf.CertPEM, TLSKeyPEM: leaf.KeyPEM})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const sslQuery = "select ssl::text from pg_stat_ssl where pid = pg_backend_pid()"
+	for _, host := range []string{"localhost", "127.0.0.1"} {
+		dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=verify-full sslrootcert=%s", host, c.Port, c.User, caFile)
+		if got := queryString(t, ctx, connect(t, ctx, dsn), sslQuery); got != "true" {
+			t.Errorf("verify-full to %s: ssl = %s, want true", host, got)
+		}
+	}
+	if got := queryString(t, ctx, connect(t, ctx, c.DSN("postgres")), sslQuery); got != "false" {
+		t.Errorf("sslmode=disable: ssl = %s, want false", got)
+	}
+
+	other, err := NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(dir, "other.pem")
+	if err := os.WriteFile(otherFile, other.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=localhost port=%d user=%s dbname=postgres sslmode=verify-full sslrootcert=%s", c.Port, c.User, otherFile))
+	if err == nil {
+		conn.Close(ctx)
+		t.Fatal("verify-full against another CA succeeded")
+	}
+	if !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Errorf("verify-full against another CA: %v, want an unknown authority error", err)
+	}
+
+	key, err := os.Stat(filepath.Join(c.Dir, "data", tlsKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := key.Mode().Perm(); mode != 0o600 {
+		t.Errorf("key file mode %v, want 0600", mode)
+	}
+	if st, ok := key.Sys().(*syscall.Stat_t); ok && c.run.runuser != "" && int(st.Uid) != c.run.uid {
+		t.Errorf("key file owned by uid %d, want the server user's %d", st.Uid, c.run.uid)
 	}
 }

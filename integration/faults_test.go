@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -524,4 +526,59 @@ func TestFaultClientVanishes(t *testing.T) {
 			t.Fatalf("rows of the vanished client's transaction: %d, %v; want 0", n, err)
 		}
 	})
+}
+
+// Shutting down while clients are in the middle of their startup must not
+// race with them: shutdown tells idle sessions 57P01 by writing to the
+// same buffer a session fills with its greeting. Every client either gets
+// in and is then told 57P01 (or its query finished), or is refused
+// cleanly; pgtenant itself must exit without error or panic.
+func TestFaultShutdownDuringStartups(t *testing.T) {
+	t.Parallel()
+	const tenant = "fault_shutdown_startups"
+	createTenant(t, tenant)
+	p := startProxy(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	const clients = 20
+	var wg sync.WaitGroup
+	var admitted atomic.Int64
+	unexpected := make(chan error, clients*100)
+	stop := make(chan struct{})
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				conn, err := pgx.Connect(ctx, p.DSN(tenant))
+				if err != nil {
+					if code := sqlState(err); code != "" && code != "57P01" {
+						unexpected <- err
+					}
+					continue
+				}
+				admitted.Add(1)
+				_, err = conn.Exec(ctx, "select 1")
+				if code := sqlState(err); err != nil && code != "" && code != "57P01" {
+					unexpected <- err
+				}
+				conn.Close(ctx)
+			}
+		}()
+	}
+	// Shut down once clients are coming in, then let them run into it.
+	eventually(t, 20*time.Second, "clients being admitted", func() bool { return admitted.Load() >= clients })
+	p.Stop(t)
+	close(stop)
+	wg.Wait()
+	close(unexpected)
+	for err := range unexpected {
+		t.Errorf("client got %v, want success, 57P01 or a refused connection", err)
+	}
 }

@@ -244,6 +244,12 @@ func (s *session) serve(ctx context.Context) {
 
 	defer s.srv.unregister(s) // start registers the cancel key it hands out
 	if err := s.start(ctx, startup); err != nil {
+		if ctx.Err() != nil && !isClosedErr(err) {
+			// Shutdown cancelled whatever start was waiting on (a
+			// registry lookup, a backend); that, not the cancelled
+			// lookup, is what the client should hear.
+			err = fatalf(codeAdminShutdown, "pgtenant is shutting down")
+		}
 		s.reportStartupError("startup", err)
 		return
 	}
@@ -352,12 +358,18 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 		}
 		s.srv.greetings.Add(s.pin.key, greeting)
 	}
+	// Registering the cancel key makes the session visible to shutdown,
+	// whose closeIfIdle writes to cw under mu; so mu is held from here
+	// until the greeting is out (and, in session mode, the backend is
+	// attached), or the two would write to cw at once.
+	s.mu.Lock()
 	_, _ = s.cw.Write(greeting)
 	s.srv.assignKey(s)
 	_ = writeMsg(s.cw, &pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: s.key.secret[:]})
 	_, _ = s.cw.Write(readyForQuery('I'))
 
 	if err := s.cw.Flush(); err != nil {
+		s.mu.Unlock()
 		if be != nil {
 			s.srv.pool.Release(be)
 		}
@@ -365,11 +377,11 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 	}
 	if s.mode == config.PoolSession {
 		// Flushed first: from here on the backend goroutine owns cw.
-		s.mu.Lock()
 		s.attachLocked(be, false)
 		s.mu.Unlock()
 		return nil
 	}
+	s.mu.Unlock()
 	if be != nil {
 		s.srv.pool.Release(be)
 	}
@@ -519,7 +531,9 @@ func checkoutError(err error) *pgError {
 	switch {
 	case errors.Is(err, pool.ErrTimeout):
 		return errorf(codeQueryCanceled, "pgtenant: no server connection became free within query-wait-timeout")
-	case errors.Is(err, pool.ErrClosed):
+	case errors.Is(err, pool.ErrClosed), errors.Is(err, context.Canceled):
+		// Checkouts wait under the server's context, which ends only at
+		// shutdown.
 		return fatalf(codeAdminShutdown, "pgtenant is shutting down")
 	default:
 		return errorf(codeConnectionFailure, "pgtenant: cannot connect to the backend: %v", err)

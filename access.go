@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/router"
 	"github.com/urfave/cli/v2"
@@ -65,6 +69,13 @@ func userCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			adminCommand("list", "list each user with a grant and its tenants (* = every tenant)", "", userList),
 			adminCommand("show", "list the tenants USER is granted, and since when", "USER", userShow),
+			{
+				Name: "secret",
+				Usage: "read USER's password from standard input and print its --auth-file line, " +
+					"with a SCRAM-SHA-256 verifier as PostgreSQL stores it (the password itself is not kept)",
+				ArgsUsage: "USER",
+				Action:    userSecret,
+			},
 		},
 	}
 }
@@ -313,4 +324,32 @@ func userShow(c *cli.Context) error {
 		return nil
 	}
 	return w.Flush()
+}
+
+// userSecret prints a userlist line for USER with a SCRAM verifier of the
+// password read from standard input (one line; the newline is not part of
+// it), so that an auth file never has to hold a password.
+func userSecret(c *cli.Context) error {
+	if c.NArg() != 1 || c.Args().First() == "" {
+		return cli.Exit("usage: pgtenant user secret USER < password-file", exitUsage)
+	}
+	password, err := bufio.NewReader(c.App.Reader).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return cli.Exit(fmt.Errorf("read password: %w", err), exitRuntime)
+	}
+	password = strings.TrimSuffix(strings.TrimSuffix(password, "\n"), "\r")
+	if password == "" {
+		return cli.Exit("empty password on standard input", exitUsage)
+	}
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return cli.Exit(err, exitRuntime)
+	}
+	v, err := auth.NewSCRAMVerifier(password, salt, auth.DefaultIterations)
+	if err != nil {
+		return cli.Exit(err, exitRuntime)
+	}
+	quote := func(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+	fmt.Fprintf(c.App.Writer, "%s %s\n", quote(c.Args().First()), quote(v.String()))
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/integration/cluster"
 	"github.com/urfave/cli/v2"
 )
@@ -165,4 +166,51 @@ func TestAccessCommands(t *testing.T) {
 
 	t.Setenv("PGTENANT_BACKEND", "")
 	fails(exitUsage, "--backend", "user", "list")
+}
+
+// `pgtenant user secret` prints an auth-file line whose verifier proves the
+// password read from standard input, and that auth.ParseUserList reads back.
+func TestUserSecret(t *testing.T) {
+	const password = "correct horse \"battery\""
+	a := app()
+	var stdout, stderr bytes.Buffer
+	a.Writer, a.ErrWriter = &stdout, &stderr
+	a.Reader = strings.NewReader(password + "\n")
+	a.ExitErrHandler = func(*cli.Context, error) {}
+	if err := a.Run([]string{"pgtenant", "user", "secret", `o"brien`}); err != nil {
+		t.Fatalf("user secret: %v (%s)", err, stderr.String())
+	}
+	users, err := auth.ParseUserList(stdout.Bytes())
+	if err != nil {
+		t.Fatalf("output %q is not a userlist: %v", stdout.String(), err)
+	}
+	secret, ok := users[`o"brien`]
+	if !ok || secret.Kind != auth.SecretSCRAM {
+		t.Fatalf("output %q: no SCRAM secret for o\"brien", stdout.String())
+	}
+	v := secret.SCRAM
+	for _, tc := range []struct {
+		password string
+		want     bool
+	}{{password, true}, {password + "\n", false}, {"wrong", false}} {
+		again, err := auth.NewSCRAMVerifier(tc.password, v.Salt, v.Iterations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := again.StoredKey == v.StoredKey; got != tc.want {
+			t.Errorf("password %q matches: %v, want %v", tc.password, got, tc.want)
+		}
+	}
+	if strings.Contains(stdout.String(), "horse") {
+		t.Errorf("the output holds the password: %q", stdout.String())
+	}
+
+	a = app()
+	a.Writer, a.ErrWriter = &stdout, &stderr
+	a.Reader = strings.NewReader("")
+	a.ExitErrHandler = func(*cli.Context, error) {}
+	var ec cli.ExitCoder
+	if err := a.Run([]string{"pgtenant", "user", "secret", "alice"}); !errors.As(err, &ec) || ec.ExitCode() != exitUsage {
+		t.Errorf("empty password: %v, want a usage error", err)
+	}
 }

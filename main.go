@@ -30,7 +30,8 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app().RunContext(ctx, os.Args); err != nil {
+	a := app()
+	if err := a.RunContext(ctx, flagsFirst(a, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "pgtenant:", err)
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) {

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestFlagsFirst(t *testing.T) {
+	a := app()
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"pgtenant", "tenant", "create", "acme", "--backend", "DSN"},
+			[]string{"pgtenant", "tenant", "create", "--backend", "DSN", "acme"}},
+		{[]string{"pgtenant", "tenant", "create", "acme", "--schema=s", "--backend", "DSN"},
+			[]string{"pgtenant", "tenant", "create", "--schema=s", "--backend", "DSN", "acme"}},
+		{[]string{"pgtenant", "tenant", "grant", "*", "ops", "--backend", "DSN"},
+			[]string{"pgtenant", "tenant", "grant", "--backend", "DSN", "*", "ops"}},
+		// Already in order: unchanged.
+		{[]string{"pgtenant", "tenant", "create", "--backend", "DSN", "acme"},
+			[]string{"pgtenant", "tenant", "create", "--backend", "DSN", "acme"}},
+		// A boolean flag takes no value: the next word stays an argument.
+		{[]string{"pgtenant", "serve", "--pin-reuse", "--backend", "DSN"},
+			[]string{"pgtenant", "serve", "--pin-reuse", "--backend", "DSN"}},
+		// After "--" nothing moves.
+		{[]string{"pgtenant", "tenant", "create", "--", "-odd", "--backend"},
+			[]string{"pgtenant", "tenant", "create", "--", "-odd", "--backend"}},
+		{[]string{"pgtenant"}, []string{"pgtenant"}},
+	} {
+		if got := flagsFirst(a, tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("flagsFirst(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -6,10 +6,15 @@
 // # Files
 //
 //   - server.go: accept loop, max-client-conn, shutdown, cancel keys.
-//   - admit.go: the startup packet (length cap, SSLRequest and GSSENCRequest
-//     declined, CancelRequest forwarded), startup `options`.
-//   - session.go: authentication, routing, checking the client's parameters
-//     on a backend, and what the client is told at startup.
+//   - admit.go: the startup packet (length cap, SSLRequest answered with TLS
+//     when a certificate is set, GSSENCRequest declined, CancelRequest
+//     forwarded), startup `options` and the pgtenant.tenant option.
+//   - tls.go: TLS with clients, negotiated and PostgreSQL 17's direct TLS
+//     (ALPN postgresql), certificate reload.
+//   - setup.go: the authentication method and the files reread on SIGHUP.
+//   - session.go: authentication, routing, tenant access, checking the
+//     client's parameters on a backend, and what the client is told at
+//     startup.
 //   - pin.go: the SQL that puts a backend into a client's session state.
 //   - relay.go: the two relay loops and the safe point at which a backend
 //     changes hands.
@@ -27,8 +32,10 @@
 //
 // # Errors a client can see
 //
-// 3D000 unknown tenant, 55000 disabled tenant, 53300 max-client-conn
-// reached, 57014 no server connection within query-wait-timeout, 08006
+// 28P01 wrong password (or unknown user: the same answer), 28000 user not
+// granted the tenant, or TLS required, 08004 startup values naming two
+// tenants, 3D000 unknown tenant, 55000 disabled tenant, 53300
+// max-client-conn reached (or too many failed logins queued), 57014 no server connection within query-wait-timeout, 08006
 // backend unreachable or lost, 08P01 protocol violation, 57P01 shutdown,
 // 42501 a startup parameter pgtenant owns (search_path, role).
 package proxy

@@ -5,27 +5,48 @@
 //
 // # Resolving
 //
-// Router.ResolveTenant picks the tenant name from the startup database or
-// user (config.TenantSource) and looks it up through two expirable LRU
-// caches, one for found tenants and one, with a short TTL, for unknown
-// names so that a flood of bad names stays off the registry. Concurrent
-// lookups of one uncached name share a single registry query. An unknown
-// name gives an *UnknownTenantError (FATAL 3D000 to the client), a disabled
-// tenant a *DisabledTenantError; a registry failure is returned wrapped and
-// never cached.
+// Router.ResolveTenant looks at every startup value that names a tenant (a
+// claim): the primary one, which config.TenantSource picks (the database,
+// the user, or with sni the TLS server name under the SNI suffix, falling
+// back to options -c pgtenant.tenant=NAME), plus the SNI claim whenever a
+// suffix is set and the client sent a host name under it, plus the options
+// claim whenever the client sent one. Each is looked up (a tenant name or
+// an alias) through two expirable LRU caches, one for found tenants and
+// one, with a short TTL, for unknown names so that a flood of bad names
+// stays off the registry; concurrent lookups of one uncached name share a
+// single registry query. All claims must come to the same tenant, or the
+// client gets a *ConflictingClaimsError (FATAL 08004); no claim at all is
+// a *NoTenantError (3D000). An unknown name gives an *UnknownTenantError
+// (3D000), a disabled tenant a *DisabledTenantError (55000); a registry
+// failure is returned wrapped and never cached.
+//
+// # Access
+//
+// Grants.CheckAccess (--tenant-access granted) admits a user to the tenants
+// it is granted in pgtenant.tenant_users, or to every tenant with a grant of
+// *; anything else is an *AccessDeniedError (FATAL 28000). Each user's
+// grants are cached like tenants.
 //
 // # The registry
 //
-// Tenants are kept in the backend database, in pgtenant.tenants (name,
-// schema_name, active, created_at). PGRegistry reads it through a small
-// pool of its own. Changes are announced with NOTIFY on NotifyChannel, the
-// payload being the tenant's name; PGRegistry.Watch listens and its
-// callback calls Router.Forget, so every proxy sees a new or changed tenant
-// at once rather than after a TTL:
+// The registry lives in the backend database, schema pgtenant:
+// tenants (name, schema_name, active, created_at), tenant_aliases (alias,
+// tenant) and tenant_users (user_name, tenant; NULL tenant = every tenant).
+// EnsureRegistry creates it, or upgrades an older one in place. PGRegistry
+// reads it through a small pool of its own. A trigger on the three tables
+// announces every change with NOTIFY on NotifyChannel: the tenant or alias
+// name, "user:NAME" when a user's grants change, "" after a TRUNCATE.
+// PGRegistry.Watch listens, and its callback makes every proxy forget what
+// changed at once rather than after a TTL:
 //
 //	go reg.Watch(ctx, func(name string) {
+//		if user, ok := router.GrantsChangedFor(name); ok {
+//			grants.Forget(user)
+//			return
+//		}
 //		if name == "" {
 //			rt.ForgetAll()
+//			grants.ForgetAll()
 //			return
 //		}
 //		rt.Forget(name)
@@ -33,8 +54,9 @@
 //
 // # Administration
 //
-// EnsureRegistry, CreateTenant and ListTenants back the `pgtenant tenant`
-// commands. Names are validated (ValidateTenantName, ValidateSchemaName)
+// EnsureRegistry, CreateTenant, ListTenants, GrantTenant, RevokeTenant,
+// ListGrants, AddTenantAlias and RemoveTenantAlias back the `pgtenant
+// tenant` and `pgtenant user` commands. Names are validated (ValidateTenantName, ValidateSchemaName)
 // before any SQL runs. Startup values and names are data: they reach SQL
 // only as bind parameters, or quoted with pgx.Identifier when they must be
 // identifiers.

@@ -154,35 +154,39 @@ func (r *Router) sniTenant(serverName string) (string, bool) {
 }
 
 // claims lists what the client's startup values say about its tenant, the
-// primary claim (the one TenantFrom selects) first. A claim may carry an
-// empty name (an empty database), which resolves to an unknown tenant.
-func (r *Router) claims(s Startup) ([]claim, error) {
-	var sni, opts *claim
-	if name, ok := r.sniTenant(s.ServerName); ok {
-		sni = &claim{what: "TLS server name", value: s.ServerName, name: name}
+// primary claim (the one TenantFrom selects) first, in buf: a client makes
+// at most three, and a connect-per-transaction client should not pay an
+// allocation for them. A claim may carry an empty name (an empty
+// database), which resolves to an unknown tenant.
+func (r *Router) claims(s Startup, buf *[3]claim) ([]claim, error) {
+	var sni, opts claim
+	sniName, hasSNI := r.sniTenant(s.ServerName)
+	if hasSNI {
+		sni = claim{what: "TLS server name", value: s.ServerName, name: sniName}
 	}
-	if s.OptionsTenant != "" {
-		opts = &claim{what: "startup option pgtenant.tenant", value: s.OptionsTenant, name: s.OptionsTenant}
+	hasOpts := s.OptionsTenant != ""
+	if hasOpts {
+		opts = claim{what: "startup option pgtenant.tenant", value: s.OptionsTenant, name: s.OptionsTenant}
 	}
-	var list []claim
+	list := buf[:0]
 	switch r.from {
 	case config.TenantFromDatabase:
 		list = append(list, claim{what: "database", value: s.Database, name: s.Database})
 	case config.TenantFromUser:
 		list = append(list, claim{what: "user", value: s.User, name: s.User})
 	case config.TenantFromSNI:
-		if sni == nil && opts == nil {
+		if !hasSNI && !hasOpts {
 			return nil, &NoTenantError{ServerName: s.ServerName, SNISuffix: r.sniSuffix}
 		}
 	default:
 		return nil, fmt.Errorf("router: unknown tenant source %q (want %q, %q or %q)",
 			r.from, config.TenantFromDatabase, config.TenantFromUser, config.TenantFromSNI)
 	}
-	if sni != nil {
-		list = append(list, *sni)
+	if hasSNI {
+		list = append(list, sni)
 	}
-	if opts != nil {
-		list = append(list, *opts)
+	if hasOpts {
+		list = append(list, opts)
 	}
 	return list, nil
 }
@@ -210,7 +214,8 @@ func (r *Router) claims(s Startup) ([]claim, error) {
 // disabled, and otherwise a wrapped registry error, which is not cached so
 // that the next client tries again.
 func (r *Router) ResolveTenant(ctx context.Context, s Startup) (Tenant, error) {
-	list, err := r.claims(s)
+	var buf [3]claim
+	list, err := r.claims(s, &buf)
 	if err != nil {
 		return Tenant{}, err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/integration/cluster"
 	"github.com/pgtenant/pgtenant/proxy"
@@ -118,5 +119,30 @@ func BenchmarkSelect1(b *testing.B) {
 	}{{"simple", pgx.QueryExecModeSimpleProtocol}, {"extended", pgx.QueryExecModeExec}} {
 		b.Run("direct/"+m.name, func(b *testing.B) { benchSelect(b, pg.DSN("postgres"), m.mode) })
 		b.Run("pgtenant/"+m.name, func(b *testing.B) { benchSelect(b, proxyDSN, m.mode) })
+	}
+}
+
+// BenchmarkConnect is pgbench -C's unit of work: connect, one query,
+// disconnect. Through pgtenant the client's login never reaches a backend
+// (the greeting is cached), so the difference to direct is PostgreSQL's
+// own backend start-up against pgtenant's admission.
+func BenchmarkConnect(b *testing.B) {
+	for _, t := range []struct{ name, dsn string }{{"direct", pg.DSN("postgres")}, {"pgtenant", proxyDSN}} {
+		b.Run(t.name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				conn, err := pgconn.Connect(ctx, t.dsn)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := conn.Exec(ctx, "select 1").Close(); err != nil {
+					b.Fatal(err)
+				}
+				if err := conn.Close(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

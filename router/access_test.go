@@ -82,14 +82,7 @@ func (f *fakeGrants) hold() (entered <-chan string, release func()) {
 	}
 }
 
-func (g *Grants) waitersOn(user string) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if f, ok := g.flights[user]; ok {
-		return f.waiters
-	}
-	return 0
-}
+func (g *Grants) waitersOn(user string) int { return g.users.waitersOn(user) }
 
 // acme and globex are router_test.go's tenants.
 
@@ -326,8 +319,8 @@ func TestGrantsLookupPanicWakesWaiters(t *testing.T) {
 	if p := receive(t, "the leader to panic", leader); p == nil {
 		t.Fatal("the leader did not panic")
 	}
-	if err := receive(t, "the waiter", waiter); !errors.Is(err, errGrantsLookupPanicked) {
-		t.Fatalf("waiter = %v, want errGrantsLookupPanicked", err)
+	if err := receive(t, "the waiter", waiter); !errors.Is(err, errLookupPanicked) {
+		t.Fatalf("waiter = %v, want errLookupPanicked", err)
 	}
 }
 

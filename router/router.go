@@ -5,18 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/pgtenant/pgtenant/config"
 )
-
-// cacheSize bounds each of the hit and miss caches. Misses are keyed by
-// whatever names clients send, so without a bound a client cycling through
-// random database names could grow the proxy's memory without limit.
-const cacheSize = 10000
 
 // Startup holds the startup values that routing looks at. It is a plain
 // struct rather than a pgproto3 message so that the router knows nothing of
@@ -45,41 +37,10 @@ type Router struct {
 	// names a tenant (".db.example.com"); "" when server names name none.
 	sniSuffix string
 
-	// hits holds found tenants (active or not); nil when hits are not
-	// cached. misses holds names the registry did not know; nil when misses
-	// are not cached.
-	hits   *expirable.LRU[string, Tenant]
-	misses *expirable.LRU[string, struct{}]
-
-	mu sync.Mutex
-	// flights holds the lookup in progress for each name, so that
-	// concurrent lookups of one uncached name share one registry query.
-	flights map[string]*flight
-	// epoch counts Forget and ForgetAll calls. A lookup that began before
-	// a Forget may have read the registry before the change that caused
-	// it, so its result is returned to its callers but not cached.
-	// One counter for all names keeps this simple; the price is a cache
-	// fill lost now and then, never a stale entry.
-	epoch uint64
+	// tenants caches the registry's answers by name: found tenants
+	// (active or not) for the hit TTL, unknown names for the miss TTL.
+	tenants *lookupCache[Tenant]
 }
-
-// flight is one registry lookup that several callers may wait on. Its
-// result fields are written by the leader before done is closed and only
-// read after, so they need no lock.
-type flight struct {
-	done  chan struct{}
-	epoch uint64
-	// waiters counts the callers that joined the leader; tests read it
-	// (under Router.mu) to know that callers are really sharing a lookup.
-	waiters int
-
-	tenant Tenant
-	err    error
-}
-
-// errLookupPanicked is what callers waiting on a lookup get when the
-// registry panicked in the leader's goroutine; the leader itself panics.
-var errLookupPanicked = errors.New("registry lookup panicked")
 
 // Option adjusts a Router made by New.
 type Option func(*Router)
@@ -107,21 +68,25 @@ func New(reg Registry, from config.TenantSource, hitTTL, missTTL time.Duration, 
 	if from == "" {
 		from = config.TenantFromDatabase
 	}
-	r := &Router{
-		reg:     reg,
-		from:    from,
-		flights: make(map[string]*flight),
-	}
+	r := &Router{reg: reg, from: from}
 	for _, o := range opts {
 		o(r)
 	}
-	if hitTTL > 0 {
-		r.hits = expirable.NewLRU[string, Tenant](cacheSize, nil, hitTTL)
-	}
-	if missTTL > 0 {
-		r.misses = expirable.NewLRU[string, struct{}](cacheSize, nil, missTTL)
-	}
+	r.tenants = newLookupCache(reg.LookupTenant, tenantAnswer, hitTTL, missTTL)
 	return r
+}
+
+// tenantAnswer sorts a registry answer for the cache: a tenant found is a
+// hit, ErrNotFound a miss.
+func tenantAnswer(_ Tenant, err error) answerKind {
+	switch {
+	case err == nil:
+		return answerHit
+	case errors.Is(err, ErrNotFound):
+		return answerMiss
+	default:
+		return answerFailure
+	}
 }
 
 // A claim is one startup value that names a tenant.
@@ -245,90 +210,8 @@ func (r *Router) resolveName(ctx context.Context, name string) (Tenant, error) {
 		// No tenant can have an empty name; do not ask the registry.
 		return Tenant{}, &UnknownTenantError{Name: ""}
 	}
-	for {
-		r.mu.Lock()
-		// The caches are read under mu so that a lookup finishing between
-		// a cache miss here and the flight check below cannot cause a
-		// second registry query: the leader fills the cache and removes
-		// its flight under mu in one step.
-		if t, ok := r.cached(name); ok {
-			r.mu.Unlock()
-			return outcome(name, t, nil)
-		}
-		if r.misses != nil {
-			if _, ok := r.misses.Get(name); ok {
-				r.mu.Unlock()
-				return outcome(name, Tenant{}, ErrNotFound)
-			}
-		}
-		if f, ok := r.flights[name]; ok {
-			f.waiters++
-			r.mu.Unlock()
-			select {
-			case <-f.done:
-			case <-ctx.Done():
-				return Tenant{}, ctx.Err()
-			}
-			if isContextError(f.err) && ctx.Err() == nil {
-				// The leader gave up (its client went away or timed out);
-				// this caller still wants an answer, so it asks again.
-				continue
-			}
-			return outcome(name, f.tenant, f.err)
-		}
-		f := &flight{done: make(chan struct{}), epoch: r.epoch}
-		r.flights[name] = f
-		r.mu.Unlock()
-		r.lead(ctx, name, f)
-		return outcome(name, f.tenant, f.err)
-	}
-}
-
-func (r *Router) cached(name string) (Tenant, bool) {
-	if r.hits == nil {
-		return Tenant{}, false
-	}
-	return r.hits.Get(name)
-}
-
-// lead asks the registry on behalf of every caller waiting on f.
-func (r *Router) lead(ctx context.Context, name string, f *flight) {
-	// If the registry panics, the deferred finish still wakes the waiters
-	// (with errLookupPanicked) instead of leaving them blocked forever.
-	f.err = errLookupPanicked
-	defer r.finish(name, f)
-	f.tenant, f.err = r.reg.LookupTenant(ctx, name)
-}
-
-func (r *Router) finish(name string, f *flight) {
-	r.mu.Lock()
-	// Forget may already have removed this flight, and a newer one may have
-	// taken its place; only remove our own.
-	if r.flights[name] == f {
-		delete(r.flights, name)
-	}
-	if f.epoch == r.epoch {
-		switch {
-		case f.err == nil:
-			if r.hits != nil {
-				r.hits.Add(name, f.tenant)
-			}
-			if r.misses != nil {
-				r.misses.Remove(name)
-			}
-		case errors.Is(f.err, ErrNotFound):
-			if r.misses != nil {
-				r.misses.Add(name, struct{}{})
-			}
-			if r.hits != nil {
-				r.hits.Remove(name)
-			}
-		}
-		// Any other error is a registry failure: caching it would turn a
-		// brief outage into refused connections for a whole TTL.
-	}
-	r.mu.Unlock()
-	close(f.done)
+	t, err := r.tenants.get(ctx, name)
+	return outcome(name, t, err)
 }
 
 // outcome turns a registry answer into what ResolveTenant returns.
@@ -345,41 +228,15 @@ func outcome(name string, t Tenant, err error) (Tenant, error) {
 	}
 }
 
-func isContextError(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
 // Forget drops what the router has cached about name, found or not, so the
 // next lookup asks the registry. A lookup of name already in progress is
 // detached: later callers start a new one, and its result is not cached.
-func (r *Router) Forget(name string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.epoch++
-	if r.hits != nil {
-		r.hits.Remove(name)
-	}
-	if r.misses != nil {
-		r.misses.Remove(name)
-	}
-	delete(r.flights, name)
-}
+func (r *Router) Forget(name string) { r.tenants.Forget(name) }
 
 // ForgetAll drops everything the router has cached. PGRegistry.Watch asks
 // for it after (re)connecting, since notifications sent while it was not
 // listening are lost.
-func (r *Router) ForgetAll() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.epoch++
-	if r.hits != nil {
-		r.hits.Purge()
-	}
-	if r.misses != nil {
-		r.misses.Purge()
-	}
-	clear(r.flights)
-}
+func (r *Router) ForgetAll() { r.tenants.ForgetAll() }
 
 // ConflictingClaimsError says that two of the values a client sent name
 // different tenants (see ResolveTenant). The proxy answers it with FATAL

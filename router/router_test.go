@@ -297,14 +297,7 @@ func TestForget(t *testing.T) {
 }
 
 // waiters returns how many callers are waiting on the lookup of name.
-func waiters(r *Router, name string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if f, ok := r.flights[name]; ok {
-		return f.waiters
-	}
-	return 0
-}
+func waiters(r *Router, name string) int { return r.tenants.waitersOn(name) }
 
 // receive returns the next value from ch, failing the test if none comes
 // in time, so that a regression fails rather than hangs.

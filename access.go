@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/router"
@@ -112,18 +113,25 @@ func describeTenant(tenant string) string {
 	return "tenant " + tenant
 }
 
-func tenantGrant(c *cli.Context) error {
+// grantArgs reads and checks the TENANT USER of grant and revoke, before
+// connecting, so that a typo fails fast and alone; then it connects.
+func grantArgs(c *cli.Context, usage string) (tenant, user string, conn *pgx.Conn, err error) {
 	if c.NArg() != 2 {
-		return cli.Exit("usage: pgtenant tenant grant [--backend DSN] TENANT USER (TENANT * for every tenant)", exitUsage)
+		return "", "", nil, cli.Exit(usage, exitUsage)
 	}
-	tenant, user := c.Args().Get(0), c.Args().Get(1)
+	tenant, user = c.Args().Get(0), c.Args().Get(1)
 	if err := tenantArg(tenant, true); err != nil {
-		return err
+		return "", "", nil, err
 	}
 	if err := router.ValidateUserName(user); err != nil {
-		return cli.Exit(err, exitUsage)
+		return "", "", nil, cli.Exit(err, exitUsage)
 	}
-	conn, err := adminConn(c)
+	conn, err = adminConn(c)
+	return tenant, user, conn, err
+}
+
+func tenantGrant(c *cli.Context) error {
+	tenant, user, conn, err := grantArgs(c, "usage: pgtenant tenant grant [--backend DSN] TENANT USER (TENANT * for every tenant)")
 	if err != nil {
 		return err
 	}
@@ -141,17 +149,7 @@ func tenantGrant(c *cli.Context) error {
 }
 
 func tenantRevoke(c *cli.Context) error {
-	if c.NArg() != 2 {
-		return cli.Exit("usage: pgtenant tenant revoke [--backend DSN] TENANT USER (TENANT * for the grant of every tenant)", exitUsage)
-	}
-	tenant, user := c.Args().Get(0), c.Args().Get(1)
-	if err := tenantArg(tenant, true); err != nil {
-		return err
-	}
-	if err := router.ValidateUserName(user); err != nil {
-		return cli.Exit(err, exitUsage)
-	}
-	conn, err := adminConn(c)
+	tenant, user, conn, err := grantArgs(c, "usage: pgtenant tenant revoke [--backend DSN] TENANT USER (TENANT * for the grant of every tenant)")
 	if err != nil {
 		return err
 	}

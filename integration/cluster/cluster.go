@@ -144,7 +144,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		defer cancel()
 	}
 
-	dir, err := os.MkdirTemp("", "pgtenant-pg-")
+	reapOrphans(ctx, run, os.TempDir())
+	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: create temporary directory: %w", err)
 	}
@@ -157,6 +158,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	// From here on every failure goes through c.abort, which stops whatever
 	// was started and removes dir.
+	if err := writeOwner(dir); err != nil {
+		return nil, c.abort(err)
+	}
 	if err := run.chown(dir); err != nil {
 		return nil, c.abort(err)
 	}

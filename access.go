@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -113,74 +112,75 @@ func describeTenant(tenant string) string {
 	return "tenant " + tenant
 }
 
-// grantArgs reads and checks the TENANT USER of grant and revoke, before
-// connecting, so that a typo fails fast and alone; then it connects.
-func grantArgs(c *cli.Context, usage string) (tenant, user string, conn *pgx.Conn, err error) {
+// grantArgs reads and checks the TENANT USER of grant and revoke before
+// anything connects, so that a typo fails fast and alone.
+func grantArgs(c *cli.Context, usage string) (tenant, user string, err error) {
 	if c.NArg() != 2 {
-		return "", "", nil, cli.Exit(usage, exitUsage)
+		return "", "", cli.Exit(usage, exitUsage)
 	}
 	tenant, user = c.Args().Get(0), c.Args().Get(1)
 	if err := tenantArg(tenant, true); err != nil {
-		return "", "", nil, err
+		return "", "", err
 	}
 	if err := router.ValidateUserName(user); err != nil {
-		return "", "", nil, cli.Exit(err, exitUsage)
+		return "", "", cli.Exit(err, exitUsage)
 	}
-	conn, err = adminConn(c)
-	return tenant, user, conn, err
+	return tenant, user, nil
 }
 
 func tenantGrant(c *cli.Context) error {
-	tenant, user, conn, err := grantArgs(c, "usage: pgtenant tenant grant [--backend DSN] TENANT USER (TENANT * for every tenant)")
+	tenant, user, err := grantArgs(c, "usage: pgtenant tenant grant [--backend DSN] TENANT USER (TENANT * for every tenant)")
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
-	created, err := router.GrantTenant(c.Context, conn, tenant, user)
-	if err != nil {
-		return adminExit(err)
-	}
-	if created {
-		fmt.Fprintf(c.App.Writer, "granted %s to user %s\n", describeTenant(tenant), user)
-	} else {
-		fmt.Fprintf(c.App.Writer, "user %s already has %s\n", user, describeTenant(tenant))
-	}
-	return nil
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		created, err := router.GrantTenant(c.Context, conn, tenant, user)
+		if err != nil {
+			return adminExit(err)
+		}
+		if created {
+			fmt.Fprintf(c.App.Writer, "granted %s to user %s\n", describeTenant(tenant), user)
+		} else {
+			fmt.Fprintf(c.App.Writer, "user %s already has %s\n", user, describeTenant(tenant))
+		}
+		return nil
+	})
 }
 
 func tenantRevoke(c *cli.Context) error {
-	tenant, user, conn, err := grantArgs(c, "usage: pgtenant tenant revoke [--backend DSN] TENANT USER (TENANT * for the grant of every tenant)")
+	tenant, user, err := grantArgs(c, "usage: pgtenant tenant revoke [--backend DSN] TENANT USER (TENANT * for the grant of every tenant)")
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
-	removed, err := router.RevokeTenant(c.Context, conn, tenant, user)
-	if err != nil {
-		return adminExit(err)
-	}
-	if removed {
-		fmt.Fprintf(c.App.Writer, "revoked %s from user %s\n", describeTenant(tenant), user)
-	} else {
-		fmt.Fprintf(c.App.Writer, "user %s had no grant of %s; nothing changed\n", user, describeTenant(tenant))
-	}
-	if tenant == router.AllTenants {
-		return nil
-	}
-	// Each grant is revoked as it was given, so a grant of every tenant
-	// still lets the user in; say so rather than let the person believe
-	// the door is shut.
-	grants, err := router.ListGrants(c.Context, conn)
-	if err != nil {
-		return cli.Exit(err, exitRuntime)
-	}
-	for _, g := range grants {
-		if g.User == user && g.Tenant == router.AllTenants {
-			fmt.Fprintf(c.App.Writer,
-				"note: user %s can still connect to %s through its grant of every tenant (*); "+
-					"revoke that with: pgtenant tenant revoke '*' %s\n", user, tenant, user)
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		removed, err := router.RevokeTenant(c.Context, conn, tenant, user)
+		if err != nil {
+			return adminExit(err)
 		}
-	}
-	return nil
+		if removed {
+			fmt.Fprintf(c.App.Writer, "revoked %s from user %s\n", describeTenant(tenant), user)
+		} else {
+			fmt.Fprintf(c.App.Writer, "user %s had no grant of %s; nothing changed\n", user, describeTenant(tenant))
+		}
+		if tenant == router.AllTenants {
+			return nil
+		}
+		// Each grant is revoked as it was given, so a grant of every tenant
+		// still lets the user in; say so rather than let the person believe
+		// the door is shut.
+		grants, err := router.ListGrants(c.Context, conn)
+		if err != nil {
+			return cli.Exit(err, exitRuntime)
+		}
+		for _, g := range grants {
+			if g.User == user && g.Tenant == router.AllTenants {
+				fmt.Fprintf(c.App.Writer,
+					"note: user %s can still connect to %s through its grant of every tenant (*); "+
+						"revoke that with: pgtenant tenant revoke '*' %s\n", user, tenant, user)
+			}
+		}
+		return nil
+	})
 }
 
 func aliasAdd(c *cli.Context) error {
@@ -194,16 +194,13 @@ func aliasAdd(c *cli.Context) error {
 	if err := tenantArg(tenant, false); err != nil {
 		return err
 	}
-	conn, err := adminConn(c)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if err := router.AddTenantAlias(c.Context, conn, alias, tenant); err != nil {
-		return adminExit(err)
-	}
-	fmt.Fprintf(c.App.Writer, "alias %s names tenant %s\n", alias, tenant)
-	return nil
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		if err := router.AddTenantAlias(c.Context, conn, alias, tenant); err != nil {
+			return adminExit(err)
+		}
+		fmt.Fprintf(c.App.Writer, "alias %s names tenant %s\n", alias, tenant)
+		return nil
+	})
 }
 
 func aliasRemove(c *cli.Context) error {
@@ -214,42 +211,36 @@ func aliasRemove(c *cli.Context) error {
 	if err := router.ValidateAliasName(alias); err != nil {
 		return cli.Exit(err, exitUsage)
 	}
-	conn, err := adminConn(c)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	removed, err := router.RemoveTenantAlias(c.Context, conn, alias)
-	if err != nil {
-		return adminExit(err)
-	}
-	if removed {
-		fmt.Fprintf(c.App.Writer, "removed alias %s\n", alias)
-	} else {
-		fmt.Fprintf(c.App.Writer, "there is no alias %s; nothing changed\n", alias)
-	}
-	return nil
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		removed, err := router.RemoveTenantAlias(c.Context, conn, alias)
+		if err != nil {
+			return adminExit(err)
+		}
+		if removed {
+			fmt.Fprintf(c.App.Writer, "removed alias %s\n", alias)
+		} else {
+			fmt.Fprintf(c.App.Writer, "there is no alias %s; nothing changed\n", alias)
+		}
+		return nil
+	})
 }
 
 func aliasList(c *cli.Context) error {
 	if c.NArg() != 0 {
 		return cli.Exit("usage: pgtenant tenant alias list [--backend DSN]", exitUsage)
 	}
-	conn, err := adminConn(c)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	aliases, err := router.ListAliases(c.Context, conn)
-	if err != nil {
-		return cli.Exit(err, exitRuntime)
-	}
-	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ALIAS\tTENANT")
-	for _, a := range aliases {
-		fmt.Fprintf(w, "%s\t%s\n", a.Alias, a.Tenant)
-	}
-	return w.Flush()
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		aliases, err := router.ListAliases(c.Context, conn)
+		if err != nil {
+			return cli.Exit(err, exitRuntime)
+		}
+		w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "ALIAS\tTENANT")
+		for _, a := range aliases {
+			fmt.Fprintf(w, "%s\t%s\n", a.Alias, a.Tenant)
+		}
+		return w.Flush()
+	})
 }
 
 // aliasesByTenant maps each tenant to its aliases, for `tenant list`.
@@ -265,27 +256,24 @@ func userList(c *cli.Context) error {
 	if c.NArg() != 0 {
 		return cli.Exit("usage: pgtenant user list [--backend DSN]", exitUsage)
 	}
-	conn, err := adminConn(c)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	grants, err := router.ListGrants(c.Context, conn)
-	if err != nil {
-		return cli.Exit(err, exitRuntime)
-	}
-	// ListGrants orders by user, * first: consecutive rows make a user.
-	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "USER\tTENANTS")
-	for i := 0; i < len(grants); {
-		user := grants[i].User
-		var tenants []string
-		for ; i < len(grants) && grants[i].User == user; i++ {
-			tenants = append(tenants, grants[i].Tenant)
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		grants, err := router.ListGrants(c.Context, conn)
+		if err != nil {
+			return cli.Exit(err, exitRuntime)
 		}
-		fmt.Fprintf(w, "%s\t%s\n", user, strings.Join(tenants, ","))
-	}
-	return w.Flush()
+		// ListGrants orders by user, * first: consecutive rows make a user.
+		w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "USER\tTENANTS")
+		for i := 0; i < len(grants); {
+			user := grants[i].User
+			var tenants []string
+			for ; i < len(grants) && grants[i].User == user; i++ {
+				tenants = append(tenants, grants[i].Tenant)
+			}
+			fmt.Fprintf(w, "%s\t%s\n", user, strings.Join(tenants, ","))
+		}
+		return w.Flush()
+	})
 }
 
 func userShow(c *cli.Context) error {
@@ -296,32 +284,29 @@ func userShow(c *cli.Context) error {
 	if err := router.ValidateUserName(user); err != nil {
 		return cli.Exit(err, exitUsage)
 	}
-	conn, err := adminConn(c)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	grants, err := router.ListGrants(c.Context, conn)
-	if err != nil {
-		return cli.Exit(err, exitRuntime)
-	}
-	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	n := 0
-	for _, g := range grants {
-		if g.User != user {
-			continue
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		grants, err := router.ListGrants(c.Context, conn)
+		if err != nil {
+			return cli.Exit(err, exitRuntime)
+		}
+		w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+		n := 0
+		for _, g := range grants {
+			if g.User != user {
+				continue
+			}
+			if n == 0 {
+				fmt.Fprintln(w, "TENANT\tGRANTED AT")
+			}
+			n++
+			fmt.Fprintf(w, "%s\t%s\n", g.Tenant, g.GrantedAt.UTC().Format(time.RFC3339))
 		}
 		if n == 0 {
-			fmt.Fprintln(w, "TENANT\tGRANTED AT")
+			fmt.Fprintf(c.App.Writer, "user %s is granted no tenant\n", user)
+			return nil
 		}
-		n++
-		fmt.Fprintf(w, "%s\t%s\n", g.Tenant, g.GrantedAt.UTC().Format(time.RFC3339))
-	}
-	if n == 0 {
-		fmt.Fprintf(c.App.Writer, "user %s is granted no tenant\n", user)
-		return nil
-	}
-	return w.Flush()
+		return w.Flush()
+	})
 }
 
 // userSecret prints a userlist line for USER with a SCRAM verifier of the

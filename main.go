@@ -115,17 +115,19 @@ func serve(c *cli.Context) error {
 	return nil
 }
 
-// adminConn connects to the backend named by --backend for an admin command.
-func adminConn(c *cli.Context) (*pgx.Conn, error) {
+// withAdminConn connects to the backend named by --backend for an admin
+// command, runs f on the connection and closes it.
+func withAdminConn(c *cli.Context, f func(conn *pgx.Conn) error) error {
 	dsn := c.String("backend")
 	if dsn == "" {
-		return nil, cli.Exit("--backend (or PGTENANT_BACKEND, or backend in --config) is required", exitUsage)
+		return cli.Exit("--backend (or PGTENANT_BACKEND, or backend in --config) is required", exitUsage)
 	}
 	conn, err := pgx.Connect(c.Context, dsn)
 	if err != nil {
-		return nil, cli.Exit(fmt.Errorf("connect to backend: %w", err), exitRuntime)
+		return cli.Exit(fmt.Errorf("connect to backend: %w", err), exitRuntime)
 	}
-	return conn, nil
+	defer conn.Close(context.Background())
+	return f(conn)
 }
 
 func tenantCreate(c *cli.Context) error {
@@ -142,46 +144,36 @@ func tenantCreate(c *cli.Context) error {
 			return cli.Exit(err, exitUsage)
 		}
 	}
-	conn, err := adminConn(c)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	t, created, err := router.CreateTenant(c.Context, conn, name, c.String("schema"))
-	if err != nil {
-		var inv *router.InvalidNameError
-		if errors.As(err, &inv) {
-			return cli.Exit(err, exitUsage)
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		t, created, err := router.CreateTenant(c.Context, conn, name, c.String("schema"))
+		if err != nil {
+			return adminExit(err)
 		}
-		return cli.Exit(err, exitRuntime)
-	}
-	if created {
-		fmt.Printf("created tenant %s (schema %s)\n", t.Name, t.Schema)
-	} else {
-		fmt.Printf("tenant %s already exists (schema %s)\n", t.Name, t.Schema)
-	}
-	return nil
+		if created {
+			fmt.Printf("created tenant %s (schema %s)\n", t.Name, t.Schema)
+		} else {
+			fmt.Printf("tenant %s already exists (schema %s)\n", t.Name, t.Schema)
+		}
+		return nil
+	})
 }
 
 func tenantList(c *cli.Context) error {
-	conn, err := adminConn(c)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	ts, err := router.ListTenants(c.Context, conn)
-	if err != nil {
-		return cli.Exit(err, exitRuntime)
-	}
-	aliases, err := router.ListAliases(c.Context, conn)
-	if err != nil {
-		return cli.Exit(err, exitRuntime)
-	}
-	byTenant := aliasesByTenant(aliases)
-	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tSCHEMA\tACTIVE\tALIASES")
-	for _, t := range ts {
-		fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", t.Name, t.Schema, t.Active, strings.Join(byTenant[t.Name], ","))
-	}
-	return w.Flush()
+	return withAdminConn(c, func(conn *pgx.Conn) error {
+		ts, err := router.ListTenants(c.Context, conn)
+		if err != nil {
+			return cli.Exit(err, exitRuntime)
+		}
+		aliases, err := router.ListAliases(c.Context, conn)
+		if err != nil {
+			return cli.Exit(err, exitRuntime)
+		}
+		byTenant := aliasesByTenant(aliases)
+		w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAME\tSCHEMA\tACTIVE\tALIASES")
+		for _, t := range ts {
+			fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", t.Name, t.Schema, t.Active, strings.Join(byTenant[t.Name], ","))
+		}
+		return w.Flush()
+	})
 }

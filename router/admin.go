@@ -153,7 +153,31 @@ var registryDDL = []string{
 // also upgrades a registry made by an older version. It is safe to run
 // concurrently, from several proxies or CLI invocations at once.
 func EnsureRegistry(ctx context.Context, db DB) error {
-	return inTx(ctx, db, func(tx pgx.Tx) error { return ensureRegistry(ctx, tx) })
+	return inRegistryTx(ctx, db, func(pgx.Tx) error { return nil })
+}
+
+// inRegistryTx runs f in a transaction of db that holds the registry lock
+// until commit, on a registry created if it was missing: every change to
+// the registry goes through it, so that concurrent changes run one at a
+// time and a check followed by a write cannot race.
+func inRegistryTx(ctx context.Context, db DB, f func(pgx.Tx) error) error {
+	return inTx(ctx, db, func(tx pgx.Tx) error {
+		if err := ensureRegistry(ctx, tx); err != nil {
+			return err
+		}
+		return f(tx)
+	})
+}
+
+// registryDelete runs a DELETE in a registry transaction and reports
+// whether it removed a row.
+func registryDelete(ctx context.Context, db DB, sql string, args ...any) (removed bool, err error) {
+	err = inRegistryTx(ctx, db, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, sql, args...)
+		removed = tag.RowsAffected() > 0
+		return err
+	})
+	return removed, err
 }
 
 // ensureRegistry takes the registry lock for the rest of tx and creates the
@@ -213,12 +237,9 @@ func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, cr
 	if err := ValidateSchemaName(schema); err != nil {
 		return Tenant{}, false, err
 	}
-	err = inTx(ctx, db, func(tx pgx.Tx) error {
+	err = inRegistryTx(ctx, db, func(tx pgx.Tx) error {
 		// The registry lock taken here is held until commit, so concurrent
 		// creates run one at a time and the checks below cannot race.
-		if err := ensureRegistry(ctx, tx); err != nil {
-			return err
-		}
 		existing, found, err := tenantByName(ctx, tx, name)
 		if err != nil {
 			return err
@@ -424,10 +445,7 @@ func GrantTenant(ctx context.Context, db DB, tenant, user string) (created bool,
 	if err != nil {
 		return false, err
 	}
-	err = inTx(ctx, db, func(tx pgx.Tx) error {
-		if err := ensureRegistry(ctx, tx); err != nil {
-			return err
-		}
+	err = inRegistryTx(ctx, db, func(tx pgx.Tx) error {
 		if target != nil {
 			if err := requireTenant(ctx, tx, tenant); err != nil {
 				return err
@@ -464,19 +482,9 @@ func RevokeTenant(ctx context.Context, db DB, tenant, user string) (removed bool
 	if err != nil {
 		return false, err
 	}
-	err = inTx(ctx, db, func(tx pgx.Tx) error {
-		if err := ensureRegistry(ctx, tx); err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx,
-			`DELETE FROM pgtenant.tenant_users WHERE user_name = $1 AND tenant IS NOT DISTINCT FROM $2::text`,
-			user, target)
-		if err != nil {
-			return fmt.Errorf("delete grant: %w", err)
-		}
-		removed = tag.RowsAffected() > 0
-		return nil
-	})
+	removed, err = registryDelete(ctx, db,
+		`DELETE FROM pgtenant.tenant_users WHERE user_name = $1 AND tenant IS NOT DISTINCT FROM $2::text`,
+		user, target)
 	if err != nil {
 		return false, fmt.Errorf("revoke %s from user %q: %w", grantTarget(tenant), user, err)
 	}
@@ -542,12 +550,9 @@ func AddTenantAlias(ctx context.Context, db DB, alias, tenant string) error {
 	if err := ValidateTenantName(tenant); err != nil {
 		return err
 	}
-	err := inTx(ctx, db, func(tx pgx.Tx) error {
+	err := inRegistryTx(ctx, db, func(tx pgx.Tx) error {
 		// Under the registry lock, so that CreateTenant cannot create a
 		// tenant called alias between the check and the insert.
-		if err := ensureRegistry(ctx, tx); err != nil {
-			return err
-		}
 		if err := requireTenant(ctx, tx, tenant); err != nil {
 			return err
 		}
@@ -584,18 +589,7 @@ func RemoveTenantAlias(ctx context.Context, db DB, alias string) (bool, error) {
 	if err := ValidateAliasName(alias); err != nil {
 		return false, err
 	}
-	var removed bool
-	err := inTx(ctx, db, func(tx pgx.Tx) error {
-		if err := ensureRegistry(ctx, tx); err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `DELETE FROM pgtenant.tenant_aliases WHERE alias = $1`, alias)
-		if err != nil {
-			return fmt.Errorf("delete alias: %w", err)
-		}
-		removed = tag.RowsAffected() > 0
-		return nil
-	})
+	removed, err := registryDelete(ctx, db, `DELETE FROM pgtenant.tenant_aliases WHERE alias = $1`, alias)
 	if err != nil {
 		return false, fmt.Errorf("remove alias %q: %w", alias, err)
 	}

@@ -46,9 +46,6 @@ type session struct {
 	tenant router.Tenant
 	pin    pin
 	key    cancelKey
-	// startupDeadline ends startup and authentication (StartupTimeout
-	// after accept); the socket has it as its deadline until then.
-	startupDeadline time.Time
 
 	// own counts pgtenant's own expectations in q. It is atomic because
 	// the backend goroutine reads it for every reply (while it is zero,
@@ -225,8 +222,10 @@ func (s *session) serve(ctx context.Context) {
 		_ = s.nc.Close()
 	}()
 
-	s.startupDeadline = time.Now().Add(s.srv.cfg.StartupTimeout)
-	_ = s.nc.SetDeadline(s.startupDeadline)
+	// The startup deadline (StartupTimeout after accept) bounds admission
+	// and authentication; the socket has it until the client is in.
+	deadline := time.Now().Add(s.srv.cfg.StartupTimeout)
+	_ = s.nc.SetDeadline(deadline)
 	startup, err := s.admit()
 	if err != nil {
 		s.reportStartupError("admit", err)
@@ -243,7 +242,7 @@ func (s *session) serve(ctx context.Context) {
 	defer s.srv.clients.Add(-1)
 
 	defer s.srv.unregister(s) // start registers the cancel key it hands out
-	if err := s.start(ctx, startup); err != nil {
+	if err := s.start(ctx, startup, deadline); err != nil {
 		if ctx.Err() != nil && !isClosedErr(err) {
 			// Shutdown cancelled whatever start was waiting on (a
 			// registry lookup, a backend); that, not the cancelled
@@ -286,7 +285,7 @@ func (s *session) reportStartupError(stage string, err error) {
 
 // start authenticates and routes the client, checks its parameters on a
 // backend, and tells it the server's parameters and its cancel key.
-func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error {
+func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadline time.Time) error {
 	s.user = sm.Parameters["user"]
 	if s.user == "" {
 		return fatalf(codeInvalidAuthorization, "no PostgreSQL user name specified in startup packet")
@@ -309,7 +308,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage) error 
 	actx := ctx
 	if _, trust := s.srv.auth.(auth.Trust); !trust {
 		var cancel context.CancelFunc
-		actx, cancel = context.WithDeadline(ctx, s.startupDeadline)
+		actx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
 	if err := s.srv.auth.Authenticate(actx, s, s.user); err != nil {

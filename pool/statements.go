@@ -19,7 +19,7 @@ const DefaultMaxStatements = 200
 // statement, and the holder must then Close it on the server (Add reports
 // which). Like everything on a Conn, it is used by one holder at a time.
 type Statements struct {
-	lru     *simplelru.LRU[string, string]
+	lru     *simplelru.LRU[string, stmtEntry]
 	next    uint64
 	evicted []string
 }
@@ -29,27 +29,42 @@ func newStatements(max int) *Statements {
 		max = DefaultMaxStatements
 	}
 	st := &Statements{}
-	st.lru, _ = simplelru.NewLRU[string, string](max, func(_ string, name string) {
-		st.evicted = append(st.evicted, name)
+	st.lru, _ = simplelru.NewLRU[string, stmtEntry](max, func(_ string, e stmtEntry) {
+		st.evicted = append(st.evicted, e.name)
 	})
 	return st
 }
 
-// Lookup returns the server-side name of the statement with key, marking it
-// recently used.
-func (st *Statements) Lookup(key string) (name string, ok bool) {
-	return st.lru.Get(key)
+// stmtEntry is a statement's server-side name and the tag it was prepared
+// with.
+type stmtEntry struct {
+	name string
+	tag  uint64
 }
 
-// Add names a new statement for key and returns the names of statements
-// evicted to make room; the caller closes those on the server before the
-// connection changes hands. The returned slice is only valid until the next
-// call.
-func (st *Statements) Add(key string) (name string, evicted []string) {
+// Lookup returns the server-side name of the statement with key and the tag
+// it was added with, marking it recently used.
+func (st *Statements) Lookup(key string) (name string, tag uint64, ok bool) {
+	e, ok := st.lru.Get(key)
+	return e.name, e.tag, ok
+}
+
+// Add names a new statement for key, replacing any it had, and returns the
+// names of statements evicted to make room; the caller closes those on the
+// server before the connection changes hands. The returned slice is only
+// valid until the next call. tag is the holder's to interpret (the proxy
+// keeps the statement generation of the tenant it was prepared for, so
+// statements made stale by DDL are prepared again).
+func (st *Statements) Add(key string, tag uint64) (name string, evicted []string) {
 	st.next++
 	name = "pgt_" + strconv.FormatUint(st.next, 10)
 	st.evicted = st.evicted[:0]
-	st.lru.Add(key, name)
+	if old, ok := st.lru.Peek(key); ok {
+		// The key's statement is replaced: the server's copy must be
+		// closed like an evicted one.
+		st.evicted = append(st.evicted, old.name)
+	}
+	st.lru.Add(key, stmtEntry{name: name, tag: tag})
 	return name, st.evicted
 }
 

@@ -16,17 +16,18 @@ import (
 )
 
 // The safe point. A backend may change hands only when all of these hold:
-//   - every reply it owes is in (the reply queue is empty): each Query,
-//     FunctionCall and Sync of the client's has its ReadyForQuery, and
-//     pgtenant's own messages theirs;
+//   - every reply it owes is in (the reply model is empty): each message
+//     sent, the client's and pgtenant's own, has been answered
+//     (replies.go);
 //   - the client has sent nothing after its last Sync (!open);
-//   - no COPY FROM STDIN is under way: every one the server started
-//     (CopyInResponse) the client has ended (CopyDone/CopyFail);
+//   - the server is not in COPY FROM STDIN;
 //   - the last ReadyForQuery said 'I': no transaction is open;
+//   - everything the client goroutine decided to send has been written
+//     and flushed (!unsent), and no cancel is on its way to the backend;
 //   - the client is not pinned to the backend (session mode, or a session
 //     feature in use), unless it is leaving.
 // The check runs when a ReadyForQuery arrives, the only moment it can become
-// true; then the backend is released.
+// true (safePointLocked); then the backend is released.
 
 // clientMsg is what the client goroutine learned of one message before
 // deciding what to send for it.
@@ -47,22 +48,38 @@ type clientMsg struct {
 	nameEnd int
 	portal  string // Bind
 	kind    byte   // Describe, Close: 'S' or 'P'
-	// Query and Parse: what the text means for the session.
-	res  scanResult
-	text string
+	// Query and Parse: what the text means for the session; dirty says the
+	// text may change it.
+	res   scanResult
+	text  string
+	dirty bool
 	// replace: the message is sent as these bytes instead (a refusal).
 	replace []byte
+	// after: pgtenant's own messages sent right behind this one.
+	after []byte
 }
+
+// step is what the client goroutine does with a message once the locked
+// part of its handling (routeMsg) has decided.
+type step uint8
+
+const (
+	stepSend     step = iota // write it to the attached backend
+	stepDrop                 // discard it (answered, skipped, or meaningless)
+	stepCheckout             // get a backend first, then decide again
+	stepEnd                  // the session is over
+)
 
 // relayClient reads client messages until the client leaves.
 func (s *session) relayClient(ctx context.Context) error {
 	for {
 		// Flush point: nothing more is buffered from the client, so send
 		// what it has said so far in one write before waiting for more.
-		if s.cr.Buffered() == 0 && s.bw.Buffered() > 0 {
+		if s.cr.Buffered() == 0 && s.unsentNow() {
 			// A write error means the server is gone; the backend
 			// goroutine sees that on its side and reports it.
 			_ = s.bw.Flush()
+			s.flushedToBackend()
 		}
 		typ, n, err := peekHeader(s.cr)
 		if err != nil {
@@ -88,73 +105,124 @@ func (s *session) relayClient(ctx context.Context) error {
 			return s.violation(fatalf(codeProtocolViolation, "invalid frontend message type %q", typ))
 		}
 
-		s.mu.Lock()
-		if s.skipTillSync {
-			if typ == 'S' {
-				s.skipTillSync = false
-				_ = writeMsg(s.cw, s.skipErr.response())
-				_, _ = s.cw.Write(readyForQuery('I'))
-				_ = s.cw.Flush()
-			}
-			s.mu.Unlock()
+		st, flush := s.routeMsg(ctx, &m, nil, nil)
+		if st == stepCheckout {
+			be, err := s.srv.pool.Checkout(ctx)
+			st, flush = s.routeMsg(ctx, &m, be, err)
+		}
+		if flush {
+			// Answers pgtenant gave while detached: the client goroutine
+			// owns cw, and writes it out of the lock.
+			_ = s.cw.Flush()
+			s.cwDone()
+		}
+		switch st {
+		case stepEnd:
+			_ = s.dropMsg(&m)
+			return errClientGone
+		case stepDrop:
 			if err := s.dropMsg(&m); err != nil {
 				return err
 			}
 			continue
 		}
-		if s.be == nil {
-			if typ == 'd' || typ == 'c' || typ == 'f' {
-				// COPY data after the server already ended the COPY (it
-				// failed): PostgreSQL ignores these too.
-				s.mu.Unlock()
-				if err := s.dropMsg(&m); err != nil {
-					return err
-				}
-				continue
-			}
-			if s.srv.draining.Load() {
-				s.fail(fatalf(codeAdminShutdown, "pgtenant is shutting down"))
-				s.mu.Unlock()
-				return errClientGone
-			}
-			if s.answerDetachedLocked(ctx, &m) {
-				s.mu.Unlock()
-				if err := s.dropMsg(&m); err != nil {
-					return err
-				}
-				continue
-			}
-			var be *pool.Conn
-			var err error
-			if be = s.reserved; be != nil {
-				s.reserved = nil
-			} else {
-				s.mu.Unlock()
-				be, err = s.srv.pool.Checkout(ctx)
-				s.mu.Lock()
-			}
-			if err != nil {
-				s.refuseLocked(typ, checkoutError(err))
-				s.mu.Unlock()
-				if err := s.dropMsg(&m); err != nil {
-					return err
-				}
-				continue
-			}
-			s.attachLocked(be, true)
-		}
-		s.out = s.out[:0]
-		if s.dirtyText {
-			s.dirty = true
-			s.dirtyText = false
-		}
-		s.accountLocked(&m)
-		s.mu.Unlock()
-
 		if err := s.send(&m); err != nil {
 			return err
 		}
 	}
+}
+
+// unsentNow reports whether the client goroutine has something accounted
+// but not yet flushed to the backend. Client goroutine only (it alone sets
+// unsent); read under mu for the race detector's sake.
+func (s *session) unsentNow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unsent
+}
+
+// flushedToBackend: everything accounted has been written out. A backend
+// goroutine waiting to release at a safe point may go on.
+func (s *session) flushedToBackend() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unsent = false
+	if s.parked {
+		s.cond.Broadcast()
+	}
+}
+
+// cwDone: the client goroutine finished writing cw while detached.
+func (s *session) cwDone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cwBusy = false
+}
+
+// routeMsg decides, under the lock, what happens to one client message:
+// answered or refused by pgtenant, dropped, sent to the attached backend
+// (accounted in the reply model first), or held until a backend is checked
+// out. On the second call, after a checkout, be and err are its outcome.
+// flush says pgtenant wrote answers to cw that the caller must flush.
+func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, checkoutErr error) (st step, flush bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.link == linkFailing {
+		s.cond.Wait() // the backend goroutine is telling the client about a loss
+	}
+	if s.link == linkLost {
+		if be != nil {
+			s.srv.pool.Release(be)
+		}
+		return stepEnd, false
+	}
+	if s.skipTillSync {
+		if be != nil {
+			s.srv.pool.Release(be)
+		}
+		if m.typ == 'S' {
+			s.skipTillSync = false
+			_ = writeMsg(s.cw, s.skipErr.response())
+			_, _ = s.cw.Write(readyForQuery('I'))
+			s.cwBusy = true
+			return stepDrop, true
+		}
+		return stepDrop, false
+	}
+	if s.link == linkDetached {
+		switch {
+		case be != nil || checkoutErr != nil:
+			if checkoutErr != nil {
+				s.refuseLocked(m.typ, checkoutError(checkoutErr))
+				return stepDrop, s.cwBusy
+			}
+		case m.typ == 'd' || m.typ == 'c' || m.typ == 'f':
+			// COPY data after the server already ended the COPY (it
+			// failed): PostgreSQL ignores these too.
+			return stepDrop, false
+		case s.srv.draining.Load():
+			s.fail(fatalf(codeAdminShutdown, "pgtenant is shutting down"))
+			return stepEnd, false
+		case s.answerDetachedLocked(ctx, m):
+			s.cwBusy = true
+			return stepDrop, true
+		case s.reserved != nil:
+			be, s.reserved = s.reserved, nil
+		default:
+			return stepCheckout, false
+		}
+		s.attachLocked(be, true)
+	} else if be != nil {
+		// Attached meanwhile (cannot happen: only this goroutine
+		// attaches); give the extra one back.
+		s.srv.pool.Release(be)
+	}
+	s.out = s.out[:0]
+	if !s.accountLocked(m) {
+		return stepDrop, false
+	}
+	s.unsent = true
+	return stepSend, false
 }
 
 // body returns the message's body: from the reader's buffer when it fits
@@ -298,7 +366,7 @@ func (s *session) scan(m *clientMsg, text []byte) {
 	m.res = s.scanText(m.text)
 	// The text may change the session: the backend cannot be reused
 	// without a pin once this client is done with it.
-	s.dirtyText = true
+	m.dirty = true
 }
 
 // effectsOf returns the session effects of the client's statement name
@@ -311,118 +379,6 @@ func (s *session) effectsOf(name string) *stmtEffects {
 		return &cs.effects
 	}
 	return nil
-}
-
-// accountLocked records what the server owes for a client message about to
-// be sent and queues into s.out whatever pgtenant must send before it (or,
-// for mapped messages, instead of it).
-func (s *session) accountLocked(m *clientMsg) {
-	switch m.typ {
-	case 'Q':
-		// A simple Query destroys the unnamed statement.
-		s.unnamedParse, s.unnamedHere = nil, false
-		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
-			m.replace, _ = (&pgproto3.Query{String: raiseSQL(refuse)}).Encode(nil)
-		} else if len(m.res.refs) > 0 {
-			if text := s.rewriteRefsLocked(m.text, m.res.refs); text != "" {
-				m.replace, _ = (&pgproto3.Query{String: text}).Encode(nil)
-			}
-		}
-		s.expectLocked(expectation{kind: expectQuery})
-	case 'F':
-		s.expectLocked(expectation{kind: expectQuery})
-	case 'S':
-		if s.copyStarted > s.copyEnded {
-			break // the server ignores Sync in copy-in mode
-		}
-		s.expectLocked(expectation{kind: expectSync, copyWindow: s.copyWindow})
-		s.open = false
-	case 'E':
-		s.open = true
-		s.execSeq++
-		s.copyWindow = s.execSeq
-	case 'H':
-		s.open = true
-	case 'P':
-		s.open = true
-		effects := stmtEffects{changes: m.res.changes, params: m.res.params}
-		m.res.changes, m.res.params = nil, nil // they apply when the statement is bound
-		body := m.whole
-		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
-			body = refusedParse(m, refuse)
-			effects = stmtEffects{}
-		}
-		if m.mapped {
-			_, rest, _ := splitName(body)
-			s.parseNamedLocked(m.name, rest, effects)
-			return
-		}
-		s.unnamed = effects
-		if body != nil { // refused: replaced
-			_, s.unnamedParse, _ = splitName(body)
-			m.replace = appendHeader(nil, 'P', len(body))
-			m.replace = append(m.replace, body...)
-		} else {
-			s.unnamedParse = s.unnamedBuf
-		}
-		s.unnamedHere = true
-		s.expectLocked(expectation{kind: expectParse})
-	case 'B':
-		s.open = true
-		if m.name == "" {
-			s.ensureUnnamedLocked()
-			if s.unnamedParse == nil && !s.unnamedHere {
-				// No unnamed statement of this client's: the backend may
-				// still hold its last holder's, which must not run. Send
-				// a name that exists nowhere; the server answers 26000.
-				m.mapped = true
-			}
-		}
-		if eff := s.effectsOf(m.name); eff != nil && !eff.empty() {
-			s.tentative = append(s.tentative, eff.changes...)
-			for _, pc := range eff.params {
-				if v, ok := bindParamText(m.whole, pc.param); ok {
-					s.tentative = append(s.tentative, change{name: pc.name, value: quoteLiteral(v)})
-				}
-			}
-		}
-		if m.mapped {
-			name := s.backendStmtNameLocked(m.name)
-			s.out = appendHeader(s.out, 'B', len(m.portal)+1+len(name)+1+m.n-m.nameEnd)
-			s.out = append(s.out, m.portal...)
-			s.out = append(s.out, 0)
-			s.out = append(s.out, name...)
-			s.out = append(s.out, 0)
-		}
-	case 'D':
-		s.open = true
-		if m.kind == 'S' && m.name == "" {
-			s.ensureUnnamedLocked()
-		}
-		if m.mapped {
-			s.out = appendDescribe(s.out, 'S', s.backendStmtNameLocked(m.name))
-		}
-	case 'C':
-		s.open = true
-		if m.mapped {
-			// The backend's statement stays for others; the client's is
-			// gone. Closing a name that does not exist is no error, so the
-			// server still answers CloseComplete.
-			delete(s.stmts, m.name)
-			s.out = appendClose(s.out, 'S', unknownStmtName(m.name))
-		}
-		s.expectLocked(expectation{kind: expectClose})
-	case 'c', 'f':
-		s.copyEnded++
-		s.copyWindow = 0
-		// With no ReadyForQuery owed to the client, none is coming that
-		// could mark the safe point (the COPY already failed, or it was
-		// started by an Execute whose Sync the server ignored): a Sync of
-		// pgtenant's own brings one, after the client's message.
-		if s.clientWait == 0 {
-			s.poke = true
-		}
-	}
 }
 
 // answerDetachedLocked answers, without a backend, a message that needs
@@ -441,7 +397,8 @@ func (s *session) accountLocked(m *clientMsg) {
 //     (a detached client is never in a transaction).
 //   - Flush: flush what was answered.
 //
-// Called with cw owned by the client goroutine (no backend attached).
+// Called with cw owned by the client goroutine (no backend attached); the
+// caller flushes what it wrote, outside the lock.
 func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 	switch m.typ {
 	case 'P':
@@ -468,16 +425,21 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 		_, _ = s.cw.Write(closeComplete)
 	case 'S':
 		_, _ = s.cw.Write(readyForQuery('I'))
-		_ = s.cw.Flush()
 	case 'H':
-		_ = s.cw.Flush()
 	default:
 		return false
 	}
 	return true
 }
 
-var closeComplete = []byte{'3', 0, 0, 0, 4}
+var (
+	parseComplete = []byte{'1', 0, 0, 0, 4}
+	closeComplete = []byte{'3', 0, 0, 0, 4}
+	// bindUnnamed binds the unnamed statement to the unnamed portal, with
+	// no parameters and text results; executeUnnamed runs it to the end.
+	bindUnnamed    = []byte{'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0}
+	executeUnnamed = []byte{'E', 0, 0, 0, 9, 0, 0, 0, 0, 0}
+)
 
 // ensureUnnamedLocked re-prepares the client's unnamed statement on a
 // backend that has not seen it: a client may Parse it in one Sync batch and
@@ -488,7 +450,7 @@ func (s *session) ensureUnnamedLocked() {
 		return
 	}
 	s.out = appendParse(s.out, "", s.unnamedParse)
-	s.expectLocked(expectation{kind: expectParse, own: true})
+	s.expectLocked(entry{kind: replyParse, own: true})
 	s.unnamedHere = true
 }
 
@@ -503,6 +465,199 @@ func refusedParse(m *clientMsg, refuse *pgError) []byte {
 	out = append(out, raiseSQL(refuse)...)
 	out = append(out, 0)
 	return append(out, tail...)
+}
+
+// accountLocked records what the server owes for a client message about to
+// be sent and queues into s.out whatever pgtenant must send before it (or,
+// for mapped messages, instead of it). It returns false when the message is
+// not to be sent at all.
+func (s *session) accountLocked(m *clientMsg) bool {
+	if m.dirty {
+		s.dirty = true
+	}
+	switch m.typ {
+	case 'Q':
+		// A simple Query destroys the unnamed statement.
+		s.unnamedParse, s.unnamedHere = nil, false
+		e := entry{kind: replyQuery}
+		var after string
+		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
+			m.replace, _ = (&pgproto3.Query{String: raiseSQL(refuse)}).Encode(nil)
+		} else {
+			e.changes = m.res.changes
+			text := ""
+			switch {
+			case m.res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "":
+				// The client's DEALLOCATE ALL drops the client's
+				// statements (sessionEffectsLocked did), not the ones
+				// the backend keeps for every client of the tenant: the
+				// server runs a statement that changes nothing, and the
+				// client hears the tag it expects.
+				text = "RESET pgtenant.deallocate_all"
+				e.tag = "DEALLOCATE ALL"
+			case len(m.res.refs) > 0:
+				text = s.rewriteRefsLocked(m.text, m.res.refs)
+			case m.res.discardAlone:
+				// DISCARD ALL must be alone in its Query: the client's
+				// defaults follow in a Query of pgtenant's.
+				after = s.restoreSQL(m.res.changes)
+			case len(m.res.resets) > 0:
+				if text = s.inlineRestores(m.text, m.res.resets); text != "" {
+					e.restoreInline = true
+				}
+			}
+			if text != "" {
+				m.replace, _ = (&pgproto3.Query{String: text}).Encode(nil)
+			}
+		}
+		s.expectLocked(e)
+		if after != "" {
+			m.after, _ = (&pgproto3.Query{String: after}).Encode(nil)
+			s.expectLocked(entry{kind: replyQuery, own: true, soft: true})
+		}
+	case 'F':
+		s.expectLocked(entry{kind: replyQuery})
+	case 'S':
+		s.open = false
+		s.expectLocked(entry{kind: replySync})
+	case 'E':
+		s.open = true
+		e := entry{kind: replyExecute}
+		if len(s.portalChanges) > 0 {
+			// The portal's name starts the Execute body.
+			if body, err := s.body(m); err == nil {
+				if portal, _, ok := splitName(body); ok {
+					e.changes = s.portalChanges[portal]
+				}
+			}
+		}
+		s.expectLocked(e)
+		if restore := s.restoreSQL(e.changes); restore != "" {
+			// Behind the Execute, in the same segment, so the client's next
+			// statement already sees its defaults. pgtenant's statement is
+			// the unnamed one: the client's is prepared again when next
+			// bound (ensureUnnamedLocked).
+			m.after = appendParse(m.after, "", append([]byte(restore), 0, 0, 0))
+			m.after = append(m.after, bindUnnamed...)
+			m.after = append(m.after, executeUnnamed...)
+			s.unnamedHere = false
+			s.expectLocked(entry{kind: replyParse, own: true, soft: true})
+			s.expectLocked(entry{kind: replyBind, own: true, soft: true})
+			s.expectLocked(entry{kind: replyExecute, own: true, soft: true})
+		}
+	case 'H':
+		s.open = true
+	case 'P':
+		s.open = true
+		effects := stmtEffects{changes: m.res.changes, params: m.res.params}
+		m.res.changes, m.res.params = nil, nil // they apply when the statement is bound
+		body := m.whole
+		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
+			body = refusedParse(m, refuse)
+			effects = stmtEffects{}
+		}
+		if m.mapped {
+			_, rest, _ := splitName(body)
+			s.parseNamedLocked(m.name, rest, effects)
+			return true
+		}
+		s.unnamed = effects
+		if body != nil { // refused: replaced
+			_, s.unnamedParse, _ = splitName(body)
+			m.replace = appendHeader(nil, 'P', len(body))
+			m.replace = append(m.replace, body...)
+		} else {
+			s.unnamedParse = s.unnamedBuf
+		}
+		s.unnamedHere = true
+		s.expectLocked(entry{kind: replyParse})
+	case 'B':
+		s.open = true
+		if m.name == "" {
+			s.ensureUnnamedLocked()
+			if s.unnamedParse == nil && !s.unnamedHere {
+				// No unnamed statement of this client's: the backend may
+				// still hold its last holder's, which must not run. Send
+				// a name that exists nowhere; the server answers 26000.
+				m.mapped = true
+			}
+		}
+		s.bindChangesLocked(m)
+		e := entry{kind: replyBind}
+		if m.mapped {
+			var name string
+			name, e.key = s.backendStmtNameLocked(m.name)
+			s.out = appendHeader(s.out, 'B', len(m.portal)+1+len(name)+1+m.n-m.nameEnd)
+			s.out = append(s.out, m.portal...)
+			s.out = append(s.out, 0)
+			s.out = append(s.out, name...)
+			s.out = append(s.out, 0)
+		}
+		s.expectLocked(e)
+	case 'D':
+		s.open = true
+		e := entry{kind: replyDescribePortal}
+		if m.kind == 'S' {
+			e.kind = replyDescribeStmt
+			if m.name == "" {
+				s.ensureUnnamedLocked()
+			}
+		}
+		if m.mapped {
+			var name string
+			name, e.key = s.backendStmtNameLocked(m.name)
+			s.out = appendDescribe(s.out, 'S', name)
+		}
+		s.expectLocked(e)
+	case 'C':
+		s.open = true
+		if m.mapped {
+			// The backend's statement stays for others; the client's is
+			// gone. Closing a name that does not exist is no error, so the
+			// server still answers CloseComplete.
+			delete(s.stmts, m.name)
+			s.out = appendClose(s.out, 'S', unknownStmtName(m.name))
+		} else if m.kind == 'P' {
+			delete(s.portalChanges, m.name)
+		}
+		s.expectLocked(entry{kind: replyClose})
+	case 'd', 'c', 'f':
+		if !s.rm.copyIn && s.rm.len() == 0 {
+			// Nothing owed, so no COPY is under way or can start: the
+			// server would ignore it (a COPY that already failed).
+			return false
+		}
+		if m.typ != 'd' {
+			s.expectLocked(entry{kind: replyCopyEnd})
+		}
+	}
+	return true
+}
+
+// bindChangesLocked records what executing the portal a Bind creates will
+// change in the session: the statement's changes, and set_config values
+// that come as its parameters. A statement that changes the session marks
+// the backend dirty each time it is bound, whether its text was scanned
+// now or when it was prepared.
+func (s *session) bindChangesLocked(m *clientMsg) {
+	eff := s.effectsOf(m.name)
+	if eff == nil || eff.empty() {
+		if len(s.portalChanges) > 0 {
+			delete(s.portalChanges, m.portal)
+		}
+		return
+	}
+	s.dirty = true
+	changes := append([]change(nil), eff.changes...)
+	for _, pc := range eff.params {
+		if v, ok := bindParamText(m.whole, pc.param); ok {
+			changes = append(changes, change{name: pc.name, value: quoteLiteral(v)})
+		}
+	}
+	if s.portalChanges == nil {
+		s.portalChanges = map[string][]change{}
+	}
+	s.portalChanges[m.portal] = changes
 }
 
 // send writes what accountLocked prepared and then the message itself:
@@ -532,9 +687,8 @@ func (s *session) send(m *clientMsg) error {
 	default:
 		err = forward(s.cr, s.bw, m.n)
 	}
-	if s.poke {
-		s.poke = false
-		_, _ = s.bw.Write(syncMsg)
+	if err == nil && m.after != nil {
+		_, _ = s.bw.Write(m.after)
 	}
 	var ce *copyError
 	if err != nil && errors.As(err, &ce) && ce.write {
@@ -553,52 +707,23 @@ func (s *session) dropMsg(m *clientMsg) error {
 	return discard(s.cr, m.n)
 }
 
-var syncMsg = []byte{'S', 0, 0, 0, 4}
-
-// expectLocked queues an expectation.
-func (s *session) expectLocked(e expectation) {
-	s.q.push(e)
-	if e.own {
-		s.own.Add(1)
-	} else if e.kind == expectSync || e.kind == expectQuery {
-		s.clientWait++
+// expectLocked records a message about to be sent in the reply model; one
+// the server will not answer (it skips to Sync, or reads COPY data) is
+// handled as skipped at once.
+func (s *session) expectLocked(e entry) {
+	if !s.rm.sent(e) {
+		s.skippedLocked(e)
 	}
 }
 
-// popLocked removes the oldest expectation, keeping the counters.
-func (s *session) popLocked() expectation {
-	e := s.q.pop()
-	s.uncountLocked(e)
-	if e.own && e.kind == expectQuery {
-		s.ownDone.Broadcast() // a cancel may be waiting for the pin
-	}
-	return e
-}
-
-func (s *session) uncountLocked(e expectation) {
-	if e.own {
-		s.own.Add(-1)
-	} else if e.kind == expectSync || e.kind == expectQuery {
-		s.clientWait--
-	}
-}
-
-// skipToSyncLocked drops the expectations the server will not answer after
-// an error in the extended protocol: it skips messages up to the next Sync.
-func (s *session) skipToSyncLocked() {
-	for f := s.q.front(); f != nil && f.kind != expectSync && f.kind != expectQuery; f = s.q.front() {
-		s.parseFailedLocked(s.popLocked())
-	}
-}
-
-// parseFailedLocked forgets what a Parse that failed or was skipped would
-// have defined: on the backend, and for the client, whose statement name is
-// free again as in PostgreSQL (a failed Parse defines nothing).
-func (s *session) parseFailedLocked(e expectation) {
-	if e.kind != expectParse {
+// skippedLocked forgets what a message that failed or that the server
+// skipped would have done. A Parse defines nothing, on the backend or for
+// the client, whose statement name is free again as in PostgreSQL.
+func (s *session) skippedLocked(e entry) {
+	if e.kind != replyParse {
 		return
 	}
-	if e.key != "" {
+	if e.key != "" && s.be != nil {
 		s.be.Statements.Remove(e.key)
 	}
 	// A statement pgtenant answered itself (answerDetachedLocked) stays:
@@ -612,13 +737,14 @@ func (s *session) parseFailedLocked(e expectation) {
 // refuseLocked answers a client message that cannot run because no backend
 // could be had, the way PostgreSQL answers a failed command: an error, then
 // ReadyForQuery at the end of the command (at once for Query and Sync, at
-// the client's next Sync for an extended-protocol batch).
+// the client's next Sync for an extended-protocol batch). The caller
+// flushes cw when cwBusy is set.
 func (s *session) refuseLocked(typ byte, e *pgError) {
 	switch typ {
 	case 'Q', 'F', 'S':
 		_ = writeMsg(s.cw, e.response())
 		_, _ = s.cw.Write(readyForQuery('I'))
-		_ = s.cw.Flush()
+		s.cwBusy = true
 	default:
 		s.skipTillSync = true
 		s.skipErr = e
@@ -630,10 +756,13 @@ func (s *session) refuseLocked(typ byte, e *pgError) {
 // error and the backend is closed, and it sends the error as it winds down.
 func (s *session) violation(e *pgError) error {
 	s.mu.Lock()
+	for s.link == linkFailing {
+		s.cond.Wait()
+	}
 	be := s.be
-	if be == nil {
-		s.fail(e)
+	if s.link != linkAttached {
 		s.mu.Unlock()
+		s.fail(e)
 		return e
 	}
 	s.violated = e
@@ -653,16 +782,19 @@ func (s *session) violation(e *pgError) error {
 // state (pinReusable). Tenants never share a key, so reuse can only ever
 // happen within one tenant.
 func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
+	s.setLinkLocked(linkAttached)
 	s.be = be
 	s.unnamedHere = false
 	s.dirty = false
+	s.curClient = false
 	s.bw.Reset(be.NetConn)
 	if pinNow && !s.srv.cfg.BenchNoPin && !(s.srv.cfg.PinReuse && be.State == s.pin.key) {
 		_, _ = s.bw.Write(s.pin.msgs)
 		for i := 0; i < s.pin.queries; i++ {
-			s.expectLocked(expectation{kind: expectQuery, own: true})
+			s.expectLocked(entry{kind: replyQuery, own: true})
 		}
 		be.State = s.pin.key
+		s.unsent = true
 	}
 	s.backendDone.Add(1)
 	go s.serveBackend(be)
@@ -674,6 +806,8 @@ func (s *session) serveBackend(be *pool.Conn) {
 	defer s.backendDone.Done()
 	defer func() {
 		if r := recover(); r != nil {
+			// Every locked section unlocks in a defer, so mu is free
+			// here and lose can take it.
 			s.logger().Error("backend relay panic", "panic", r)
 			s.lose(be, nil, errors.New("internal error"))
 		}
@@ -691,104 +825,205 @@ func (s *session) serveBackend(be *pool.Conn) {
 			s.lose(be, nil, err)
 			return
 		}
-		switch typ {
-		case 'Z', '1', '3', 'E', 'S', 'G', 'W':
-		default:
-			if typ == 'C' {
-				// CommandComplete: remember whether a transaction just
-				// rolled back, for settleLocked.
-				if tag, err := r.Peek(min(5+n, 5+8)); err == nil {
-					s.lastRollback = bytes.HasPrefix(tag[5:], []byte("ROLLBACK"))
-				}
+		if s.curClient && (typ == 'D' || typ == 'd') {
+			// A row (or COPY data) of the client's command: the hot
+			// path, without the lock. The oldest entry cannot change
+			// under us: only this goroutine removes entries.
+			if err := forward(r, s.cw, n); err != nil {
+				s.forwardFailed(be, err)
+				return
 			}
-			if s.own.Load() == 0 {
-				// Nothing of pgtenant's is outstanding, so this reply is
-				// the client's: the hot path, without the lock.
-				if err := forward(r, s.cw, n); err != nil {
-					s.forwardFailed(be, err)
-					return
-				}
-				continue
-			}
+			continue
 		}
-		if done := s.route(be, typ, n); done {
+		if done := s.onReply(be, typ, n); done {
 			return
 		}
 	}
 }
 
-// route handles a reply that needs the reply queue. It returns true when
-// the backend goroutine is done (released or lost).
-func (s *session) route(be *pool.Conn, typ byte, n int) bool {
+// replyAction is what the backend goroutine does with one reply, decided
+// under the lock (decideReply) and carried out without it.
+type replyAction struct {
+	forward bool   // copy the reply to the client as it came
+	write   []byte // or write these bytes to the client instead
+	// ready: a ReadyForQuery of the client's, after which the backend may
+	// have reached a safe point; own: one of pgtenant's.
+	ready, ownReady bool
+	// lose: the backend cannot be trusted (a reply that fits no entry, a
+	// failed pin); the error says why.
+	lose error
+}
+
+// onReply handles one reply that needs the reply model. It returns true
+// when the backend goroutine is done (released or lost).
+func (s *session) onReply(be *pool.Conn, typ byte, n int) bool {
 	r := be.Reader
+	var er *pgproto3.ErrorResponse
+	var body []byte
+	rollback, restoring := false, false
+	switch typ {
+	case 'E', 'Z', 'S':
+		var err error
+		if body, err = readBody(r, n); err != nil {
+			s.lose(be, nil, err)
+			return true
+		}
+		if typ == 'E' {
+			er = &pgproto3.ErrorResponse{}
+			if err := er.Decode(body); err != nil {
+				s.lose(be, nil, err)
+				return true
+			}
+			if er.Severity == "FATAL" || er.Severity == "PANIC" {
+				// The server is closing this connection.
+				s.lose(be, er, nil)
+				return true
+			}
+		}
+	case 'C':
+		if tag, err := r.Peek(min(5+n, 5+8)); err == nil {
+			rollback = bytes.HasPrefix(tag[5:], []byte("ROLLBACK"))
+		}
+	case 'T':
+		// Is this the result of pgtenant's restore statement? Its first
+		// column has a name of pgtenant's (after the field count).
+		if h, err := r.Peek(min(5+n, 5+2+len(restoreColumn)+1)); err == nil && len(h) == 5+2+len(restoreColumn)+1 {
+			restoring = string(h[7:7+len(restoreColumn)]) == restoreColumn && h[len(h)-1] == 0
+		}
+	case 'W':
+		s.lose(be, nil, errors.New("CopyBothResponse: replication is not supported"))
+		return true
+	}
+	act := s.decideReply(be, typ, body, er, rollback, restoring)
+	if act.lose != nil {
+		s.lose(be, nil, act.lose)
+		return true
+	}
+	switch {
+	case act.write != nil:
+		if typ == 'C' {
+			_ = discard(r, n)
+		}
+		if _, err := s.cw.Write(act.write); err != nil {
+			s.clientWriteFailed(be)
+			return true
+		}
+	case act.forward:
+		if err := forward(r, s.cw, n); err != nil {
+			s.forwardFailed(be, err)
+			return true
+		}
+	case body == nil:
+		if err := discard(r, n); err != nil {
+			s.lose(be, nil, err)
+			return true
+		}
+	}
+	if act.ready || act.ownReady {
+		return s.atReadyForQuery(be, act.ready)
+	}
+	return false
+}
+
+// decideReply matches one reply against the reply model and decides what
+// the client gets of it. rollback: a CommandComplete tagged ROLLBACK;
+// restoring: a RowDescription of pgtenant's restore statement.
+func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3.ErrorResponse, rollback, restoring bool) (act replyAction) {
 	s.mu.Lock()
-	front := s.q.front()
-	swallowQuery := front != nil && front.kind == expectQuery && front.own
+	defer s.mu.Unlock()
+	defer func() {
+		f := s.rm.front()
+		s.curClient = f != nil && !f.own && (f.kind == replyExecute || f.kind == replyQuery) && !s.swallowing
+	}()
+	if s.be != be || s.link != linkAttached {
+		return replyAction{lose: errors.New("reply for a backend no longer attached")}
+	}
+	var failedKey string
+	v, err := s.rm.reply(typ, func(e entry) { s.skippedLocked(e) })
+	if err != nil {
+		return replyAction{lose: err}
+	}
+	e := v.e
+	gone := s.clientGone
+	if e.restoreInline && !e.own {
+		// The result set of pgtenant's restore statement, inside the
+		// client's Query: RowDescription, DataRow, CommandComplete.
+		switch {
+		case typ == 'T' && restoring:
+			s.swallowing = true
+			return act
+		case s.swallowing && typ == 'D':
+			return act
+		case s.swallowing && typ == 'C':
+			s.swallowing = false
+			return act
+		case typ == 'E' || typ == 'Z':
+			s.swallowing = false
+		}
+	}
 	switch typ {
 	case 'Z':
-		body, err := readBody(r, n)
-		if err != nil || len(body) != 1 {
-			s.mu.Unlock()
-			s.lose(be, nil, errors.Join(errMalformed, err))
-			return true
+		if len(body) != 1 {
+			return replyAction{lose: errors.Join(errMalformed, errors.New("ReadyForQuery"))}
 		}
-		return s.readyForQueryLocked(be, body[0])
-	case '1', '3':
-		want := expectParse
-		if typ == '3' {
-			want = expectClose
-		}
-		if front == nil || front.kind != want {
-			s.mu.Unlock()
-			s.lose(be, nil, errors.New("server sent an unexpected ParseComplete/CloseComplete"))
-			return true
-		}
-		e := s.popLocked()
+		status := body[0]
+		// The server's transaction status, whoever asked: pgtenant's own
+		// queries run only at attach (the status is 'I') and after the
+		// client left (its ROLLBACK ends the transaction).
+		s.status = status
 		if e.own {
-			_ = discard(r, n)
-			s.mu.Unlock()
-			return false
-		}
-	case 't', 'T', 'n':
-		if front != nil && front.kind == expectParseViaDescribe {
-			_ = discard(r, n)
-			if typ != 't' {
-				s.popLocked()
-				_, _ = s.cw.Write(parseComplete)
+			if s.pinErr != nil {
+				er := s.pinErr
+				s.pinErr = nil
+				s.logger().Error("pgtenant's session query failed on the server; closing the server connection",
+					"sqlstate", er.Code, "err", er.Message)
+				return replyAction{lose: errors.New("pgtenant's session setup failed on the server: " + er.Message)}
 			}
-			s.mu.Unlock()
-			return false
+			return replyAction{ownReady: true}
 		}
+		if e.kind == replyQuery {
+			if !s.queryFailed {
+				s.txnChanges = append(s.txnChanges, e.changes...)
+			}
+			s.queryFailed = false
+		}
+		s.status = status
+		s.settleLocked(status)
+		if !gone {
+			act.write = readyForQuery(status)
+		}
+		act.ready = true
+		return act
 	case 'E':
-		body, err := readBody(r, n)
-		if err != nil {
-			s.mu.Unlock()
-			s.lose(be, nil, err)
-			return true
+		if e.own && e.soft && e.kind == replyQuery {
+			// The client's own statement failed first (its transaction
+			// is aborted) and the server said so to the client.
+			return act
 		}
-		er := &pgproto3.ErrorResponse{}
-		if err := er.Decode(body); err != nil {
-			s.mu.Unlock()
-			s.lose(be, nil, err)
-			return true
-		}
-		if er.Severity == "FATAL" || er.Severity == "PANIC" {
-			// The server is closing this connection.
-			s.mu.Unlock()
-			s.lose(be, er, nil)
-			return true
-		}
-		if swallowQuery {
+		if e.own && e.kind == replyQuery {
 			if s.pinErr == nil {
 				s.pinErr = er
 			}
-			s.mu.Unlock()
-			return false
-		}
-		if front != nil && front.kind != expectQuery {
-			s.skipToSyncLocked()
+			return act
 		}
 		s.segmentFailed = true
+		if e.kind == replyQuery {
+			s.queryFailed = true
+		}
+		if v.failed {
+			switch {
+			case e.kind == replyParse:
+				s.skippedLocked(e)
+			case e.key != "" && staleStatementCode(er.Code):
+				failedKey = e.key
+			}
+		}
+		if failedKey != "" {
+			s.staleStatementLocked(failedKey)
+		}
+		if gone {
+			return act
+		}
 		if er.Code == "26000" || er.Code == "42P05" {
 			er.Message = s.clientNames(er.Message)
 		}
@@ -797,122 +1032,103 @@ func (s *session) route(be *pool.Conn, typ byte, n int) bool {
 			// the block's context says nothing useful to the client.
 			er.Where = ""
 		}
-		_ = writeMsg(s.cw, er)
-		s.mu.Unlock()
-		return false
+		// An error of a Parse pgtenant sent on the client's behalf (its
+		// statement re-prepared here) is the client's to hear: its Bind
+		// would have failed the same way on the backend it came from.
+		act.write, _ = er.Encode(nil)
+		return act
 	case 'S':
-		// Keep the connection's parameters current whoever caused the
-		// change; forward only the client's own.
-		body, err := readBody(r, n)
-		if err != nil {
-			s.mu.Unlock()
-			s.lose(be, nil, err)
-			return true
-		}
 		var ps pgproto3.ParameterStatus
 		if err := ps.Decode(body); err == nil {
 			be.Params[ps.Name] = ps.Value
-			if !swallowQuery {
-				_ = writeMsg(s.cw, &ps)
+			if (!e.own || e.soft) && !gone {
+				act.write, _ = ps.Encode(nil)
 			}
 		}
-		s.mu.Unlock()
-		return false
-	case 'G':
-		if !swallowQuery {
-			s.copyStarted++
-			if front != nil && front.kind == expectSync && front.copyWindow != 0 {
-				// Started by an Execute: the Syncs sent behind it reach a
-				// server in copy-in mode, which ignores them.
-				for _, e := range s.q.removeCopyWindow(front.copyWindow) {
-					s.uncountLocked(e)
-				}
-			}
+		return act
+	case 'C':
+		if !e.own {
+			// Remembered for settleLocked: whether the transaction the
+			// next ReadyForQuery ends was rolled back.
+			s.lastRollback = rollback
 		}
-	case 'W':
-		s.mu.Unlock()
-		s.lose(be, nil, errors.New("CopyBothResponse: replication is not supported"))
-		return true
+		if v.done && !e.own && e.kind == replyExecute {
+			s.txnChanges = append(s.txnChanges, e.changes...)
+		}
+		if e.tag != "" && !gone {
+			act.write, _ = (&pgproto3.CommandComplete{CommandTag: []byte(e.tag)}).Encode(nil)
+			return act
+		}
 	}
-	if swallowQuery {
-		_ = discard(r, n)
-		s.mu.Unlock()
-		return false
-	}
-	s.mu.Unlock()
-	// Forwarding happens outside the lock: a large message may take a
-	// while to stream, and the client goroutine must not wait for it.
-	if err := forward(r, s.cw, n); err != nil {
-		s.forwardFailed(be, err)
-		return true
-	}
-	return false
+	act.forward = !e.own && !gone
+	return act
 }
 
-var parseComplete = []byte{'1', 0, 0, 0, 4}
+// safePointLocked says whether the backend may change hands now.
+func (s *session) safePointLocked() bool {
+	return s.rm.len() == 0 && !s.open && !s.rm.copyIn && !s.rm.skipping && s.status == 'I' &&
+		(s.clientGone || (s.mode != config.PoolSession && s.pinned == ""))
+}
 
-// readyForQueryLocked accounts for a ReadyForQuery and, at a safe point,
-// releases the backend. Called with mu held; returns with it released.
-func (s *session) readyForQueryLocked(be *pool.Conn, status byte) bool {
-	if s.be != be {
-		// The client goroutine took the backend away (client gone).
-		s.mu.Unlock()
-		return true
-	}
-	front := s.q.front()
-	if front == nil || (front.kind != expectSync && front.kind != expectQuery) {
-		s.mu.Unlock()
-		s.lose(be, nil, errors.New("server sent an unexpected ReadyForQuery"))
-		return true
-	}
-	e := s.popLocked()
-	if e.own {
-		if s.pinErr != nil && e.kind == expectQuery {
-			er := s.pinErr
-			s.pinErr = nil
-			s.mu.Unlock()
-			s.logger().Error("pgtenant's session query failed on the server; closing the server connection",
-				"sqlstate", er.Code, "err", er.Message)
-			s.lose(be, nil, errors.New("pgtenant's session setup failed on the server: "+er.Message))
-			return true
-		}
-	} else {
-		s.status = status
-		s.settleLocked(status)
-		_, _ = s.cw.Write(readyForQuery(status))
-	}
-	if s.q.len() > 0 || s.open || s.copyStarted != s.copyEnded || status != 'I' ||
-		((s.mode == config.PoolSession || s.pinned != "") && !s.closing) {
-		s.mu.Unlock()
-		if !e.own && be.Reader.Buffered() == 0 {
-			// The client is waiting for this.
-			if err := s.cw.Flush(); err != nil {
-				s.clientWriteFailed(be)
-				return true
-			}
-		}
-		return false
-	}
-	// Safe point. Flush while holding mu: once be is nil the client
-	// goroutine owns cw.
-	if s.cw.Buffered() > 0 && !s.closing {
+// atReadyForQuery runs after a ReadyForQuery was handled: at a safe point
+// the backend is released. It returns true when it was.
+func (s *session) atReadyForQuery(be *pool.Conn, client bool) bool {
+	if client && be.Reader.Buffered() == 0 && s.cw.Buffered() > 0 {
+		// The client is waiting for this.
 		if err := s.cw.Flush(); err != nil {
-			s.mu.Unlock()
 			s.clientWriteFailed(be)
 			return true
 		}
 	}
+	if !s.releaseAtSafePoint(be) {
+		return false
+	}
+	if be.Reader.Buffered() > 0 {
+		// The server said more than it owed: whatever it is, it must not
+		// reach the next holder as an answer.
+		s.logger().Warn("server sent more than it owed at a safe point; closing the server connection")
+		s.srv.pool.Destroy(be)
+		return true
+	}
+	s.srv.pool.Release(be)
+	return true
+}
+
+// releaseAtSafePoint detaches be if the session is at a safe point,
+// waiting first for what the client goroutine is still sending. cw is
+// flushed before the client goroutine gets it back.
+func (s *session) releaseAtSafePoint(be *pool.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.be != be || s.link != linkAttached || !s.safePointLocked() {
+			return false
+		}
+		if !s.unsent && !s.cancelling {
+			break
+		}
+		s.parked = true
+		s.cond.Wait()
+		s.parked = false
+	}
+	if s.cw.Buffered() > 0 && !s.clientGone {
+		// Replies left unflushed (the server sent more behind the last
+		// ReadyForQuery): they are the client's. Once detached, the
+		// client goroutine owns cw; the flush is bounded by the client's
+		// socket, which the client goroutine is reading from.
+		if err := s.cw.Flush(); err != nil {
+			s.clientGone = true
+		}
+	}
+	s.setLinkLocked(linkDetached)
 	s.be = nil
-	s.copyStarted, s.copyEnded = 0, 0
+	s.curClient = false
 	if s.dirty || s.pinned != "" || s.mode == config.PoolSession {
 		be.State = "" // next holder must pin
 	}
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if s.clientGone {
 		_ = be.NetConn.SetDeadline(time.Time{}) // set by teardown
 	}
-	s.srv.pool.Release(be)
 	return true
 }
 
@@ -928,65 +1144,107 @@ func (s *session) forwardFailed(be *pool.Conn, err error) {
 
 // lose handles a backend that died or cannot be trusted: it is closed, and
 // the client hears about it in the least disruptive honest way.
-//   - Outside a transaction, each command the client is waiting for gets an
-//     error and ReadyForQuery 'I', and the client carries on: its next
-//     command gets a fresh backend.
-//   - Inside a transaction, pinned, or in session mode, the client's session
-//     is gone with the server's: it gets FATAL and is closed, so it can
-//     never mistake a rolled-back transaction for a committed one.
+//   - A client waiting for one command, outside a transaction, whose server
+//     said why it ended the connection (a FATAL error, so the command did
+//     not complete), gets that error and ReadyForQuery 'I', and carries on:
+//     its next command gets a fresh backend.
+//   - Otherwise the client's session is gone with the server's: it gets
+//     FATAL and is closed, and nothing more it sent runs anywhere (link
+//     lost). It is told its open transaction was rolled back only when no
+//     command was in flight; with one in flight and no word from the
+//     server, the outcome is unknown (08007), as a COMMIT may have been
+//     carried out.
 func (s *session) lose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error) {
-	s.mu.Lock()
-	if s.be != be {
-		// The client goroutine already took it away (client gone).
-		s.mu.Unlock()
+	e, cont, ok := s.beginLose(be, fatal, cause)
+	if !ok {
 		return
 	}
-	s.be = nil
-	pending, open, status, closing := s.clientWait, s.open, s.status, s.closing
-	s.q.reset()
-	s.ownDone.Broadcast()
-	s.own.Store(0)
-	s.clientWait, s.open, s.pinErr = 0, false, nil
-	s.copyStarted, s.copyEnded, s.copyWindow = 0, 0, 0
+	s.srv.pool.Destroy(be)
+	if e != nil {
+		// The link is failing: the client goroutine waits, and this
+		// goroutine owns cw until finishLose.
+		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		if cont.pending > 0 {
+			for i := 0; i < cont.pending; i++ {
+				_ = writeMsg(s.cw, e.response())
+				_, _ = s.cw.Write(readyForQuery('I'))
+			}
+		} else {
+			_ = writeMsg(s.cw, e.response())
+		}
+		_ = s.cw.Flush()
+		_ = s.nc.SetWriteDeadline(time.Time{})
+		if !cont.carryOn {
+			_ = s.nc.Close() // the client goroutine's read fails and it ends
+		}
+	}
+	s.finishLose(cont.carryOn)
+	if e != nil && s.violated == nil {
+		s.logger().Warn("server connection lost", "sqlstate", e.Code, "err", e.Message,
+			"client_pending", cont.pending, "client_status", string(cont.status), "client_goes_on", cont.carryOn)
+	}
+}
 
-	e := &pgError{Severity: "ERROR", Code: codeConnectionFailure,
-		Message: "pgtenant: server connection lost"}
+// loseOutcome is what beginLose decided for the client.
+type loseOutcome struct {
+	pending int  // ReadyForQuery replies the client was waiting for
+	status  byte // the last transaction status it was told
+	carryOn bool // the client carries on (ERROR); otherwise FATAL and lost
+}
+
+// beginLose moves the link to failing and decides what the client is told
+// (nil: nothing, it is gone). ok is false when be is not attached.
+func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error) (e *pgError, out loseOutcome, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.be != be || s.link != linkAttached {
+		return nil, out, false
+	}
+	out.pending, out.status = s.rm.clientWait, s.status
+	inFlight := out.pending > 0 || s.open
+	s.rm.reset()
+	s.setLinkLocked(linkFailing)
+	s.be = nil
+	s.curClient = false
+	s.open, s.pinErr, s.unsent = false, nil, false
+	s.txnChanges = s.txnChanges[:0]
+
+	e = &pgError{Severity: "FATAL", Code: codeConnectionFailure, Message: "pgtenant: server connection lost"}
 	if fatal != nil {
 		e.Code, e.Message, e.Detail, e.Hint = fatal.Code, fatal.Message, fatal.Detail, fatal.Hint
 	} else if cause != nil && !isEOF(cause) && !errors.Is(cause, errClosedByUs) {
 		e.Message += ": " + cause.Error()
 	}
 	switch {
-	case closing:
+	case s.clientGone:
+		return nil, out, true
 	case s.violated != nil:
-		_ = writeMsg(s.cw, s.violated.response())
-		_ = s.cw.Flush()
-		e = s.violated
-	case s.mode == config.PoolSession || s.pinned != "" || status != 'I':
-		e.Severity = "FATAL"
-		if status != 'I' {
-			e.Detail = "The open transaction was rolled back."
-		}
-		_ = writeMsg(s.cw, e.response())
-		_ = s.cw.Flush()
-		_ = s.nc.Close() // the client goroutine's read fails and it ends
-	default:
-		for i := 0; i < pending; i++ {
-			_ = writeMsg(s.cw, e.response())
-			_, _ = s.cw.Write(readyForQuery('I'))
-		}
-		if open {
-			s.skipTillSync = true
-			s.skipErr = e
-		}
-		_ = s.cw.Flush()
+		return s.violated, out, true
+	case fatal != nil && out.pending == 1 && !s.open && out.status == 'I' &&
+		s.mode == config.PoolTransaction && s.pinned == "":
+		// The one command the client waits for did not complete (the
+		// server ended it with FATAL), and no transaction was open.
+		e.Severity = "ERROR"
+		out.carryOn = true
+	case inFlight && fatal == nil:
+		e.Code = codeTransactionResolutionUnknown
+		e.Detail = "The server connection was lost while a command was in flight; whether it took effect is unknown."
+	case out.status != 'I':
+		e.Detail = "The open transaction was rolled back."
 	}
-	s.mu.Unlock()
-	s.srv.pool.Destroy(be)
-	if s.violated == nil && !closing {
-		s.logger().Warn("server connection lost", "sqlstate", e.Code, "err", e.Message,
-			"client_pending", pending, "client_status", string(status))
+	return e, out, true
+}
+
+// finishLose ends the failing state.
+func (s *session) finishLose(carryOn bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if carryOn {
+		s.status = 'I'
+		s.setLinkLocked(linkDetached)
+		return
 	}
+	s.setLinkLocked(linkLost)
 }
 
 var errClosedByUs = errors.New("closed by pgtenant")
@@ -994,16 +1252,25 @@ var errClosedByUs = errors.New("closed by pgtenant")
 // clientWriteFailed: the client is gone while its backend is attached. The
 // backend may be mid-command, so it is closed rather than returned.
 func (s *session) clientWriteFailed(be *pool.Conn) {
-	s.mu.Lock()
-	if s.be != be {
-		s.mu.Unlock()
+	if !s.detachGone(be) {
 		return
 	}
-	s.be = nil
-	s.closing = true
-	s.mu.Unlock()
 	_ = s.nc.Close()
 	s.srv.pool.Destroy(be)
+}
+
+func (s *session) detachGone(be *pool.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.be != be || s.link != linkAttached {
+		return false
+	}
+	s.setLinkLocked(linkDetached)
+	s.be = nil
+	s.curClient = false
+	s.clientGone = true
+	s.rm.reset()
+	return true
 }
 
 // teardown runs when the client goroutine is done. An attached backend at
@@ -1012,19 +1279,56 @@ func (s *session) clientWriteFailed(be *pool.Conn) {
 // released by the backend goroutine; one with a command in flight is
 // cancelled and closed.
 func (s *session) teardown() {
+	be, q, inFlight, detach := s.teardownLocked()
+	if be == nil {
+		return
+	}
+	if !detach {
+		if q == nil {
+			return // at a safe point: the backend goroutine releases it
+		}
+		// The server has this long to answer before the connection is
+		// closed instead; the backend goroutine clears the deadline when
+		// it releases.
+		_ = be.NetConn.SetDeadline(time.Now().Add(s.srv.cfg.ServerConnectTimeout))
+		if _, err := be.NetConn.Write(q); err != nil {
+			_ = be.NetConn.Close() // the backend goroutine sees it and destroys
+		}
+		return
+	}
+	if inFlight {
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.ServerConnectTimeout)
+		_ = be.Cancel(ctx)
+		cancel()
+	}
+	s.srv.pool.Destroy(be)
+}
+
+// teardownLocked decides teardown's course: q are pgtenant's queries to
+// run before the backend goroutine releases be; detach says be was taken
+// away here, to be destroyed.
+func (s *session) teardownLocked() (be *pool.Conn, q []byte, inFlight, detach bool) {
 	s.mu.Lock()
-	s.closing = true
+	defer s.mu.Unlock()
+	s.clientGone = true
 	if s.reserved != nil {
 		s.srv.pool.Release(s.reserved)
 		s.reserved = nil
 	}
-	be := s.be
-	if be == nil {
-		s.mu.Unlock()
-		return
+	for s.link == linkFailing {
+		s.cond.Wait()
 	}
-	if s.q.len() == 0 && !s.open && s.copyStarted == s.copyEnded {
-		var q []byte
+	if s.link != linkAttached {
+		return nil, nil, false, false
+	}
+	be = s.be
+	if s.unsent {
+		// The client goroutine ended with something accounted but not
+		// flushed, perhaps half a message: the backend cannot be trusted.
+		s.unsent = false
+		s.cond.Broadcast()
+		inFlight = true
+	} else if s.rm.len() == 0 && !s.open && !s.rm.copyIn && !s.rm.skipping {
 		queries := 0
 		if s.status != 'I' {
 			q, _ = (&pgproto3.Query{String: "ROLLBACK"}).Encode(q)
@@ -1035,35 +1339,21 @@ func (s *session) teardown() {
 			queries++
 			be.Statements.Clear() // DISCARD ALL drops them on the server
 		}
-		if queries == 0 {
-			// Transaction mode at a safe point: the backend goroutine is
-			// about to release it.
-			s.mu.Unlock()
-			return
-		}
 		for range queries {
-			s.expectLocked(expectation{kind: expectQuery, own: true})
+			s.rm.push(entry{kind: replyQuery, own: true})
 		}
-		s.mu.Unlock()
-		_ = s.bw.Flush()
-		// The server has this long to answer before the connection is
-		// closed instead; the backend goroutine clears the deadline when
-		// it releases.
-		_ = be.NetConn.SetDeadline(time.Now().Add(s.srv.cfg.ServerConnectTimeout))
-		if _, err := be.NetConn.Write(q); err != nil {
-			_ = be.NetConn.Close() // the backend goroutine sees it and destroys
+		if s.parked {
+			s.cond.Broadcast() // clientGone changed the safe point
 		}
-		return
+		return be, q, false, false
+	} else {
+		inFlight = s.rm.clientWait > 0 || s.open
 	}
-	inFlight := s.clientWait > 0 || s.open
+	s.setLinkLocked(linkDetached)
 	s.be = nil
-	s.mu.Unlock()
-	if inFlight {
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.ServerConnectTimeout)
-		_ = be.Cancel(ctx)
-		cancel()
-	}
-	s.srv.pool.Destroy(be)
+	s.curClient = false
+	s.rm.reset()
+	return be, nil, inFlight, true
 }
 
 func isEOF(err error) bool {

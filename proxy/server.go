@@ -69,6 +69,10 @@ type Server struct {
 	// They expire so that a change on the server (ALTER SYSTEM) shows.
 	greetings *expirable.LRU[string, []byte]
 
+	// stmtGens are the statement generations of tenant schemas, moved on
+	// when the server finds one of a tenant's statements stale (stmt.go).
+	stmtGens sync.Map // schema → *atomic.Uint64
+
 	mu     sync.Mutex
 	byKey  map[uint32]*session // admitted sessions by cancel key pid
 	conns  map[net.Conn]struct{}
@@ -158,6 +162,15 @@ func (srv *Server) shutdown() {
 	<-done
 }
 
+// stmtGen returns the statement generation counter of a tenant schema.
+func (srv *Server) stmtGen(schema string) *atomic.Uint64 {
+	if g, ok := srv.stmtGens.Load(schema); ok {
+		return g.(*atomic.Uint64)
+	}
+	g, _ := srv.stmtGens.LoadOrStore(schema, new(atomic.Uint64))
+	return g.(*atomic.Uint64)
+}
+
 // cancelKey is the BackendKeyData pgtenant gives a client: its own, never
 // a server's, so a client can only ever cancel its own queries.
 type cancelKey struct {
@@ -206,12 +219,12 @@ func (srv *Server) cancel(pid uint32, secret []byte) {
 }
 
 // cancelRunning sends a cancel to the attached backend while the client has
-// a command in flight there. It holds mu until the server has acted on the
-// cancel (pool.Conn.Cancel waits for that), and the backend cannot be
-// released without mu, so the cancel can never reach a command of whoever
-// holds the backend next. pgtenant's own queries are never cancelled: a
-// cancelled pin would leave the client's command running in the previous
-// holder's state.
+// a command in flight there. The backend cannot change hands while the
+// cancel is on its way (cancelling holds the safe point back, see
+// releaseAtSafePoint), so it can never reach a command of whoever holds
+// the backend next; no lock is held while it is sent. pgtenant's own queries
+// are never cancelled: a cancelled pin would leave the client's command
+// running in the previous holder's state.
 //
 // The server may already be running the client's command while the backend
 // goroutine has yet to read the pin's reply; the cancel then waits (up to
@@ -221,30 +234,45 @@ func (s *session) cancelRunning() {
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
-		s.ownDone.Broadcast()
+		s.cond.Broadcast()
 		s.mu.Unlock()
 	})
 	defer stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for {
-		front := s.q.front()
-		if front == nil || !front.own || front.kind != expectQuery || ctx.Err() != nil {
-			break
-		}
-		s.ownDone.Wait()
-	}
-	be := s.be
-	front := s.q.front()
-	if be == nil || (s.clientWait == 0 && !s.open) || (front != nil && front.own && front.kind == expectQuery) {
+	be := s.startCancel(ctx)
+	if be == nil {
 		s.logger().Debug("cancel request with nothing running: dropped")
 		return
 	}
-	if err := be.Cancel(ctx); err != nil {
+	err := be.Cancel(ctx)
+	s.mu.Lock()
+	s.cancelling = false
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if err != nil {
 		s.logger().Warn("forwarding cancel request failed", "err", err)
 		return
 	}
 	s.logger().Info("cancel request forwarded", "server_pid", be.PID)
+}
+
+// startCancel waits out the pin's replies and returns the backend to cancel,
+// marked cancelling, or nil when nothing of the client's is running.
+func (s *session) startCancel(ctx context.Context) *pool.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		f := s.rm.front()
+		if s.link != linkAttached || f == nil || !f.own || f.kind != replyQuery || ctx.Err() != nil {
+			break
+		}
+		s.cond.Wait()
+	}
+	f := s.rm.front()
+	if s.link != linkAttached || s.cancelling || (s.rm.clientWait == 0 && !s.open) || (f != nil && f.own && f.kind == replyQuery) {
+		return nil
+	}
+	s.cancelling = true
+	return s.be
 }
 
 // Run is `pgtenant serve`: it listens on cfg.Listen and serves until ctx is
@@ -386,12 +414,19 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 // closeIfIdle closes a client that has no backend attached, telling it why.
 // The client goroutine is then blocked reading and owns nothing that the
 // close could tear.
+//
+// It holds mu while it writes, with a one-second write deadline, so the
+// client goroutine cannot start answering the client meanwhile; when that
+// goroutine is already writing (cwBusy), the client is closed without a
+// word rather than have two writers.
 func (s *session) closeIfIdle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.be != nil {
+	if s.link != linkDetached {
 		return
 	}
-	s.fail(fatalf(codeAdminShutdown, "terminating connection because pgtenant is shutting down"))
+	if !s.cwBusy {
+		s.fail(fatalf(codeAdminShutdown, "terminating connection because pgtenant is shutting down"))
+	}
 	_ = s.nc.Close()
 }

@@ -47,49 +47,46 @@ type session struct {
 	pin    pin
 	key    cancelKey
 
-	// own counts pgtenant's own expectations in q. It is atomic because
-	// the backend goroutine reads it for every reply (while it is zero,
-	// every reply is the client's and needs no lock); it only changes
-	// under mu.
-	own atomic.Int32
 	// backendDone is waited for before the session ends.
 	backendDone sync.WaitGroup
 	// out collects what the client goroutine sends for one client message
 	// besides (or instead of) the message itself. Client goroutine only.
 	out []byte
-	// poke: follow the current message with a Sync of pgtenant's own.
-	poke bool
+	// curClient: the oldest reply owed is the client's Execute or Query,
+	// so a DataRow or CopyData is the client's and is forwarded without
+	// the lock. Backend goroutine only; set under mu with each verdict.
+	curClient bool
 
 	mu sync.Mutex
-	// ownDone is signalled (with mu) when one of pgtenant's own queries is
-	// answered or the backend is lost: a cancel waits on it (cancelRunning).
-	ownDone *sync.Cond
-	// be is the attached backend, nil when detached.
-	be *pool.Conn
+	// cond is signalled (with mu) when link, unsent or cancelling change,
+	// or one of pgtenant's own queries is answered: the client goroutine
+	// waits out linkFailing, the backend goroutine a pending send before a
+	// release, a cancel the pin's reply.
+	cond *sync.Cond
+	// link is the state of the attached backend (link.go); be is that
+	// backend while linkAttached, nil otherwise.
+	link linkState
+	be   *pool.Conn
 	// reserved is a backend taken by answerDetachedLocked's try, about to
 	// be attached.
 	reserved *pool.Conn
-	// q is what the attached backend owes, in order (queue.go).
-	q replyQueue
-	// clientWait counts the client's Query, FunctionCall and Sync in q:
-	// the ReadyForQuery replies the client is waiting for.
-	clientWait int
+	// rm is what the attached backend owes, in order (replies.go).
+	rm replyModel
 	// open: the client sent extended-protocol messages after its last Sync.
 	open bool
-	// copyStarted counts COPY FROM STDIN the server started (CopyInResponse)
-	// and copyEnded those the client ended (CopyDone, CopyFail) since the
-	// backend was attached. A client may send its data and CopyDone before
-	// the server's CopyInResponse arrives (pgx does), so the two sides are
-	// counted apart and a COPY is under way while they differ.
-	copyStarted, copyEnded int
-	// execSeq numbers the client's Executes; copyWindow is the one whose
-	// Syncs the server will ignore if it starts a COPY FROM STDIN (0: none).
-	execSeq, copyWindow uint64
+	// unsent: the client goroutine accounted a message it has not yet
+	// written out and flushed to the backend; the backend must not change
+	// hands before it is. parked: the backend goroutine waits for that.
+	unsent, parked bool
+	// cancelling: a cancel request is being forwarded to the attached
+	// backend; it must not change hands until the server acted on it.
+	cancelling bool
 	// status is the last transaction status the client was told.
 	status byte
-	// skipTillSync: the backend died under an unfinished extended-protocol
-	// batch; like PostgreSQL after an error, discard the client's messages
-	// up to its Sync, then answer it with skipErr and ReadyForQuery.
+	// skipTillSync: a batch of the client's could not be sent (no backend
+	// could be had); like PostgreSQL after an error, discard the client's
+	// messages up to its Sync, then answer it with skipErr and
+	// ReadyForQuery.
 	skipTillSync bool
 	skipErr      *pgError
 	// pinErr is the error one of pgtenant's own queries reported.
@@ -105,19 +102,19 @@ type session struct {
 	// it disconnects (a session feature that cannot move between backends).
 	pinned string
 	// params are the client's startup parameters; settings what it has
-	// changed since (lower-case name to rendered SQL value); tentative the
-	// changes of its open transaction (state.go).
-	params    []startupParam
-	settings  map[string]string
-	tentative []change
-	// dirty: since the backend was attached, the client sent a text that
-	// may change session state, so the backend is released without its
-	// pin key (see attachLocked). dirtyText carries the finding from
-	// inspect (client goroutine, no lock) to the next locked section.
-	dirty     bool
-	dirtyText bool
-	// scanning is the text being classified (client goroutine only).
-	scanning string
+	// changed since (lower-case name to rendered SQL value); txnChanges the
+	// changes of its open transaction that completed, applied when it
+	// commits (state.go).
+	params     []startupParam
+	settings   map[string]string
+	txnChanges []change
+	// portalChanges are the changes a bound portal makes when executed,
+	// by portal name (client goroutine only).
+	portalChanges map[string][]change
+	// dirty: since the backend was attached, the client sent something
+	// that may change session state, so the backend is released without
+	// its pin key (see attachLocked).
+	dirty bool
 	// unnamedParse is the client's unnamed statement (its Parse body
 	// after the empty name), nil when it has none; unnamedHere says the
 	// attached backend has it. Client goroutine and mu.
@@ -127,15 +124,24 @@ type session struct {
 	// unnamed is what the client's last unnamed Parse means for the
 	// session, applied when it is bound.
 	unnamed stmtEffects
-	// segmentFailed: an error since the client's last ReadyForQuery.
-	// lastRollback: the last command completed was a ROLLBACK (or a COMMIT
-	// of a failed transaction, which the server also tags ROLLBACK).
-	// Backend goroutine only, for lastRollback.
-	segmentFailed bool
-	lastRollback  bool
-	// closing: the client is gone; the backend goroutine releases at the
+	// segmentFailed: an error since the client's last ReadyForQuery;
+	// queryFailed: an error in the Query being answered. lastRollback: the
+	// last command completed was a ROLLBACK (or a COMMIT of a failed
+	// transaction, which the server also tags ROLLBACK). Under mu.
+	segmentFailed, queryFailed bool
+	// swallowing: the rows of pgtenant's restore statement inside a
+	// client's Query are arriving (backend goroutine, under mu).
+	swallowing   bool
+	lastRollback bool
+	// cwBusy: the client goroutine, detached, wrote answers to cw that it
+	// has yet to flush (outside the lock); shutdown must not write to cw
+	// meanwhile (closeIfIdle).
+	cwBusy bool
+	// gen is the statement generation of the client's tenant (stmt.go).
+	gen *atomic.Uint64
+	// clientGone: the client left; the backend goroutine releases at the
 	// next safe point whatever the pool mode, and writes nothing to cw.
-	closing bool
+	clientGone bool
 }
 
 func newSession(srv *Server, nc net.Conn) *session {
@@ -148,7 +154,7 @@ func newSession(srv *Server, nc net.Conn) *session {
 		mode:   srv.cfg.PoolMode,
 		status: 'I',
 	}
-	s.ownDone = sync.NewCond(&s.mu)
+	s.cond = sync.NewCond(&s.mu)
 	return s
 }
 
@@ -338,6 +344,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		return accessError(err)
 	}
 	s.tenant = t
+	s.gen = s.srv.stmtGen(t.Schema)
 
 	params, perr := checkParams(sm.Parameters)
 	if perr != nil {

@@ -49,6 +49,15 @@ type scanResult struct {
 	// dropStatements: DEALLOCATE ALL or DISCARD ALL, which drop every
 	// prepared statement on the server, pgtenant's too.
 	dropStatements bool
+	// deallocateAllOnly: the text is DEALLOCATE ALL and nothing else, which
+	// pgtenant carries out for the client alone in transaction pooling.
+	deallocateAllOnly bool
+	// resets are the statements that reset settings to the server's
+	// defaults, where pgtenant restores the client's (restoreSQL);
+	// discardAlone: the text is DISCARD ALL alone, which cannot be
+	// followed by anything in the same Query.
+	resets       []resetAt
+	discardAlone bool
 	// params lists set_config calls whose value is a bind parameter, to
 	// be resolved at Bind.
 	params []paramChange
@@ -56,6 +65,13 @@ type scanResult struct {
 	// prepared with a Parse message, which PostgreSQL allows: the name is
 	// rewritten to the backend's (see rewriteRefsLocked).
 	refs []nameRef
+}
+
+// resetAt is a statement that resets settings: where it ends in the text,
+// and its changes.
+type resetAt struct {
+	end     int
+	changes []change
 }
 
 // nameRef is where a statement name stands in a text.
@@ -84,18 +100,26 @@ func (s *session) scanText(text string) scanResult {
 		// in it runs.
 		return res
 	}
-	s.scanning = text
-	defer func() { s.scanning = "" }()
 	for _, st := range stmts {
-		s.classify(&st, &res)
+		n := len(res.changes)
+		s.classify(text, &st, &res)
 		if res.refuse != nil {
 			return res
 		}
+		for _, c := range res.changes[n:] {
+			if c.all || c.value == "" {
+				res.resets = append(res.resets, resetAt{end: st.End, changes: res.changes[n:len(res.changes):len(res.changes)]})
+				break
+			}
+		}
 	}
+	res.discardAlone = len(stmts) == 1 && stmts[0].Kind == sqlscan.Discard && stmts[0].Name == "all"
+	res.deallocateAllOnly = len(stmts) == 1 && stmts[0].Kind == sqlscan.Deallocate && stmts[0].Name == "all"
 	return res
 }
 
-func (s *session) classify(st *sqlscan.Statement, res *scanResult) {
+// classify adds what one statement of text means for the session to res.
+func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) {
 	switch st.Kind {
 	case sqlscan.Set, sqlscan.SetRole, sqlscan.SetSessionAuthorization:
 		value, ok := renderValues(st.Values)
@@ -146,7 +170,7 @@ func (s *session) classify(st *sqlscan.Statement, res *scanResult) {
 		fallthrough
 	case sqlscan.Execute:
 		if _, ok := s.stmts[st.Name]; ok {
-			if start, end, ok := nameRange(s.scanning, st); ok {
+			if start, end, ok := nameRange(text, st); ok {
 				res.refs = append(res.refs, nameRef{start: start, end: end, name: st.Name, drop: st.Kind == sqlscan.Deallocate})
 			}
 		}
@@ -368,30 +392,30 @@ func (s *session) sessionEffectsLocked(res *scanResult) *pgError {
 		s.logger().Info("client pinned to its server connection until it disconnects", "reason", res.unpoolable)
 	}
 	if res.dropStatements {
-		// The server drops pgtenant's statements on this backend too. New
-		// ones get new names, so a failed DEALLOCATE ALL leaves only
-		// unused leftovers, never a clash.
-		s.be.Statements.Clear()
 		clear(s.stmts)
+		if !(res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "") {
+			// The server drops pgtenant's statements on this backend
+			// too. New ones get new names, so a failed DEALLOCATE ALL
+			// leaves only unused leftovers, never a clash.
+			s.be.Statements.Clear()
+		}
 	}
-	s.tentative = append(s.tentative, res.changes...)
 	return nil
 }
 
-// settleLocked runs at each ReadyForQuery the client gets: at the end of a
-// transaction ('I'), tentative changes become the client's settings unless
-// the transaction failed or rolled back.
+// settleLocked runs at each ReadyForQuery the client gets. The changes of
+// the commands that completed (txnChanges, kept in reply order, so each
+// Sync-delimited segment of a pipeline has its own) become the client's
+// settings when their transaction ends ('I') unless it failed or rolled
+// back; a transaction still open ('T', 'E') keeps them for its end.
 func (s *session) settleLocked(status byte) {
 	failed := s.segmentFailed
 	s.segmentFailed = false
-	if status != 'I' || len(s.tentative) == 0 {
-		if status == 'I' {
-			s.lastRollback = false
-		}
+	if status != 'I' {
 		return
 	}
-	if !failed && !s.lastRollback {
-		for _, c := range s.tentative {
+	if !failed && !s.lastRollback && len(s.txnChanges) > 0 {
+		for _, c := range s.txnChanges {
 			if c.name == "session_authorization" {
 				// SET SESSION AUTHORIZATION also ends any SET ROLE.
 				delete(s.settings, "role")
@@ -417,8 +441,95 @@ func (s *session) settleLocked(status byte) {
 		}
 		s.rebuildPinLocked()
 	}
-	s.tentative = s.tentative[:0]
+	s.txnChanges = s.txnChanges[:0]
 	s.lastRollback = false
+}
+
+// restoreSQL is the statement that brings back the client's own defaults
+// after changes that reset settings to the server's ("" when none do). The
+// server's defaults are the pool login's, not the client's: RESET ALL, RESET
+// search_path or SET search_path TO DEFAULT would leave the server's
+// search_path ("$user", public) in place of the tenant's, and RESET
+// application_name the pool's name in place of the one the client connected
+// with. Directly against PostgreSQL a reset returns to the values the client
+// connected with; for a tenant's client, that is its tenant's search_path
+// and its startup parameters. The names are schema-qualified so that a
+// search_path of the client's cannot redirect them.
+func (s *session) restoreSQL(changes []change) string {
+	if len(changes) == 0 {
+		return ""
+	}
+	all := false
+	var names map[string]bool
+	for _, c := range changes {
+		switch {
+		case c.all:
+			all = true
+		case c.value == "":
+			if names == nil {
+				names = map[string]bool{}
+			}
+			names[c.name] = true
+		}
+	}
+	if !all && names == nil {
+		return ""
+	}
+	var b strings.Builder
+	add := func(name, value string) {
+		first := b.Len() == 0
+		if first {
+			b.WriteString("SELECT ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString("pg_catalog.set_config(")
+		b.WriteString(quoteLiteral(name))
+		b.WriteString(", ")
+		b.WriteString(quoteLiteral(value))
+		b.WriteString(", false)")
+		if first {
+			// Its result set is pgtenant's, told apart by this name when
+			// it runs inside a client's Query (see restoreInline).
+			b.WriteString(` AS "` + restoreColumn + `"`)
+		}
+	}
+	if all || names["search_path"] {
+		add("search_path", quoteIdent(s.tenant.Schema)+", public")
+	}
+	for _, p := range s.params {
+		if all || names[p.Name] {
+			add(p.Name, p.Value)
+		}
+	}
+	return b.String()
+}
+
+// restoreColumn names the first column of restoreSQL's result.
+const restoreColumn = "pgtenant.restore"
+
+// inlineRestores inserts the restore statement after each statement of a
+// Query text that resets settings, so the statements behind it in the same
+// Query already run with the client's defaults. It returns "" when nothing
+// needs restoring.
+func (s *session) inlineRestores(text string, resets []resetAt) string {
+	var b strings.Builder
+	last := 0
+	for _, r := range resets {
+		restore := s.restoreSQL(r.changes)
+		if restore == "" {
+			continue
+		}
+		b.WriteString(text[last:r.end])
+		b.WriteString("; ")
+		b.WriteString(restore)
+		last = r.end
+	}
+	if last == 0 {
+		return ""
+	}
+	b.WriteString(text[last:])
+	return b.String()
 }
 
 // rebuildPinLocked renders the pin from the startup parameters and the

@@ -34,7 +34,7 @@ func newTestSession(t testing.TB) *session {
 		mode:     config.PoolTransaction,
 		status:   'I',
 	}
-	s.ownDone = sync.NewCond(&s.mu)
+	s.cond = sync.NewCond(&s.mu)
 	s.pin = buildPin(s.tenant.Schema, nil)
 	return s
 }
@@ -187,9 +187,6 @@ func TestScanTextSettings(t *testing.T) {
 	for _, tt := range tests {
 		s := newTestSession(t)
 		checkScan(t, tt.text, s.scanText(tt.text), tt.want)
-		if s.scanning != "" {
-			t.Errorf("%q: scanning left set", tt.text)
-		}
 	}
 }
 
@@ -426,7 +423,7 @@ func TestRewriteRefs(t *testing.T) {
 	if _, ok := s.stmts["foo"]; ok {
 		t.Error("DEALLOCATE left the client's statement")
 	}
-	if _, ok := s.be.Statements.Lookup(statementKey("acme", rest)); ok {
+	if _, _, ok := s.be.Statements.Lookup(statementKey("acme", rest)); ok {
 		t.Error("DEALLOCATE left the backend's statement in the cache")
 	}
 	if got := s.rewriteRefsLocked("EXECUTE foo", nil); got != "" {
@@ -493,7 +490,7 @@ func TestSettle(t *testing.T) {
 			}
 			s.rebuildPinLocked()
 			pinBefore := s.pin
-			s.tentative = append(s.tentative, pending...)
+			s.txnChanges = append(s.txnChanges, pending...)
 			s.segmentFailed, s.lastRollback = tt.failed, tt.lastRollback
 
 			s.settleLocked(tt.status)
@@ -501,8 +498,8 @@ func TestSettle(t *testing.T) {
 			if !reflect.DeepEqual(s.settings, tt.wantSettings) {
 				t.Errorf("settings %v, want %v", s.settings, tt.wantSettings)
 			}
-			if got := len(s.tentative) > 0; got != tt.wantPending {
-				t.Errorf("tentative %+v, want pending %v", s.tentative, tt.wantPending)
+			if got := len(s.txnChanges) > 0; got != tt.wantPending {
+				t.Errorf("tentative %+v, want pending %v", s.txnChanges, tt.wantPending)
 			}
 			if s.segmentFailed {
 				t.Error("segmentFailed not consumed")
@@ -578,7 +575,7 @@ func TestSettleSequences(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newTestSession(t)
 			for _, st := range tt.steps {
-				s.tentative = append(s.tentative, st.changes...)
+				s.txnChanges = append(s.txnChanges, st.changes...)
 				s.segmentFailed = st.failed
 				s.lastRollback = st.rollback
 				s.settleLocked(st.status)
@@ -586,8 +583,8 @@ func TestSettleSequences(t *testing.T) {
 			if !reflect.DeepEqual(s.settings, tt.want) {
 				t.Errorf("settings %v, want %v", s.settings, tt.want)
 			}
-			if len(s.tentative) != 0 {
-				t.Errorf("tentative left: %+v", s.tentative)
+			if len(s.txnChanges) != 0 {
+				t.Errorf("tentative left: %+v", s.txnChanges)
 			}
 		})
 	}
@@ -600,7 +597,7 @@ func commitText(t *testing.T, s *session, text string) {
 	if res.refuse != nil {
 		t.Fatalf("%q refused: %s", text, res.refuse.Message)
 	}
-	s.tentative = append(s.tentative, res.changes...)
+	s.txnChanges = append(s.txnChanges, res.changes...)
 	s.settleLocked('I')
 }
 
@@ -855,8 +852,11 @@ func TestBindParamChangesAreChecked(t *testing.T) {
 		m := clientMsg{typ: 'B', whole: bindBody(t, &pgproto3.Bind{Parameters: [][]byte{[]byte(tt.value)}})}
 		m.n = len(m.whole)
 		m.nameEnd = 2
+		s.be = testBackend(t, 0)
 		s.mu.Lock()
 		s.accountLocked(&m)
+		// The portal's changes count once its Execute completes.
+		s.txnChanges = append(s.txnChanges, s.portalChanges[""]...)
 		s.settleLocked('I')
 		s.mu.Unlock()
 		name := res.params[0].name
@@ -1036,8 +1036,8 @@ func FuzzRaiseSQL(f *testing.F) {
 	})
 }
 
-// After an error in the extended protocol, the expectations up to the next
-// Sync are dropped, and the Parses among them forgotten.
+// After an error in the extended protocol, the entries up to the next Sync
+// are dropped, and the Parses among them forgotten (skippedLocked).
 func TestSkipToSync(t *testing.T) {
 	s := newTestSession(t)
 	s.be = testBackend(t, 0)
@@ -1045,7 +1045,7 @@ func TestSkipToSync(t *testing.T) {
 	keyClient := statementKey("acme", parseRest(t, "SELECT 2"))
 	keyAnswered := statementKey("acme", parseRest(t, "SELECT 3"))
 	for _, k := range []string{keyOwn, keyClient, keyAnswered} {
-		s.be.Statements.Add(k)
+		s.be.Statements.Add(k, 0)
 	}
 	own := &clientStmt{name: "own", key: keyOwn}
 	client := &clientStmt{name: "client", key: keyClient}
@@ -1054,30 +1054,33 @@ func TestSkipToSync(t *testing.T) {
 	s.stmts["own"], s.stmts["client"], s.stmts["answered"] = own, client, answered
 	s.stmts["replaced"] = &clientStmt{name: "replaced"} // redefined since
 
-	s.expectLocked(expectation{kind: expectParse, own: true, key: keyOwn, clientName: "own", stmt: own})
-	s.expectLocked(expectation{kind: expectParse, key: keyClient, clientName: "client", stmt: client})
-	s.expectLocked(expectation{kind: expectParse, own: true, key: keyAnswered, clientName: "answered", stmt: answered})
-	s.expectLocked(expectation{kind: expectParse, clientName: "replaced", stmt: replaced})
-	s.expectLocked(expectation{kind: expectParseViaDescribe, own: true})
-	s.expectLocked(expectation{kind: expectClose, own: true})
-	s.expectLocked(expectation{kind: expectParse}) // unnamed
-	s.expectLocked(expectation{kind: expectSync})
-	s.expectLocked(expectation{kind: expectParse, key: "later"})
-	s.expectLocked(expectation{kind: expectSync})
+	s.expectLocked(entry{kind: replyBind}) // the one that fails
+	s.expectLocked(entry{kind: replyParse, own: true, key: keyOwn, clientName: "own", stmt: own})
+	s.expectLocked(entry{kind: replyParse, key: keyClient, clientName: "client", stmt: client})
+	s.expectLocked(entry{kind: replyParse, own: true, key: keyAnswered, clientName: "answered", stmt: answered})
+	s.expectLocked(entry{kind: replyParse, clientName: "replaced", stmt: replaced})
+	s.expectLocked(entry{kind: replyClose, own: true})
+	s.expectLocked(entry{kind: replyParse}) // unnamed
+	s.expectLocked(entry{kind: replySync})
+	s.expectLocked(entry{kind: replyParse, key: "later"})
+	s.expectLocked(entry{kind: replySync})
 
-	s.skipToSyncLocked()
+	v, err := s.rm.reply('E', s.skippedLocked)
+	if err != nil || !v.failed || v.e.kind != replyBind {
+		t.Fatalf("error reply: %+v, %v", v, err)
+	}
 
-	if s.q.len() != 3 || s.q.front().kind != expectSync {
-		t.Fatalf("queue after skip: len %d front %+v", s.q.len(), s.q.front())
+	if s.rm.len() != 3 || s.rm.front().kind != replySync {
+		t.Fatalf("queue after skip: len %d front %+v", s.rm.len(), s.rm.front())
 	}
-	if n := s.own.Load(); n != 0 {
-		t.Errorf("own = %d after the own expectations were dropped", n)
+	if s.rm.own != 0 {
+		t.Errorf("own = %d after the own entries were dropped", s.rm.own)
 	}
-	if s.clientWait != 2 {
-		t.Errorf("clientWait = %d, want 2", s.clientWait)
+	if s.rm.clientWait != 2 {
+		t.Errorf("clientWait = %d, want 2", s.rm.clientWait)
 	}
 	for _, k := range []string{keyOwn, keyClient, keyAnswered} {
-		if _, ok := s.be.Statements.Lookup(k); ok {
+		if _, _, ok := s.be.Statements.Lookup(k); ok {
 			t.Errorf("backend still lists %q", k)
 		}
 	}
@@ -1094,10 +1097,10 @@ func TestSkipToSync(t *testing.T) {
 		t.Error("a newer definition of the name was touched")
 	}
 
-	// At a Sync already, nothing is dropped.
-	s.skipToSyncLocked()
-	if s.q.len() != 3 {
-		t.Errorf("skip at a Sync dropped something: len %d", s.q.len())
+	// An error at a Sync (the implicit transaction failed to commit)
+	// drops nothing: the ReadyForQuery follows.
+	if v, err := s.rm.reply('E', s.skippedLocked); err != nil || v.failed || s.rm.len() != 3 {
+		t.Errorf("error at a Sync: %+v, %v, len %d", v, err, s.rm.len())
 	}
 }
 
@@ -1105,7 +1108,7 @@ func TestSkipToSync(t *testing.T) {
 func TestSessionEffects(t *testing.T) {
 	s := newTestSession(t)
 	s.be = testBackend(t, 0)
-	s.be.Statements.Add("k")
+	s.be.Statements.Add("k", 0)
 	s.stmts["a"] = &clientStmt{name: "a"}
 
 	res := s.scanText("SET search_path = other")
@@ -1117,8 +1120,8 @@ func TestSessionEffects(t *testing.T) {
 	if e := s.sessionEffectsLocked(&res); e != nil {
 		t.Fatalf("unexpected refusal %v", e)
 	}
-	if s.pinned != "LISTEN" || !reflect.DeepEqual(s.tentative, []change{set("a", "1")}) {
-		t.Fatalf("pinned %q tentative %+v", s.pinned, s.tentative)
+	if s.pinned != "LISTEN" || !reflect.DeepEqual(res.changes, []change{set("a", "1")}) {
+		t.Fatalf("pinned %q changes %+v", s.pinned, res.changes)
 	}
 
 	res = s.scanText("DISCARD ALL")

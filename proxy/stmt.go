@@ -15,12 +15,12 @@ import (
 // tenant schema, query text and parameter types, and each backend keeps its
 // own statements by that key under names pgtenant generates
 // (pool.Statements). When a client's Bind or Describe lands on a backend
-// that lacks the statement, pgtenant first sends the Parse it remembered;
-// when a client's Parse names a statement the backend already has, pgtenant
-// sends a Describe of it instead, which costs the server no parse, and turns
-// the reply into the ParseComplete the client expects. Close forgets the
-// client's statement and leaves the backend's, which other clients of the
-// same tenant may share; backends evict by LRU.
+// that lacks the statement, pgtenant first sends the Parse it remembered. A
+// client's own Parse always prepares afresh (parseNamedLocked). Close
+// forgets the client's statement and leaves the backend's, which other
+// clients of the same tenant may share; backends evict by LRU. When the
+// server reports a statement stale (DDL changed what it reads), every
+// backend prepares the tenant's statements again (staleStatementLocked).
 //
 // Because the key starts with the tenant's schema, two tenants that prepare
 // the same text under the same name get two server statements: neither can
@@ -72,25 +72,35 @@ const unknownStmtPrefix = "pgtenant/none/"
 
 // ensureStatementLocked makes sure the attached backend holds cs, queueing a
 // Parse (and Closes of statements the cache evicts) into s.out when it does
-// not, and returns the backend's name for it.
+// not, and returns the backend's name for it. A statement prepared before
+// the tenant's statement generation last moved (the server found one of its
+// statements stale, see staleStatementLocked) is prepared again.
 func (s *session) ensureStatementLocked(cs *clientStmt) string {
-	if name, ok := s.be.Statements.Lookup(cs.key); ok {
+	if name, gen, ok := s.be.Statements.Lookup(cs.key); ok && gen == s.stmtGen() {
 		return name
 	}
 	return s.prepareLocked(cs, true)
 }
 
+// stmtGen is the current statement generation of the client's tenant.
+func (s *session) stmtGen() uint64 {
+	if s.gen == nil {
+		return 0
+	}
+	return s.gen.Load()
+}
+
 // prepareLocked names cs on the attached backend and queues its Parse (after
-// Closes of the statements the cache evicts to make room). own says whether
-// the ParseComplete is pgtenant's (re-preparing) or the client's.
+// Closes of the statements it replaces or the cache evicts). own says
+// whether the ParseComplete is pgtenant's (re-preparing) or the client's.
 func (s *session) prepareLocked(cs *clientStmt, own bool) string {
-	name, evicted := s.be.Statements.Add(cs.key)
+	name, evicted := s.be.Statements.Add(cs.key, s.stmtGen())
 	for _, old := range evicted {
 		s.out = appendClose(s.out, 'S', old)
-		s.expectLocked(expectation{kind: expectClose, own: true})
+		s.expectLocked(entry{kind: replyClose, own: true})
 	}
 	s.out = appendParse(s.out, name, cs.parse)
-	s.expectLocked(expectation{kind: expectParse, own: own, key: cs.key, clientName: cs.name, stmt: cs})
+	s.expectLocked(entry{kind: replyParse, own: own, key: cs.key, clientName: cs.name, stmt: cs})
 	return name
 }
 
@@ -105,36 +115,72 @@ func (s *session) addClientStmt(name string, rest []byte, effects stmtEffects, a
 }
 
 // parseNamedLocked maps a client's Parse of a named statement.
+//
+// An explicit Parse is always prepared afresh on the server, even when the
+// backend holds a statement of the same tenant, text and types: that one may
+// be stale (its plan broken by DDL since), and a driver that re-prepares
+// after such an error must get what PostgreSQL would give it, a new
+// statement. The one it replaces is closed, and the other clients of the
+// tenant use the new one from then on.
 func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects) {
 	if old, ok := s.stmts[name]; ok {
 		// PostgreSQL refuses to redefine a named statement (42P05). Let
 		// the server say so: Parse the backend's existing name again.
 		backendName := s.ensureStatementLocked(old)
 		s.out = appendParse(s.out, backendName, rest)
-		s.expectLocked(expectation{kind: expectParse})
+		s.expectLocked(entry{kind: replyParse})
 		s.noteErrorName(backendName, name)
 		return
 	}
 	cs := s.addClientStmt(name, rest, effects, false)
-	if backendName, ok := s.be.Statements.Lookup(cs.key); ok {
-		s.out = appendDescribe(s.out, 'S', backendName)
-		s.expectLocked(expectation{kind: expectParseViaDescribe, own: true})
-		return
-	}
 	s.prepareLocked(cs, false)
 }
 
 // backendStmtNameLocked returns what a client's reference to statement name
-// is sent as, preparing the statement on the backend first if needed.
-func (s *session) backendStmtNameLocked(name string) string {
+// is sent as, preparing the statement on the backend first if needed, and
+// the statement's key ("" when it is none of pgtenant's).
+func (s *session) backendStmtNameLocked(name string) (string, string) {
 	if name == "" {
-		return unknownStmtName("") // see accountLocked 'B'
+		return unknownStmtName(""), "" // see accountLocked 'B'
 	}
 	cs, ok := s.stmts[name]
 	if !ok {
-		return unknownStmtName(name)
+		unknown := unknownStmtName(name)
+		if len(unknown) != len(unknownStmtPrefix)+len(name) {
+			// Cut to fit: the server's 26000 must still name the
+			// client's statement whole.
+			s.noteErrorName(unknown, name)
+		}
+		return unknown, ""
 	}
-	return s.ensureStatementLocked(cs)
+	return s.ensureStatementLocked(cs), cs.key
+}
+
+// staleStatementLocked handles the server's finding that a statement of
+// pgtenant's no longer fits the database (its plan must not change result
+// type after an ALTER TABLE, a type it uses was dropped, it vanished): the
+// tenant's statement generation moves on, so every backend prepares the
+// tenant's statements again at their next use instead of failing again,
+// and this backend forgets the statement.
+func (s *session) staleStatementLocked(key string) {
+	if s.be != nil {
+		s.be.Statements.Remove(key)
+	}
+	if s.gen != nil {
+		s.gen.Add(1)
+	}
+}
+
+// staleStatementCode says whether a server error on a Bind, Describe or
+// Execute of one of pgtenant's statements means the statement is stale.
+func staleStatementCode(code string) bool {
+	switch code {
+	case "0A000", // cached plan must not change result type
+		"XX000", // cache lookup failed for type
+		"26000": // the statement is gone from the server
+		return true
+	}
+	return false
 }
 
 // statementKey is schema, query text and parameter types.
@@ -200,8 +246,10 @@ func (s *session) clientNames(msg string) string {
 	}
 	msg = strings.ReplaceAll(msg, `prepared statement "`+unknownStmtPrefix+`" does not exist`, "unnamed prepared statement does not exist")
 	// One pass over the message with every pair, longest first, so a
-	// replacement is never replaced again and map order does not matter.
-	pairs := []string{`"` + unknownStmtPrefix, `"`}
+	// replacement is never replaced again and map order does not matter;
+	// the bare prefix of unknown names goes last, as at one position the
+	// first pair that matches wins.
+	var pairs []string
 	names := make([]string, 0, len(s.errNames))
 	for backendName := range s.errNames {
 		names = append(names, backendName)
@@ -212,5 +260,6 @@ func (s *session) clientNames(msg string) string {
 	for _, backendName := range names {
 		pairs = append(pairs, `"`+backendName+`"`, `"`+s.errNames[backendName]+`"`)
 	}
+	pairs = append(pairs, `"`+unknownStmtPrefix, `"`)
 	return strings.NewReplacer(pairs...).Replace(msg)
 }

@@ -294,37 +294,46 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	if len(msgs) != 1 || !reflect.DeepEqual(msgs[0], &pgproto3.Parse{Name: "pgt_1", Query: "SELECT 1"}) {
 		t.Fatalf("first Parse sent as %#v", msgs)
 	}
-	if e := s.q.pop(); e.kind != expectParse || e.own || e.clientName != "a" || e.stmt != s.stmts["a"] || e.key != s.stmts["a"].key {
-		t.Fatalf("expectation %+v", e)
+	if e := s.rm.pop(); e.kind != replyParse || e.own || e.clientName != "a" || e.stmt != s.stmts["a"] || e.key != s.stmts["a"].key {
+		t.Fatalf("entry %+v", e)
 	}
 
-	// Another client name for the same text: the backend has it, so a
-	// Describe stands in for the Parse.
+	// Another client name for the same text: an explicit Parse always
+	// prepares afresh (the backend's copy may be stale), and the copy it
+	// replaces is closed.
 	s.out = nil
 	s.parseNamedLocked("a2", restA, stmtEffects{})
 	msgs = frontendMsgs(t, s.out)
-	if len(msgs) != 1 || !reflect.DeepEqual(msgs[0], &pgproto3.Describe{ObjectType: 'S', Name: "pgt_1"}) {
-		t.Fatalf("Parse of a known text sent as %#v", msgs)
+	want0 := []pgproto3.FrontendMessage{
+		&pgproto3.Close{ObjectType: 'S', Name: "pgt_1"},
+		&pgproto3.Parse{Name: "pgt_2", Query: "SELECT 1"},
 	}
-	if e := s.q.pop(); e.kind != expectParseViaDescribe || !e.own {
-		t.Fatalf("expectation %+v", e)
+	if !reflect.DeepEqual(msgs, want0) {
+		t.Fatalf("Parse of a known text sent as %#v, want %#v", msgs, want0)
 	}
-	// Only the Describe is pgtenant's own: the Parse above was the client's.
-	if s.own.Load() != 1 {
-		t.Fatalf("own = %d, want 1", s.own.Load())
+	if e := s.rm.pop(); e.kind != replyClose || !e.own {
+		t.Fatalf("entry %+v", e)
 	}
+	if e := s.rm.pop(); e.kind != replyParse || e.own {
+		t.Fatalf("entry %+v", e)
+	}
+	// The client statement "a" now uses the fresh copy.
+	if name, _ := s.backendStmtNameLocked("a"); name != "pgt_2" {
+		t.Fatalf("statement a is %q on the backend, want pgt_2", name)
+	}
+	s.rm.reset()
 
 	// Redefining a name: the server must say 42P05 about the client's name.
 	s.out = nil
 	s.parseNamedLocked("a", restB, stmtEffects{})
 	msgs = frontendMsgs(t, s.out)
-	if len(msgs) != 1 || msgs[0].(*pgproto3.Parse).Name != "pgt_1" || msgs[0].(*pgproto3.Parse).Query != "SELECT 2" {
+	if len(msgs) != 1 || msgs[0].(*pgproto3.Parse).Name != "pgt_2" || msgs[0].(*pgproto3.Parse).Query != "SELECT 2" {
 		t.Fatalf("redefinition sent as %#v", msgs)
 	}
-	if got := s.clientNames(`prepared statement "pgt_1" already exists`); got != `prepared statement "a" already exists` {
+	if got := s.clientNames(`prepared statement "pgt_2" already exists`); got != `prepared statement "a" already exists` {
 		t.Fatalf("42P05 message reads %q", got)
 	}
-	s.q.reset()
+	s.rm.reset()
 
 	// A full cache evicts the least recently used statement and closes it
 	// before the new Parse.
@@ -334,8 +343,8 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	s.parseNamedLocked("c", restC, stmtEffects{})
 	msgs = frontendMsgs(t, s.out)
 	want := []pgproto3.FrontendMessage{
-		&pgproto3.Close{ObjectType: 'S', Name: "pgt_1"},
-		&pgproto3.Parse{Name: "pgt_3", Query: "SELECT 3"},
+		&pgproto3.Close{ObjectType: 'S', Name: "pgt_2"},
+		&pgproto3.Parse{Name: "pgt_4", Query: "SELECT 3"},
 	}
 	if !reflect.DeepEqual(msgs, want) {
 		t.Fatalf("with a full cache sent %#v, want %#v", msgs, want)
@@ -343,9 +352,9 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 
 	// The evicted statement is prepared again when it is used.
 	s.out = nil
-	s.q.reset()
-	name := s.backendStmtNameLocked("a")
-	if name == "pgt_1" {
+	s.rm.reset()
+	name, _ := s.backendStmtNameLocked("a")
+	if name == "pgt_2" {
 		t.Fatalf("evicted statement still used by its old name")
 	}
 	msgs = frontendMsgs(t, s.out)
@@ -356,7 +365,7 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 
 	// A name the client never prepared goes out as one no statement has.
 	s.out = nil
-	if got := s.backendStmtNameLocked("nope"); got != unknownStmtName("nope") || len(s.out) != 0 {
+	if got, _ := s.backendStmtNameLocked("nope"); got != unknownStmtName("nope") || len(s.out) != 0 {
 		t.Fatalf("unknown name sent as %q with %q queued", got, s.out)
 	}
 }

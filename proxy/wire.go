@@ -120,17 +120,20 @@ func readyForQuery(status byte) []byte {
 
 // SQLSTATEs pgtenant itself raises.
 const (
-	codeProtocolViolation    = "08P01"
-	codeConnectionFailure    = "08006"
-	codeUnknownTenant        = "3D000" // invalid_catalog_name, as for an unknown database
-	codeTenantDisabled       = "55000" // object_not_in_prerequisite_state
-	codeTooManyClients       = "53300"
-	codeQueryCanceled        = "57014" // used for the pool wait timeout, like statement_timeout
-	codeAdminShutdown        = "57P01"
-	codeFeatureUnsupported   = "0A000"
-	codeInsufficientPriv     = "42501"
-	codeInvalidParameter     = "22023"
-	codeInvalidAuthorization = "28000"
+	codeProtocolViolation = "08P01"
+	codeConnectionFailure = "08006"
+	// codeTransactionResolutionUnknown: the backend was lost with a
+	// command in flight, which may or may not have taken effect.
+	codeTransactionResolutionUnknown = "08007"
+	codeUnknownTenant                = "3D000" // invalid_catalog_name, as for an unknown database
+	codeTenantDisabled               = "55000" // object_not_in_prerequisite_state
+	codeTooManyClients               = "53300"
+	codeQueryCanceled                = "57014" // used for the pool wait timeout, like statement_timeout
+	codeAdminShutdown                = "57P01"
+	codeFeatureUnsupported           = "0A000"
+	codeInsufficientPriv             = "42501"
+	codeInvalidParameter             = "22023"
+	codeInvalidAuthorization         = "28000"
 )
 
 // pgError is an error pgtenant reports to a client.

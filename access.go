@@ -81,12 +81,14 @@ func userCommand() *cli.Command {
 }
 
 // adminExit gives an admin function's error its exit code: a name or
-// tenant the person can correct is a usage error, anything else (the
-// backend, a conflict in the registry) a runtime one.
+// tenant the person can correct (including a schema named like a role) is
+// a usage error, anything else (the backend, a conflict in the registry) a
+// runtime one.
 func adminExit(err error) error {
 	var invalid *router.InvalidNameError
 	var unknown *router.UnknownTenantError
-	if errors.As(err, &invalid) || errors.As(err, &unknown) {
+	var roleNamed *router.RoleNamedSchemaError
+	if errors.As(err, &invalid) || errors.As(err, &unknown) || errors.As(err, &roleNamed) {
 		return cli.Exit(err, exitUsage)
 	}
 	return cli.Exit(err, exitRuntime)

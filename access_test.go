@@ -125,6 +125,12 @@ func TestAccessCommands(t *testing.T) {
 	fails(exitUsage, `invalid alias "Acme_Co"`, "tenant", "alias", "add", "Acme_Co", "acme")
 	fails(exitRuntime, `"acme_co" is already an alias of tenant "acme"`, "tenant", "create", "acme_co")
 	fails(exitUsage, `"acme_co" is an alias of tenant "acme"`, "tenant", "grant", "acme_co", "bob")
+	// A schema called like a role ("$user" in a search_path would reach
+	// it) is the operator's choice to change, like a bad name; the listing
+	// below shows that nothing was registered.
+	fails(exitUsage, `schema "postgres" has the name of role "postgres": "$user" in a search_path would reach it; choose another name`,
+		"tenant", "create", "postgres")
+	fails(exitUsage, `schema "postgres" has the name of role "postgres"`, "tenant", "create", "--schema", "postgres", "initech")
 
 	ok("NAME    SCHEMA  ACTIVE  ALIASES\nacme    acme    true    acme.example.com,acme_co\nglobex  globex  true\n", "tenant", "list")
 	ok("ALIAS             TENANT\nacme.example.com  acme\nacme_co           acme\n", "tenant", "alias", "list")

@@ -62,14 +62,18 @@
 // broken file keeps the old users in force and reports every bad line with
 // its number.
 //
-// AuthQuery asks the backend, through the proxy's pool, with a query that
-// takes the user name as $1 (always a bind parameter, never spliced in) and
-// returns (rolname text, rolpassword text), PgBouncer's auth_query
-// convention; no row or a NULL password is an unknown user. The default
-// query calls a function that reads pg_authid, which only a superuser may
-// read, so the function runs as its owner (SECURITY DEFINER) and the proxy's
-// own role needs nothing but the right to call it. As a superuser, in the
-// database the proxy's pool connects to:
+// AuthQuery asks the backend with a query that takes the user name as $1
+// (always a bind parameter, never spliced in) and returns (rolname text,
+// rolpassword text), PgBouncer's auth_query convention; no row or a NULL
+// password is an unknown user. It runs on whatever Querier it is given; the
+// proxy gives it the tenant registry's connections (a small pool of their
+// own on the backend DSN, application_name "pgtenant registry"), not the
+// pool that carries tenant traffic, so a login never waits for a backend
+// that tenants' queries are holding. The default query calls a function
+// that reads pg_authid, which only a superuser may read, so the function
+// runs as its owner (SECURITY DEFINER) and the proxy's own role needs
+// nothing but the right to call it. As a superuser, in the database of the
+// backend DSN:
 //
 //	CREATE SCHEMA IF NOT EXISTS pgtenant;
 //

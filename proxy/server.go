@@ -336,6 +336,17 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		return fmt.Errorf("open tenant registry: %w", err)
 	}
 	defer reg.Close()
+	// "$user" in a search_path reaches a schema named like the current role
+	// (issue 17). tenant create refuses such a schema, but a role can come
+	// later; say so at start rather than let it pass in silence.
+	if collide, err := reg.RoleNamedSchemas(ctx); err != nil {
+		log.Warn("could not check tenant schemas against role names", "err", err)
+	} else {
+		for _, t := range collide {
+			log.Warn(`tenant schema has the name of a role: "$user" in a search_path reaches it; rename the schema or the role`,
+				"tenant", t.Name, "schema", t.Schema, "role", t.Schema)
+		}
+	}
 	rt := router.New(reg, cfg.TenantFrom, cfg.TenantCacheTTL, cfg.TenantMissTTL, router.WithSNISuffix(cfg.SNISuffix))
 
 	// grants is the TenantAccess of --tenant-access granted; nil under all.

@@ -222,7 +222,11 @@ func inTx(ctx context.Context, db DB, f func(pgx.Tx) error) error {
 // another schema or the schema belongs to another tenant. Names are
 // validated before the database is touched.
 //
-// It refuses a name that is already an alias of another tenant.
+// It refuses a name that is already an alias of another tenant, and a
+// schema that has the name of a role (a *RoleNamedSchemaError): see
+// RoleNamedSchemaError for why. A role created later, or one that already
+// had the schema's name when an existing tenant is created again, is not
+// refused here; PGRegistry.RoleNamedSchemas finds those.
 //
 // Everything happens in one transaction; at commit the registry's trigger
 // sends a notification on NotifyChannel, so proxies that cached the name as
@@ -260,6 +264,9 @@ func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, cr
 		} else if isAlias {
 			return fmt.Errorf("%q is already an alias of tenant %q; remove the alias first or choose another name", name, aliasOf)
 		}
+		if err := refuseRoleNamedSchema(ctx, tx, schema); err != nil {
+			return err
+		}
 		var owner string
 		err = tx.QueryRow(ctx, `SELECT name FROM pgtenant.tenants WHERE schema_name = $1`, schema).Scan(&owner)
 		switch {
@@ -294,6 +301,42 @@ func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, cr
 		return Tenant{}, false, fmt.Errorf("create tenant %q: %w", name, err)
 	}
 	return t, created, nil
+}
+
+// RoleNamedSchemaError says that a tenant's schema would have the name of a
+// role. PostgreSQL's default search_path is `"$user", public`, and "$user"
+// stands for a schema named like the current role: a client whose backend
+// runs with that default (after RESET ALL, RESET search_path or DISCARD
+// ALL) as the pool's role, or as any role it can SET ROLE to, would find
+// that tenant's tables ahead of public. The pool's role is the usual victim,
+// and every client of every tenant runs as it.
+type RoleNamedSchemaError struct {
+	Schema string
+	// Role is the role whose name the schema has. Schema and role names
+	// compare exactly (a role "Acme" does not reach schema acme), so the
+	// two are equal; the field is there so that messages can say "role".
+	Role string
+}
+
+func (e *RoleNamedSchemaError) Error() string {
+	return fmt.Sprintf(`schema %q has the name of role %q: "$user" in a search_path would reach it; choose another name`, e.Schema, e.Role)
+}
+
+// refuseRoleNamedSchema returns a *RoleNamedSchemaError when a role is
+// called schema. Roles are not under the registry lock, so a role created
+// concurrently can slip past; the proxy warns of those at start
+// (PGRegistry.RoleNamedSchemas).
+func refuseRoleNamedSchema(ctx context.Context, db DB, schema string) error {
+	var isRole bool
+	err := db.QueryRow(ctx,
+		`SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1)`, schema).Scan(&isRole)
+	if err != nil {
+		return fmt.Errorf("check roles: %w", err)
+	}
+	if isRole {
+		return &RoleNamedSchemaError{Schema: schema, Role: schema}
+	}
+	return nil
 }
 
 func createSchema(ctx context.Context, tx pgx.Tx, schema string) error {

@@ -261,3 +261,37 @@ func (r *PGRegistry) listen(ctx context.Context, onChange func(name string)) err
 		onChange(n.Payload)
 	}
 }
+
+// roleNamedSchemasSQL finds the tenants whose schema has the name of a role.
+// pg_roles is readable by every role, and is qualified so that nothing on
+// the registry role's search_path can stand in for it.
+const roleNamedSchemasSQL = `
+SELECT t.name, t.schema_name, t.active
+  FROM pgtenant.tenants t
+ WHERE EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = t.schema_name)
+ ORDER BY t.name`
+
+// RoleNamedSchemas returns the tenants, active or not, whose schema has the
+// name of a role, ordered by name: "$user" in a search_path reaches such a
+// schema (see RoleNamedSchemaError). CreateTenant refuses them, but a role
+// can be created after its namesake tenant, so the proxy asks at start and
+// warns. A registry that does not exist yet has none, which is not an
+// error.
+func (r *PGRegistry) RoleNamedSchemas(ctx context.Context) ([]Tenant, error) {
+	rows, err := r.pool.Query(ctx, roleNamedSchemasSQL)
+	var tenants []Tenant
+	if err == nil {
+		tenants, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Tenant, error) {
+			var t Tenant
+			err := row.Scan(&t.Name, &t.Schema, &t.Active)
+			return t, err
+		})
+	}
+	switch {
+	case isMissingRegistry(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("find tenants whose schema has a role's name: %w", err)
+	}
+	return tenants, nil
+}

@@ -202,9 +202,11 @@ func newLedgerRun(t *testing.T, target ledgerTarget, l *ledger) *ledgerRun {
 func TestLedgerDirectControl(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_ctl"
-	env := startLedgerEnv(t, cluster.Options{Settings: map[string]string{
-		"idle_in_transaction_session_timeout": idleTimeout.String(),
-	}}, tenant, append([]string{ledgerTable}, tpcbSetup...)...)
+	settings := map[string]string{"idle_in_transaction_session_timeout": idleTimeout.String()}
+	for k, v := range syncRepSettings {
+		settings[k] = v
+	}
+	env := startLedgerEnv(t, cluster.Options{Settings: settings}, tenant, append([]string{ledgerTable}, tpcbSetup...)...)
 	target := directTarget(env.c, env.db, tenant)
 
 	t.Run("ledger", func(t *testing.T) {
@@ -234,6 +236,9 @@ func TestLedgerDirectControl(t *testing.T) {
 	})
 	t.Run("escape repro, stalled client", func(t *testing.T) {
 		escapeRepro(t, env, target, max(1, stalledTrials(t)/3), stalledEscapeTrial)
+	})
+	t.Run("COMMIT in flight", func(t *testing.T) {
+		commitInFlight(t, env, target, commitTrials/4)
 	})
 }
 
@@ -294,20 +299,24 @@ func TestLedgerRestart(t *testing.T) {
 	p := startLedgerProxy(t, env, 6)
 	l := newLedger()
 	r := newLedgerRun(t, proxyTarget(p, tenant), l)
+	// A restart takes a second or more under load: twice the time gives
+	// several of each mode.
+	r.until = time.Now().Add(2 * ledgerSeconds(t))
 	var restarts []string
 	var restartErr error
 	stop := faultLoop(func(stop <-chan struct{}) {
 		modes := []cluster.ShutdownMode{cluster.ShutdownFast, cluster.ShutdownImmediate}
-		for i := 0; sleepOr(stop, time.Duration(800+rand.IntN(700))*time.Millisecond); i++ {
+		for i := 0; sleepOr(stop, time.Duration(300+rand.IntN(500))*time.Millisecond); i++ {
 			mode := modes[i%2]
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			began := time.Now()
 			err := env.c.Restart(ctx, mode)
 			cancel()
 			if err != nil {
 				restartErr = err
 				return
 			}
-			restarts = append(restarts, string(mode))
+			restarts = append(restarts, fmt.Sprintf("%s in %s", mode, time.Since(began).Round(time.Millisecond)))
 		}
 	})
 	r.run(t)
@@ -383,6 +392,113 @@ func TestLedgerEscapeReproStalled(t *testing.T) {
 	escapeRepro(t, env, proxyTarget(p, tenant), stalledTrials(t), stalledEscapeTrial)
 }
 
+// TestLedgerCommitInFlight: item 7 in one trial. A client's COMMIT is in
+// flight, and PostgreSQL has committed it locally, when its backend is
+// terminated: the commit waits for a synchronous standby that does not
+// exist (see syncRepSettings), so the backend is terminated in that wait,
+// and PostgreSQL itself warns that the transaction "has already committed
+// locally". The client must not be told it was rolled back: 08007, or
+// anything that does not claim an outcome, is the truth.
+func TestLedgerCommitInFlight(t *testing.T) {
+	t.Parallel()
+	pendingRelayFix(t)
+	const tenant = "ledger_commit"
+	env := startLedgerEnv(t, cluster.Options{Settings: syncRepSettings}, tenant, ledgerTable)
+	p := startLedgerProxy(t, env, 2)
+	commitInFlight(t, env, proxyTarget(p, tenant), commitTrials)
+}
+
+// syncRepSettings name a synchronous standby that never comes, with
+// synchronous_commit local so that nothing waits for it: but a
+// transaction that sets synchronous_commit on waits at COMMIT, after its
+// commit record is written, until it is cancelled or terminated.
+var syncRepSettings = map[string]string{
+	"synchronous_standby_names": "ledger_nobody",
+	"synchronous_commit":        "local",
+}
+
+// commitTrials is the number of COMMIT-in-flight trials.
+const commitTrials = 20
+
+func commitInFlight(t *testing.T, env *ledgerEnv, target ledgerTarget, trials int) {
+	t.Helper()
+	l := newLedger()
+	first := escapeTxidBase.Add(int64(trials)) - int64(trials)
+	for i := range trials {
+		id := first + int64(i)
+		e, err := commitInFlightTrial(env, target, id)
+		if err != nil {
+			t.Fatalf("txid %d: %v", id, err)
+		}
+		l.record(id, e)
+	}
+	l.checkRows(t, env.admin, fmt.Sprintf("select txid, array_agg(part order by part) from %s where txid between %d and %d group by txid",
+		env.table("ledger"), first, first+int64(trials)-1), 2)
+}
+
+// commitInFlightTrial runs one transaction whose COMMIT waits for the
+// standby, terminates its backend in that wait, and returns what the
+// client was told.
+func commitInFlightTrial(env *ledgerEnv, target ledgerTarget, id int64) (ledgerEntry, error) {
+	c, err := dialRaw(target)
+	if err != nil {
+		return ledgerEntry{}, err
+	}
+	defer c.close()
+	var pid int
+	for _, q := range []string{
+		"begin",
+		fmt.Sprintf("insert into ledger (txid, part) values (%d, 1) returning pg_backend_pid()", id),
+		fmt.Sprintf("insert into ledger (txid, part) values (%d, 2)", id),
+		"set local synchronous_commit = on",
+	} {
+		if err := c.send(q); err != nil {
+			return ledgerEntry{}, err
+		}
+		rp, err := c.recv()
+		if err != nil || rp.err != nil || rp.status != 'T' {
+			return ledgerEntry{}, fmt.Errorf("%s: %v, %v, status %q", q, rp.err, err, rp.status)
+		}
+		if rp.value != nil {
+			pid, _ = strconv.Atoi(string(rp.value))
+		}
+	}
+	if err := c.send("commit"); err != nil {
+		return ledgerEntry{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ledgerStepTimeout)
+	defer cancel()
+	deadline := time.Now().Add(ledgerStepTimeout)
+	for {
+		var waiting bool
+		if err := env.admin.QueryRow(ctx,
+			"select coalesce(wait_event = 'SyncRep', false) from pg_stat_activity where pid = $1", pid).Scan(&waiting); err != nil {
+			return ledgerEntry{}, fmt.Errorf("backend %d: %w", pid, err)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			return ledgerEntry{}, fmt.Errorf("backend %d never waited for the standby", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := terminate(env, pid); err != nil {
+		return ledgerEntry{}, err
+	}
+	rp, err := c.recv()
+	switch {
+	case err != nil:
+		return ledgerEntry{out: unknown, note: "COMMIT: " + oneLine(err.Error())}, nil
+	case rp.err != nil:
+		return commitPgError(rp.err.Severity, rp.err.Code, rp.err.Message, rp.err.Detail), nil
+	case rp.tag == "COMMIT":
+		return ledgerEntry{out: committed}, nil
+	default:
+		return ledgerEntry{out: failed, note: "COMMIT answered " + rp.tag}, nil
+	}
+}
+
 // stalledTrials is the number of stalled-client trials: a tenth of
 // PGTENANT_LEDGER_TRIALS, as each takes about half a second.
 func stalledTrials(t *testing.T) int { return max(1, ledgerTrials(t)/10) }
@@ -391,7 +507,7 @@ func ledgerTrials(t *testing.T) int {
 	return int(envDuration(t, "PGTENANT_LEDGER_TRIALS", 100))
 }
 
-// escapeTxidBase hands out the repro's txids, far from the ledger's.
+// escapeTxidBase hands out the repros' txids, far from the ledger's.
 var escapeTxidBase = func() *atomic.Int64 {
 	var a atomic.Int64
 	a.Store(1_000_000_000)

@@ -193,6 +193,9 @@ type ledgerRun struct {
 	// first statement of work, before the rest (0: no pause).
 	pause func(r *rand.Rand) time.Duration
 
+	// stop ends the run early.
+	stop atomic.Bool
+
 	started  atomic.Int64
 	connects atomic.Int64
 	connErrs atomic.Int64
@@ -235,7 +238,7 @@ func (r *ledgerRun) summary() string {
 // more reports whether the run goes on, and counts the transaction it
 // starts.
 func (r *ledgerRun) more() bool {
-	if time.Now().After(r.until) {
+	if r.stop.Load() || time.Now().After(r.until) {
 		return false
 	}
 	return r.started.Add(1) <= r.maxTx

@@ -32,8 +32,8 @@ package integration
 //     relay fix of issue 9 is in (see pendingRelayFix); they are skipped
 //     otherwise.
 //   - PGTENANT_LEDGER_SECONDS sets how long each fault run lasts (default
-//     6; restarts run twice as long; each run is also bounded by
-//     ledgerMaxTx transactions).
+//     6; the restart test also waits for one restart of each mode; each
+//     run is also bounded by ledgerMaxTx transactions).
 //   - PGTENANT_LEDGER_TRIALS sets the trials of the escape repro (default
 //     100; the stalled one runs a tenth as many).
 // The ungated tests (the control, restarts and max_connections) take

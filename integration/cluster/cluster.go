@@ -247,7 +247,9 @@ func (c *Cluster) Stop() error {
 	c.stopped = true
 	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancel()
-	err := c.stopServer(ctx)
+	// Immediate mode: the data is thrown away, so skipping the shutdown
+	// checkpoint costs nothing and saves time in every test.
+	err := c.stopServer(ctx, ShutdownImmediate)
 	// The postmaster's stderr is copied by goroutines that end when it and
 	// its children have exited; wait for them so the log is complete and
 	// Options.Log is not written after Stop returns.
@@ -291,6 +293,52 @@ func (c *Cluster) initdb(ctx context.Context) error {
 	return nil
 }
 
+// ShutdownMode is how Restart stops the server: pg_ctl's --mode.
+type ShutdownMode string
+
+const (
+	// ShutdownFast terminates every backend (each client is sent FATAL
+	// 57P01), rolls back their transactions and writes a shutdown
+	// checkpoint.
+	ShutdownFast ShutdownMode = "fast"
+	// ShutdownImmediate kills every server process at once, without a
+	// checkpoint; the next start runs crash recovery. To a client it looks
+	// like a crash.
+	ShutdownImmediate ShutdownMode = "immediate"
+)
+
+// Restart stops the server in mode and starts it again on the same port
+// and data directory, and returns once it accepts connections. Every
+// connection open at the time is lost; what was committed before the stop
+// is still there after it: in immediate mode only with synchronous_commit
+// on (this package's default is off, which lets a crash lose the last
+// commits; fsync=off is harmless, as the OS survives). It is for fault
+// tests of clients and proxies that must ride out a server restart.
+func (c *Cluster) Restart(ctx context.Context, mode ShutdownMode) error {
+	if mode != ShutdownFast && mode != ShutdownImmediate {
+		return fmt.Errorf("cluster: restart mode %q, want %q or %q", mode, ShutdownFast, ShutdownImmediate)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("cluster: restart of a stopped cluster")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultStartTimeout)
+		defer cancel()
+	}
+	if err := c.stopServer(ctx, mode); err != nil {
+		return fmt.Errorf("cluster: restart: %w", err)
+	}
+	// The port was this server's a moment ago; PostgreSQL binds with
+	// SO_REUSEADDR, so connections still in TIME_WAIT do not keep it.
+	if err := c.launch(ctx, c.Port); err != nil {
+		return fmt.Errorf("cluster: restart: %w", err)
+	}
+	return c.waitReady(ctx)
+}
+
 // startServer starts the postmaster on a port that was free a moment ago. It
 // returns an error wrapping errPortInUse when another process took the port
 // first, after making sure no postmaster of this attempt is left running.
@@ -300,6 +348,27 @@ func (c *Cluster) startServer(ctx context.Context, pickPort func() (int, error))
 		return err
 	}
 	logStart := c.log.size()
+	err = c.launch(ctx, port)
+	if err == nil {
+		c.Port = port
+		return nil
+	}
+	// pg_ctl may have given up (timeout, cancelled context) on a postmaster
+	// that is still running: stop it before trying another port.
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StopTimeout)
+	defer cancel()
+	stopErr := c.stopServer(stopCtx, ShutdownImmediate)
+	c.log.drain(logDrainTimeout)
+	attemptLog := c.log.read(logStart)
+	if stopErr == nil && strings.Contains(attemptLog, "Address already in use") {
+		return fmt.Errorf("cluster: start server on port %d: %w", port, errPortInUse)
+	}
+	return errors.Join(fmt.Errorf("cluster: start server on port %d: pg_ctl: %w", port, err), stopErr)
+}
+
+// launch runs pg_ctl start on port, with the server's output going to the
+// log, and returns pg_ctl's error.
+func (c *Cluster) launch(ctx context.Context, port int) error {
 	w, err := c.log.attach()
 	if err != nil {
 		return err
@@ -319,21 +388,7 @@ func (c *Cluster) startServer(ctx context.Context, pickPort func() (int, error))
 	// The postmaster inherited w; this process's copy is no longer needed,
 	// and holding it would keep the log copy from ever seeing EOF.
 	w.Close()
-	if err == nil {
-		c.Port = port
-		return nil
-	}
-	// pg_ctl may have given up (timeout, cancelled context) on a postmaster
-	// that is still running: stop it before trying another port.
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StopTimeout)
-	defer cancel()
-	stopErr := c.stopServer(stopCtx)
-	c.log.drain(logDrainTimeout)
-	attemptLog := c.log.read(logStart)
-	if stopErr == nil && strings.Contains(attemptLog, "Address already in use") {
-		return fmt.Errorf("cluster: start server on port %d: %w", port, errPortInUse)
-	}
-	return errors.Join(fmt.Errorf("cluster: start server on port %d: pg_ctl: %w", port, err), stopErr)
+	return err
 }
 
 // TLS file names in the data directory; relative names in postgresql.conf
@@ -400,17 +455,16 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	}
 }
 
-// stopServer stops the postmaster if one is running on the data directory.
-func (c *Cluster) stopServer(ctx context.Context) error {
+// stopServer stops the postmaster, in mode, if one is running on the data
+// directory.
+func (c *Cluster) stopServer(ctx context.Context, mode ShutdownMode) error {
 	pidFile := filepath.Join(c.dataDir, "postmaster.pid")
 	if _, err := os.Stat(pidFile); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	// Immediate mode: the data is thrown away, so skipping the shutdown
-	// checkpoint costs nothing and saves time in every test.
 	cmd := c.run.command(ctx, c.Dir, "pg_ctl", "stop",
 		"--pgdata="+c.dataDir,
-		"--mode=immediate",
+		"--mode="+string(mode),
 		"--wait", "--timeout="+strconv.Itoa(secondsLeft(ctx)),
 	)
 	out, err := cmd.CombinedOutput()
@@ -430,7 +484,7 @@ func (c *Cluster) abort(cause error) error {
 	if c.log != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 		defer cancel()
-		if err := c.stopServer(ctx); err != nil {
+		if err := c.stopServer(ctx, ShutdownImmediate); err != nil {
 			cause = errors.Join(cause, err)
 		}
 		c.log.drain(logDrainTimeout)

@@ -327,3 +327,65 @@ func TestStartWithTLS(t *testing.T) {
 		t.Errorf("key file owned by uid %d, want the server user's %d", st.Uid, c.run.uid)
 	}
 }
+
+// TestRestart: Restart in either mode brings the server back on the same
+// port with what was committed; connections open across it are lost, and a
+// transaction open across it is rolled back.
+func TestRestart(t *testing.T) {
+	// The cluster's default synchronous_commit=off lets an immediate stop
+	// lose the last commits: the WAL of a commit must reach the OS before
+	// the server is killed for the commit to survive it.
+	c := startCluster(t, Options{Settings: map[string]string{"synchronous_commit": "on"}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	setup := connect(t, ctx, c.DSN("postgres"))
+	if _, err := setup.Exec(ctx, "create table kept (v text)"); err != nil {
+		t.Fatal(err)
+	}
+	setup.Close(ctx)
+	port := c.Port
+	for _, mode := range []ShutdownMode{ShutdownFast, ShutdownImmediate} {
+		conn := connect(t, ctx, c.DSN("postgres"))
+		if _, err := conn.Exec(ctx, "insert into kept values ($1)", string(mode)); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "insert into kept values ('open across the restart')"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Restart(ctx, mode); err != nil {
+			t.Fatalf("Restart(%s): %v", mode, err)
+		}
+		if c.Port != port {
+			t.Fatalf("Restart(%s): port %d, was %d", mode, c.Port, port)
+		}
+		if err := tx.Commit(ctx); err == nil {
+			t.Errorf("Restart(%s): a transaction open across it committed", mode)
+		}
+		after := connect(t, ctx, c.DSN("postgres"))
+		got := queryString(t, ctx, after, "select string_agg(v, ',' order by v) from kept")
+		want := "fast"
+		if mode == ShutdownImmediate {
+			want = "fast,immediate"
+		}
+		if got != want {
+			t.Errorf("after Restart(%s): kept = %q, want %q", mode, got, want)
+		}
+		after.Close(ctx)
+	}
+	if err := c.Restart(ctx, "smart"); err == nil {
+		t.Error("Restart(smart): no error")
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(ctx, ShutdownFast); err == nil {
+		t.Error("Restart after Stop: no error")
+	}
+	if log := c.ServerLog(); strings.Count(log, "database system is ready to accept connections") != 3 {
+		t.Errorf("server log does not show three starts:\n%s", log)
+	}
+}

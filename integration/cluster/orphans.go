@@ -45,7 +45,7 @@ func reapOrphans(ctx context.Context, run *runner, tmp string) {
 			continue
 		}
 		c := &Cluster{Dir: dir, dataDir: filepath.Join(dir, "data"), run: run}
-		if err := c.stopServer(ctx); err != nil {
+		if err := c.stopServer(ctx, ShutdownImmediate); err != nil {
 			continue
 		}
 		_ = os.RemoveAll(dir)

@@ -49,7 +49,7 @@ func TestStartReapsOrphans(t *testing.T) {
 	t.Cleanup(func() {
 		// Should the reaper fail, do not leak the server in turn.
 		c := &Cluster{Dir: dir, dataDir: filepath.Join(dir, "data"), run: mustRunner(t)}
-		_ = c.stopServer(context.Background())
+		_ = c.stopServer(context.Background(), ShutdownImmediate)
 		_ = os.RemoveAll(dir)
 	})
 	if !accepting(port) {

@@ -212,8 +212,11 @@ func (s *session) fail(e *pgError) {
 	_ = s.cw.Flush()
 }
 
-// serve runs the whole life of the connection.
-func (s *session) serve(ctx context.Context) {
+// serve runs the whole life of the connection. admitted is called once
+// the startup phase is over (the StartupMessage arrived, or admission
+// failed): it gives back the connection's startup slot (startup.go), as the
+// client now counts toward max-client-conn.
+func (s *session) serve(ctx context.Context, admitted func()) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.logger().Error("session panic", "panic", r)
@@ -227,6 +230,7 @@ func (s *session) serve(ctx context.Context) {
 	deadline := time.Now().Add(s.srv.cfg.StartupTimeout)
 	_ = s.nc.SetDeadline(deadline)
 	startup, err := s.admit()
+	admitted()
 	if err != nil {
 		s.reportStartupError("admit", err)
 		return

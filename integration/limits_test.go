@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -115,6 +117,28 @@ func (c *childProxy) openFiles() int {
 	return len(ents)
 }
 
+// rssKiB is the child's resident memory (VmRSS) in KiB.
+func (c *childProxy) rssKiB(t *testing.T) int {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", c.pid))
+	if err != nil {
+		t.Fatalf("pgtenant process gone: %v (exit: %v)", err, c.err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kib, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			if err != nil {
+				t.Fatalf("VmRSS line %q: %v", sc.Text(), err)
+			}
+			return kib
+		}
+	}
+	t.Fatal("no VmRSS in /proc status")
+	return 0
+}
+
 // queryOver checks that the child answers a real client of tenant,
 // dialling from the loopback address from (empty: any).
 func (c *childProxy) queryOver(t *testing.T, tenant, from string) {
@@ -223,6 +247,102 @@ func TestLimitsStartupConnections(t *testing.T) {
 	if n := c.openFiles(); n > 2*perAddr+40 {
 		t.Fatalf("pgtenant holds %d descriptors with %d clients in startup", n, perAddr)
 	}
+}
+
+// claim writes the header of a Query claiming bodyLen body bytes.
+func claim(t *testing.T, nc net.Conn, length uint32) {
+	t.Helper()
+	var h [5]byte
+	h[0] = 'Q'
+	binary.BigEndian.PutUint32(h[1:], length)
+	rawWrite(t, nc, h[:])
+}
+
+// unreadByProxy is how many bytes pgtenant has not yet read from the
+// client connection whose local end is local (its socket's receive queue,
+// from /proc/net/tcp).
+func unreadByProxy(t *testing.T, proxyPort int, local net.Addr) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(":%04X", proxyPort)
+	peer := fmt.Sprintf(":%04X", local.(*net.TCPAddr).Port)
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasSuffix(f[1], want) || !strings.HasSuffix(f[2], peer) {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseInt(rx, 16, 64)
+		if err != nil {
+			t.Fatalf("/proc/net/tcp queue %q: %v", f[4], err)
+		}
+		return int(n)
+	}
+	t.Fatalf("no socket 127.0.0.1%s <- %s in /proc/net/tcp", want, local)
+	return 0
+}
+
+// TestLimitsClaimedLengthMemory: a message's claimed length costs nothing
+// until its bytes arrive. Over max-message-size (64 MiB by default) it is
+// refused with 08P01 at the header; under it, only what arrived is held.
+func TestLimitsClaimedLengthMemory(t *testing.T) {
+	const tenant = "lim_mem"
+	const boundKiB = 200 * 1024
+	createTenant(t, tenant)
+	c := startChildProxy(t, 0, "--startup-timeout", "10s")
+	c.queryOver(t, tenant, "")
+	base := c.rssKiB(t)
+
+	// Over the cap: 20 claims of 100 MB and one of 2 GiB-1, each on a
+	// connection of its own, logged in first.
+	claims := make([]uint32, 0, 21)
+	for range 20 {
+		claims = append(claims, 100_000_000)
+	}
+	claims = append(claims, 0x7fffffff)
+	for i, n := range claims {
+		nc := rawDial(t, c.Proxy)
+		rawStartup(t, nc, tenant)
+		claim(t, nc, n)
+		_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		msg, err := pgproto3.NewFrontend(nc, nil).Receive()
+		if er, ok := msg.(*pgproto3.ErrorResponse); err != nil || !ok || er.Code != "08P01" || er.Severity != "FATAL" {
+			t.Errorf("claim %d of %d bytes: got %#v (err %v), want FATAL 08P01", i+1, n, msg, err)
+		}
+		nc.Close()
+		if rss := c.rssKiB(t); rss > boundKiB {
+			t.Fatalf("after claim %d of %d bytes: VmRSS %d KiB (from %d), bound %d KiB", i+1, n, rss, base, boundKiB)
+		}
+	}
+	afterOver := c.rssKiB(t)
+
+	// Under the cap: 10 claims of 60 MB that send 1 MB each and stop.
+	// pgtenant must hold what arrived, not what was claimed. The proxy's
+	// receive queue says when it has read what was sent.
+	const held, sent = 10, 1 << 20
+	body := make([]byte, sent)
+	for i := range body {
+		body[i] = 'x'
+	}
+	for i := range held {
+		nc := rawDial(t, c.Proxy)
+		rawStartup(t, nc, tenant)
+		claim(t, nc, 60_000_000)
+		rawWrite(t, nc, body)
+		eventually(t, 10*time.Second, "pgtenant to read the partial message", func() bool {
+			return unreadByProxy(t, c.Port, nc.LocalAddr()) == 0
+		})
+		if rss := c.rssKiB(t); rss > boundKiB {
+			t.Fatalf("after partial message %d: VmRSS %d KiB (from %d), bound %d KiB", i+1, rss, base, boundKiB)
+		}
+	}
+	afterUnder := c.rssKiB(t)
+	t.Logf("VmRSS: %d KiB at start, %d KiB after %d over-cap claims, %d KiB holding %d partial 60 MB messages (%d KiB sent each)",
+		base, afterOver, len(claims), afterUnder, held, sent/1024)
+	c.queryOver(t, tenant, "")
 }
 
 // lastLines is the last n lines of s.

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sort"
@@ -187,6 +186,9 @@ func (s *session) TLS() bool {
 func (s *session) ReceivePassword() ([]byte, error) {
 	typ, n, err := peekHeader(s.cr)
 	if err != nil {
+		if errors.Is(err, errMalformed) {
+			return nil, fatalf(codeProtocolViolation, "invalid message from client: %v", err)
+		}
 		return nil, err
 	}
 	if typ != 'p' {
@@ -195,14 +197,10 @@ func (s *session) ReceivePassword() ([]byte, error) {
 	if n > auth.MaxPasswordMessageLen {
 		return nil, fatalf(codeProtocolViolation, "password message too long (%d bytes)", n)
 	}
-	body := make([]byte, n)
 	if _, err := s.cr.Discard(5); err != nil {
 		return nil, err
 	}
-	if _, err := io.ReadFull(s.cr, body); err != nil {
-		return nil, err
-	}
-	return body, nil
+	return readWhole(s.cr, n)
 }
 
 // fail tells the client why it is being turned away, best effort.
@@ -231,6 +229,9 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 	_ = s.nc.SetDeadline(deadline)
 	startup, err := s.admit()
 	admitted()
+	// From here on every client message is framed by s.cr, which admit
+	// may have replaced (TLS): cap the lengths it will take.
+	s.cr.maxMessage = s.srv.cfg.MaxMessageSize
 	if err != nil {
 		s.reportStartupError("admit", err)
 		return

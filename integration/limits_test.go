@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -93,8 +94,16 @@ func startChildProxy(t *testing.T, nofile int, flags ...string) *childProxy {
 		if err != nil {
 			return false
 		}
-		nc.Close()
-		return true
+		defer nc.Close()
+		// A CancelRequest for no session, read to the close: pgtenant
+		// gives the connection's startup slot back before it closes, so
+		// the probe holds none when the test begins counting.
+		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := nc.Write([]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil {
+			return false
+		}
+		_, err = io.Copy(io.Discard, nc)
+		return err == nil
 	})
 	return c
 }

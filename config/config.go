@@ -71,6 +71,13 @@ const (
 	ClientTLSRequire = "require" // refuse clients that do not use TLS
 )
 
+// The range of MaxMessageSize. Below 1 KiB ordinary queries would be
+// refused; 1 GiB is PostgreSQL's own limit on a message (MaxAllocSize).
+const (
+	MinMessageSize      = 1 << 10
+	MaxMessageSizeLimit = 1 << 30
+)
+
 // Config is everything `pgtenant serve` needs. The zero value is not valid;
 // use Default and then override.
 type Config struct {
@@ -131,6 +138,21 @@ type Config struct {
 	// MaxClientConn caps concurrent client connections; one more gets
 	// 53300. Default 5000.
 	MaxClientConn int
+	// MaxStartupConn caps connections accepted but not yet admitted: those
+	// whose StartupMessage has not arrived (TLS handshake, SSLRequest, or
+	// nothing at all). Admitted clients count toward MaxClientConn instead,
+	// so pgtenant holds at most MaxClientConn + MaxStartupConn client
+	// sockets. One more gets 53300 at once. Default 1000.
+	MaxStartupConn int
+	// MaxStartupPerAddr caps the connections of one client IP address
+	// among MaxStartupConn, so that one host cannot take every startup
+	// slot; 0 turns it off. Default 250.
+	MaxStartupPerAddr int
+	// MaxMessageSize is the largest length a client message may claim
+	// (its length word, in bytes). A claim over it is refused with FATAL
+	// 08P01 before anything is read or allocated; under it, pgtenant holds
+	// only what has arrived. Server replies are not capped. Default 64 MiB.
+	MaxMessageSize int
 	// ServerIdleTimeout closes backend connections idle longer than this;
 	// 0 keeps them. Default 10m.
 	ServerIdleTimeout time.Duration
@@ -189,6 +211,9 @@ func Default() Config {
 		TenantFrom:            TenantFromDatabase,
 		QueryWaitTimeout:      30 * time.Second,
 		MaxClientConn:         5000,
+		MaxStartupConn:        1000,
+		MaxStartupPerAddr:     250,
+		MaxMessageSize:        64 << 20,
 		ServerIdleTimeout:     10 * time.Minute,
 		ServerLifetime:        time.Hour,
 		ServerConnectTimeout:  10 * time.Second,
@@ -302,6 +327,16 @@ func (c Config) Validate() error {
 	}
 	if c.MaxClientConn < 1 {
 		errs = append(errs, fmt.Errorf("max-client-conn must be at least 1, got %d", c.MaxClientConn))
+	}
+	if c.MaxStartupConn < 1 {
+		errs = append(errs, fmt.Errorf("max-startup-conn must be at least 1, got %d", c.MaxStartupConn))
+	}
+	if c.MaxStartupPerAddr < 0 {
+		errs = append(errs, fmt.Errorf("max-startup-per-addr must not be negative (0 turns it off), got %d", c.MaxStartupPerAddr))
+	}
+	if c.MaxMessageSize < MinMessageSize || c.MaxMessageSize > MaxMessageSizeLimit {
+		errs = append(errs, fmt.Errorf("max-message-size must be between %d and %d bytes, got %d",
+			MinMessageSize, MaxMessageSizeLimit, c.MaxMessageSize))
 	}
 	type durationSetting struct {
 		name      string

@@ -71,6 +71,8 @@ func fromFile(c *Config) {
 	c.QueryWaitTimeout = 5 * time.Second
 	c.ServerLifetime = 0
 	c.LogFormat = "json"
+	c.MaxMessageSize = 1 << 20
+	c.MaxStartupPerAddr = 0
 }
 
 func TestPrecedence(t *testing.T) {
@@ -133,10 +135,15 @@ func TestPrecedence(t *testing.T) {
 				"PGTENANT_POOL_SIZE":           "8",
 				"PGTENANT_QUERY_WAIT_TIMEOUT":  "7s",
 				"PGTENANT_SERVER_IDLE_TIMEOUT": "2m",
+				"PGTENANT_MAX_MESSAGE_SIZE":    "2097152",
+				"PGTENANT_MAX_STARTUP_CONN":    "300",
 			},
-			args: []string{"--config", testFile, "--pool-size", "16", "--query-wait-timeout", "9s", "--pool-mode", "transaction"},
+			args: []string{"--config", testFile, "--pool-size", "16", "--query-wait-timeout", "9s", "--pool-mode", "transaction",
+				"--max-message-size", "4194304"},
 			want: func(c *Config) {
 				fromFile(c)
+				c.MaxMessageSize = 4 << 20
+				c.MaxStartupConn = 300
 				c.PoolSize = 16
 				c.QueryWaitTimeout = 9 * time.Second
 				c.PoolMode = PoolTransaction
@@ -285,6 +292,9 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		"tenant-from":                "user",
 		"query-wait-timeout":         "1s",
 		"max-client-conn":            "9",
+		"max-startup-conn":           "10",
+		"max-startup-per-addr":       "11",
+		"max-message-size":           "4096",
 		"server-idle-timeout":        "2s",
 		"server-lifetime":            "3s",
 		"server-connect-timeout":     "4s",

@@ -35,8 +35,10 @@ func readStartupPacket(r io.Reader) (pgproto3.FrontendMessage, error) {
 	if n < 8 || n > maxStartupPacket {
 		return nil, fatalf(codeProtocolViolation, "invalid startup packet length %d", n)
 	}
-	body := make([]byte, n-4)
-	if _, err := io.ReadFull(r, body); err != nil {
+	// Capped, but still only claimed: a connection that sends a length and
+	// stops costs what it sent, not 10000 bytes.
+	body, err := readWhole(r, n-4)
+	if err != nil {
 		return nil, err
 	}
 	return decodeStartupPacket(body)

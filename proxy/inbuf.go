@@ -39,6 +39,10 @@ type inBuf struct {
 	buf        []byte
 	start, end int
 	err        error
+	// maxMessage is the longest length a message read through this buffer
+	// may claim (max-message-size); peekHeader refuses longer ones. 0: no
+	// cap (startup packets have their own, see admit.go).
+	maxMessage int
 }
 
 func newInBuf(r io.Reader) *inBuf {

@@ -226,7 +226,8 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 }
 
 // body returns the message's body: from the reader's buffer when it fits
-// (valid until the next read), else read off the reader into m.whole.
+// (valid until the next read), else read off the reader into m.whole, which
+// grows as the bytes arrive (readWhole): the length was only claimed.
 func (s *session) body(m *clientMsg) ([]byte, error) {
 	if m.whole != nil {
 		return m.whole, nil
@@ -238,11 +239,11 @@ func (s *session) body(m *clientMsg) ([]byte, error) {
 		}
 		return b[5:], nil
 	}
-	whole := make([]byte, m.n)
 	if _, err := s.cr.Discard(5); err != nil {
 		return nil, err
 	}
-	if _, err := io.ReadFull(s.cr, whole); err != nil {
+	whole, err := readWhole(s.cr, m.n)
+	if err != nil {
 		return nil, err
 	}
 	m.whole = whole

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -77,6 +78,12 @@ type Server struct {
 	byKey  map[uint32]*session // admitted sessions by cancel key pid
 	conns  map[net.Conn]struct{}
 	closed bool
+
+	// starting counts connections in startup (startup.go), for
+	// max-startup-conn; startingFrom the same per client address, for
+	// max-startup-per-addr (nil until needed). Both under mu.
+	starting     int
+	startingFrom map[netip.Addr]int
 }
 
 // NewServer wires a server from its parts. The caller owns p and r.
@@ -89,22 +96,65 @@ func NewServer(cfg config.Config, log *slog.Logger, p *pool.Pool, r TenantResolv
 	}
 }
 
+// Accept backoff. An accept that fails while the listener is open means
+// the process or the system ran out of something (EMFILE, ENFILE, ENOBUFS)
+// that clients leaving will give back: Serve waits and tries again, the
+// wait doubling from acceptBackoffMin to acceptBackoffMax and starting over
+// after a success, so a full file table costs neither the process nor a
+// busy loop.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 // Serve accepts connections on ln until ctx is done, then shuts down:
 // it stops accepting, lets clients finish for up to ShutdownTimeout, and
-// closes the rest.
+// closes the rest. Only the end of ctx or a closed listener stops it; any
+// other accept error is waited out (see acceptBackoffMin).
 func (srv *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close()
 	}()
 	var acceptErr error
+	var (
+		delay    time.Duration // current backoff; 0 outside a burst of failures
+		failures int           // in the current burst
+		since    time.Time     // when the burst began
+	)
+accept:
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() == nil {
-				acceptErr = fmt.Errorf("accept: %w", err)
+			if ctx.Err() != nil {
+				break
 			}
-			break
+			if errors.Is(err, net.ErrClosed) {
+				acceptErr = fmt.Errorf("accept: %w", err)
+				break
+			}
+			// Logged once per burst, not per failure: under a flood of
+			// connections the log would otherwise grow as fast as the
+			// retries.
+			failures++
+			if delay == 0 {
+				delay, since = acceptBackoffMin, time.Now()
+				srv.log.Warn("accept failed, retrying", "err", err)
+			} else {
+				delay = min(2*delay, acceptBackoffMax)
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				break accept
+			case <-t.C:
+			}
+			continue
+		}
+		if delay != 0 {
+			srv.log.Info("accepting again", "failed_accepts", failures, "after", time.Since(since).Round(time.Millisecond))
+			delay, failures = 0, 0
 		}
 		srv.mu.Lock()
 		if srv.closed {
@@ -112,17 +162,24 @@ func (srv *Server) Serve(ctx context.Context, ln net.Listener) error {
 			_ = nc.Close()
 			continue
 		}
+		slot, refusal := srv.takeStartupSlotLocked(nc)
+		if refusal != nil {
+			srv.mu.Unlock()
+			refuseEarly(nc, refusal)
+			continue
+		}
 		srv.conns[nc] = struct{}{}
 		srv.sessions.Add(1)
 		srv.mu.Unlock()
 		go func() {
 			defer func() {
+				slot.release()
 				srv.mu.Lock()
 				delete(srv.conns, nc)
 				srv.mu.Unlock()
 				srv.sessions.Done()
 			}()
-			newSession(srv, nc).serve(ctx)
+			newSession(srv, nc).serve(ctx, slot.release)
 		}()
 	}
 	srv.shutdown()

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sort"
@@ -193,6 +192,9 @@ func (s *session) TLS() bool {
 func (s *session) ReceivePassword() ([]byte, error) {
 	typ, n, err := peekHeader(s.cr)
 	if err != nil {
+		if errors.Is(err, errMalformed) {
+			return nil, fatalf(codeProtocolViolation, "invalid message from client: %v", err)
+		}
 		return nil, err
 	}
 	if typ != 'p' {
@@ -201,14 +203,10 @@ func (s *session) ReceivePassword() ([]byte, error) {
 	if n > auth.MaxPasswordMessageLen {
 		return nil, fatalf(codeProtocolViolation, "password message too long (%d bytes)", n)
 	}
-	body := make([]byte, n)
 	if _, err := s.cr.Discard(5); err != nil {
 		return nil, err
 	}
-	if _, err := io.ReadFull(s.cr, body); err != nil {
-		return nil, err
-	}
-	return body, nil
+	return readWhole(s.cr, n)
 }
 
 // fail tells the client why it is being turned away, best effort.
@@ -218,8 +216,11 @@ func (s *session) fail(e *pgError) {
 	_ = s.cw.Flush()
 }
 
-// serve runs the whole life of the connection.
-func (s *session) serve(ctx context.Context) {
+// serve runs the whole life of the connection. admitted is called once
+// the startup phase is over (the StartupMessage arrived, or admission
+// failed): it gives back the connection's startup slot (startup.go), as the
+// client now counts toward max-client-conn.
+func (s *session) serve(ctx context.Context, admitted func()) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.logger().Error("session panic", "panic", r)
@@ -233,6 +234,10 @@ func (s *session) serve(ctx context.Context) {
 	deadline := time.Now().Add(s.srv.cfg.StartupTimeout)
 	_ = s.nc.SetDeadline(deadline)
 	startup, err := s.admit()
+	admitted()
+	// From here on every client message is framed by s.cr, which admit
+	// may have replaced (TLS): cap the lengths it will take.
+	s.cr.maxMessage = s.srv.cfg.MaxMessageSize
 	if err != nil {
 		s.reportStartupError("admit", err)
 		return

@@ -22,8 +22,25 @@ const maxDecoded = 64 * 1024
 
 var errMalformed = errors.New("malformed message length")
 
+// tooLargeError is a client message whose length is over max-message-size.
+// It is an errMalformed: the client hears 08P01, as for any bad length.
+type tooLargeError struct {
+	typ        byte
+	length     int32 // as claimed
+	maxMessage int
+}
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("message type %q claims %d bytes, over max-message-size %d", e.typ, e.length, e.maxMessage)
+}
+
+func (e *tooLargeError) Unwrap() error { return errMalformed }
+
 // peekHeader returns the next message's type and body length without
-// consuming anything.
+// consuming anything. It is where every client message's length is first
+// seen, so it is where a client reader's max-message-size (inBuf.maxMessage)
+// is enforced: before a byte of the body is read or a buffer allocated for
+// it, whether the message will be held or streamed.
 func peekHeader(r msgReader) (typ byte, bodyLen int, err error) {
 	h, err := r.Peek(5)
 	if err != nil {
@@ -33,7 +50,39 @@ func peekHeader(r msgReader) (typ byte, bodyLen int, err error) {
 	if n < 4 {
 		return 0, 0, fmt.Errorf("%w: type %q, length %d", errMalformed, h[0], n)
 	}
+	if ib, ok := r.(*inBuf); ok && ib.maxMessage > 0 && int(n) > ib.maxMessage {
+		return 0, 0, &tooLargeError{typ: h[0], length: n, maxMessage: ib.maxMessage}
+	}
 	return h[0], int(n) - 4, nil
+}
+
+// readWholeFirst is the buffer readWhole starts with. It then doubles as
+// bytes arrive.
+const readWholeFirst = 512
+
+// readWhole reads n bytes from r into a new buffer that grows as they
+// arrive: it never holds more than twice what came (or readWholeFirst), so a
+// length a client claims costs nothing until the client sends the bytes.
+// Doubling keeps the copying linear in n. Errors are io.ReadFull's: io.EOF
+// when nothing came, io.ErrUnexpectedEOF when part did.
+func readWhole(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, readWholeFirst))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(n, 2*cap(buf)))
+			copy(grown, buf)
+			buf = grown
+		}
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil && len(buf) < n {
+			if err == io.EOF && len(buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 // copyError tells which side failed while a message was being copied: the

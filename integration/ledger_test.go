@@ -28,16 +28,12 @@ package integration
 //     a violation through pgtenant pgtenant's.
 //
 // Knobs (environment):
-//   - PGTENANT_TEST_PENDING_RELAY_FIX=1 runs the tests that fail until the
-//     relay fix of issue 9 is in (see pendingRelayFix); they are skipped
-//     otherwise.
 //   - PGTENANT_LEDGER_SECONDS sets how long each fault run lasts (default
 //     6; the restart test also waits for one restart of each mode; each
 //     run is also bounded by ledgerMaxTx transactions).
 //   - PGTENANT_LEDGER_TRIALS sets the trials of the escape repro (default
 //     100; the stalled one runs a tenth as many).
-// The ungated tests (the control, restarts and max_connections) take
-// about 45 s together on an idle machine; with the gated ones, about 100 s.
+// Together they take about 65 s on a loaded 2-core machine.
 
 import (
 	"context"
@@ -60,17 +56,6 @@ import (
 	"github.com/pgtenant/pgtenant/integration/cluster"
 	"github.com/pgtenant/pgtenant/proxy"
 )
-
-// pendingRelayFix skips a test that fails on the relay as it is, until the
-// fix of issue 9 (items 6 and 7) lands; PGTENANT_TEST_PENDING_RELAY_FIX=1
-// runs it anyway. Whoever lands the fix removes the call.
-func pendingRelayFix(t *testing.T) {
-	t.Helper()
-	if os.Getenv("PGTENANT_TEST_PENDING_RELAY_FIX") != "1" {
-		t.Skip("fails until the relay fix of issue 9 (statements escaping a lost transaction, " +
-			"'rolled back' said when nobody knows); PGTENANT_TEST_PENDING_RELAY_FIX=1 runs it")
-	}
-}
 
 const (
 	// ledgerMaxTx bounds a fault run's transactions, whatever its time.
@@ -256,7 +241,6 @@ func TestLedgerDirectControl(t *testing.T) {
 // 300 trials).
 func TestLedgerTerminateLoop(t *testing.T) {
 	t.Parallel()
-	pendingRelayFix(t)
 	const tenant = "ledger_term"
 	env := startLedgerEnv(t, cluster.Options{}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 6)
@@ -276,7 +260,6 @@ func TestLedgerTerminateLoop(t *testing.T) {
 // 6: 6 escapes in 300 trials).
 func TestLedgerIdleInTransactionTimeout(t *testing.T) {
 	t.Parallel()
-	pendingRelayFix(t)
 	const tenant = "ledger_idle"
 	env := startLedgerEnv(t, cluster.Options{}, tenant, ledgerTable)
 	// On the database, as an operator would set it: the pool's
@@ -363,7 +346,6 @@ func TestLedgerMaxConnectionsBelowPool(t *testing.T) {
 // sums diverged).
 func TestLedgerTPCBTerminateLoop(t *testing.T) {
 	t.Parallel()
-	pendingRelayFix(t) // passes in some runs, fails in most: see issue 9
 	const tenant = "ledger_tpcb"
 	env := startLedgerEnv(t, cluster.Options{}, tenant, tpcbSetup...)
 	p := startLedgerProxy(t, env, 6)
@@ -386,7 +368,6 @@ func TestLedgerTPCBTerminateLoop(t *testing.T) {
 // trial's txid may ever appear.
 func TestLedgerEscapeRepro(t *testing.T) {
 	t.Parallel()
-	pendingRelayFix(t)
 	const tenant = "ledger_repro"
 	env := startLedgerEnv(t, cluster.Options{}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 2)
@@ -398,7 +379,6 @@ func TestLedgerEscapeRepro(t *testing.T) {
 // in most trials rather than a few in a hundred.
 func TestLedgerEscapeReproStalled(t *testing.T) {
 	t.Parallel()
-	pendingRelayFix(t)
 	const tenant = "ledger_stall"
 	env := startLedgerEnv(t, cluster.Options{}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 2)
@@ -414,7 +394,6 @@ func TestLedgerEscapeReproStalled(t *testing.T) {
 // anything that does not claim an outcome, is the truth.
 func TestLedgerCommitInFlight(t *testing.T) {
 	t.Parallel()
-	pendingRelayFix(t)
 	const tenant = "ledger_commit"
 	env := startLedgerEnv(t, cluster.Options{Settings: syncRepSettings}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 2)

@@ -7,6 +7,11 @@
 #   - pgbouncer, the benchmarks' point of comparison;
 #   - Django and psycopg2 (python3-django, python3-psycopg2), which the
 #     Django integration test runs a real project with;
+#   - psycopg 3 and asyncpg (python3-psycopg, python3-asyncpg), pgjdbc
+#     (libpostgresql-jdbc-java, /usr/share/java/postgresql.jar) and a JDK 17
+#     to compile against it (openjdk-17-jdk-headless, when javac is missing):
+#     the drivers integration test compares them through pgtenant and
+#     directly;
 #   - Node.js and npm (nodejs, npm) when node is missing, and the node-postgres
 #     test app's modules (npm ci in integration/testdata/nodeapp) when they
 #     are missing or older than its package-lock.json;
@@ -47,6 +52,18 @@ DEBIAN_PYTHON=/usr/bin/python3
 have_django() { "$DEBIAN_PYTHON" -c 'import django, psycopg2' >/dev/null 2>&1; }
 if ! have_django; then
 	missing+=(python3-django python3-psycopg2)
+fi
+have_py_drivers() { "$DEBIAN_PYTHON" -c 'import psycopg, asyncpg' >/dev/null 2>&1; }
+if ! have_py_drivers; then
+	missing+=(python3-psycopg python3-asyncpg)
+fi
+PGJDBC_JAR=/usr/share/java/postgresql.jar
+if [ ! -f "$PGJDBC_JAR" ]; then
+	missing+=(libpostgresql-jdbc-java)
+fi
+have_jdk() { command -v javac >/dev/null 2>&1 && command -v java >/dev/null 2>&1; }
+if ! have_jdk; then
+	missing+=(openjdk-17-jdk-headless)
 fi
 # A Node.js from elsewhere (nodesource, nvm) ships its own npm; Debian's
 # npm is only wanted alongside Debian's nodejs.
@@ -101,6 +118,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	have_pgbouncer || die "installed ${missing[*]}, but pgbouncer is still missing"
 	have_django ||
 		die "installed ${missing[*]}, but $DEBIAN_PYTHON still cannot import django and psycopg2"
+	have_py_drivers ||
+		die "installed ${missing[*]}, but $DEBIAN_PYTHON still cannot import psycopg (3) and asyncpg"
+	[ -f "$PGJDBC_JAR" ] || die "installed ${missing[*]}, but $PGJDBC_JAR is still missing"
+	have_jdk || die "installed ${missing[*]}, but javac and java are still not on PATH"
 	say "done"
 fi
 

@@ -352,6 +352,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		MaxLifetime:    cfg.ServerLifetime,
 		CheckIdle:      cfg.ServerCheckIdle,
 		MaxStatements:  cfg.MaxPreparedStatements,
+		Logger:         log,
 	}, dialer)
 	if err != nil {
 		return err

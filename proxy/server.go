@@ -303,7 +303,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	for _, o := range opts {
 		o(&ro)
 	}
-	reg, err := router.OpenRegistry(ctx, cfg.Backend)
+	reg, err := router.OpenRegistry(ctx, cfg.Backend, log)
 	if err != nil {
 		return fmt.Errorf("open tenant registry: %w", err)
 	}

@@ -70,7 +70,7 @@ func testContext(t *testing.T) context.Context {
 
 func openRegistry(t *testing.T, dsn string) *PGRegistry {
 	t.Helper()
-	reg, err := OpenRegistry(testContext(t), dsn)
+	reg, err := OpenRegistry(testContext(t), dsn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +80,10 @@ func openRegistry(t *testing.T, dsn string) *PGRegistry {
 
 func TestOpenRegistryBadDSN(t *testing.T) {
 	ctx := testContext(t)
-	if _, err := OpenRegistry(ctx, "host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable"); err == nil {
+	if _, err := OpenRegistry(ctx, "host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable", nil); err == nil {
 		t.Fatal("OpenRegistry on a closed port succeeded")
 	}
-	if _, err := OpenRegistry(ctx, "postgres://[::1"); err == nil {
+	if _, err := OpenRegistry(ctx, "postgres://[::1", nil); err == nil {
 		t.Fatal("OpenRegistry on a malformed DSN succeeded")
 	}
 }
@@ -487,4 +487,66 @@ func TestRouterWithRegistry(t *testing.T) {
 		_, err := r.ResolveTenant(ctx, Startup{Database: "acme"})
 		return errors.As(err, &disabled)
 	})
+}
+
+// TestLookupAfterSessionsTerminated: the registry's lookup sessions are
+// ended under it (pg_terminate_backend, as an operator or a failover does);
+// the next lookups reconnect instead of failing.
+func TestLookupAfterSessionsTerminated(t *testing.T) {
+	ctx := testContext(t)
+	reg := openRegistry(t, newDatabase(t))
+	if _, _, err := CreateTenant(ctx, reg.Pool(), "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GrantTenant(ctx, reg.Pool(), "acme", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		if _, err := reg.LookupTenant(ctx, "acme"); err != nil {
+			t.Fatalf("round %d, before: %v", round, err)
+		}
+		// Open a few sessions, so that more than one dead one waits in
+		// the pool.
+		var wg sync.WaitGroup
+		for i := 0; i < registryMaxConns; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = reg.Pool().Exec(ctx, "SELECT pg_sleep(0.05)")
+			}()
+		}
+		wg.Wait()
+
+		admin, err := pgx.Connect(ctx, reg.Pool().Config().ConnConfig.ConnString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pids []int32
+		err = admin.QueryRow(ctx, `SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity
+			WHERE application_name = 'pgtenant registry' AND datname = current_database()`).Scan(&pids)
+		if err != nil || len(pids) == 0 {
+			t.Fatalf("find the registry sessions: %v, %v", pids, err)
+		}
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid`, pids); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the terminated sessions to end", func() bool {
+			var left int
+			if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)`, pids).Scan(&left); err != nil {
+				t.Fatal(err)
+			}
+			return left == 0
+		})
+		admin.Close(ctx)
+
+		if round%2 == 0 {
+			if got, err := reg.LookupTenant(ctx, "acme"); err != nil || got.Name != "acme" {
+				t.Fatalf("round %d, lookup after the sessions ended: %+v, %v", round, got, err)
+			}
+		} else {
+			if g, err := reg.LookupGrants(ctx, "alice"); err != nil || !slices.Equal(g.Tenants, []string{"acme"}) {
+				t.Fatalf("round %d, grants after the sessions ended: %+v, %v", round, g, err)
+			}
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -548,5 +549,108 @@ func TestLookupAfterSessionsTerminated(t *testing.T) {
 				t.Fatalf("round %d, grants after the sessions ended: %+v, %v", round, g, err)
 			}
 		}
+	}
+}
+
+// syncLog is a log destination that tests read while the registry writes.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), s)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRegistryOutage: the registry's database stops taking connections and
+// its sessions are ended. A tenant found before is still found (stale, even
+// after ForgetAll), a name never found gets the registry's error, and the
+// outage is logged once; when the database takes connections again, lookups
+// reach it again (after the backoff) and that is logged once.
+func TestRegistryOutage(t *testing.T) {
+	ctx := testContext(t)
+	dsn := newDatabase(t)
+	logs := &syncLog{}
+	reg, err := OpenRegistry(ctx, dsn, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	if _, _, err := CreateTenant(ctx, reg.Pool(), "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	r := New(reg, config.TenantFromDatabase, time.Hour, time.Hour)
+	if _, err := r.ResolveTenant(ctx, Startup{Database: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+
+	admin, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(context.Background()) }) // after allow(true) below
+	db := reg.Pool().Config().ConnConfig.Database
+	allow := func(on bool) {
+		t.Helper()
+		if _, err := admin.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t",
+			pgx.Identifier{db}.Sanitize(), on)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allow(false)
+	t.Cleanup(func() { allow(true) })
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the registry sessions to end", func() bool {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, db).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+
+	r.ForgetAll() // as a watcher that reconnected would
+	for i := 0; i < 5; i++ {
+		if got, err := r.ResolveTenant(ctx, Startup{Database: "acme"}); err != nil || got.Name != "acme" {
+			t.Fatalf("known tenant during the outage: %+v, %v", got, err)
+		}
+		var unknown *UnknownTenantError
+		if _, err := r.ResolveTenant(ctx, Startup{Database: "globex"}); err == nil || errors.As(err, &unknown) {
+			t.Fatalf("a name never found, during the outage: %v, want the registry's error", err)
+		}
+	}
+	const down, up = "tenant registry unreachable", "tenant registry reachable again"
+	if n := logs.count(down); n != 1 {
+		t.Fatalf("%d lines say %q, want 1:\n%s", n, down, logs)
+	}
+
+	allow(true)
+	waitFor(t, "lookups to reach the registry again", func() bool {
+		_, err := reg.LookupTenant(ctx, "globex")
+		return errors.Is(err, ErrNotFound)
+	})
+	if n := logs.count(up); n != 1 {
+		t.Fatalf("%d lines say %q, want 1:\n%s", n, up, logs)
+	}
+	if n := logs.count(down); n != 1 {
+		t.Fatalf("%d lines say %q after the outage, want 1:\n%s", n, down, logs)
+	}
+	if strings.Contains(logs.String(), "error=") {
+		t.Fatalf("a line says error= where the code says err=:\n%s", logs)
 	}
 }

@@ -173,18 +173,17 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 		}
 		if !wait || !time.Now().Before(deadline) {
 			// TryCheckout, or a dial that used up the whole wait.
-			p.mu.Unlock()
+			err := dialErr
 			switch {
-			case dialErr != nil:
-				return nil, dialErr
+			case err != nil:
 			case !wait:
-				return nil, ErrBusy
+				err = ErrBusy
 			default:
-				p.mu.Lock()
 				p.stats.Timeouts++
-				p.mu.Unlock()
-				return nil, ErrTimeout
+				err = ErrTimeout
 			}
+			p.mu.Unlock()
+			return nil, err
 		}
 		w := &waiter{ch: make(chan grant, 1)}
 		if dialErr != nil {

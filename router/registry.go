@@ -132,7 +132,8 @@ func OpenRegistry(ctx context.Context, dsn string, log *slog.Logger) (*PGRegistr
 // at once, so that the router serves its cached answers.
 func (r *PGRegistry) ask(ctx context.Context, q func() error) error {
 	r.mu.Lock()
-	if r.link.down && time.Now().Before(r.link.next) {
+	down := r.link.down
+	if down && time.Now().Before(r.link.next) {
 		err := r.link.err
 		r.mu.Unlock()
 		return fmt.Errorf("registry unreachable: %w", err)
@@ -140,7 +141,10 @@ func (r *PGRegistry) ask(ctx context.Context, q func() error) error {
 	r.mu.Unlock()
 
 	err := q()
-	if sessionLost(ctx, err) {
+	// A lost session is replaced at once, unless the registry is known to
+	// be down: then the pool holds no session worth dropping, and q has
+	// just tried a new one.
+	if sessionLost(ctx, err) && !down {
 		r.pool.Reset()
 		err = q()
 		if !sessionLost(ctx, err) && ctx.Err() == nil {

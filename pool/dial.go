@@ -2,7 +2,9 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -54,4 +56,65 @@ func (d *PgDialer) Dial(ctx context.Context) (*Conn, error) {
 		params[k] = v
 	}
 	return newConn(hc.Conn, hc.PID, hc.SecretKey, params), nil
+}
+
+// The backoff between dials while they fail: short at first, because one
+// refused dial is often a server that was briefly full, and capped so that a
+// pool notices within seconds that the server has room again.
+const (
+	dialBackoffMin = 50 * time.Millisecond
+	dialBackoffMax = 5 * time.Second
+)
+
+// dialHealth remembers a burst of failing dials: from the first failure to
+// the next success. While dials fail the pool dials at most once per
+// backoff, one dial at a time, so its effective size is what the server
+// gives it; the backoff doubles with each failure and starts over after a
+// success. The Pool guards it with its mutex.
+type dialHealth struct {
+	failing  bool
+	err      error         // the burst's latest dial error
+	next     time.Time     // no dial before this while failing
+	backoff  time.Duration // the wait after the next failure
+	since    time.Time     // the burst's first failure
+	failures int
+}
+
+// failed records a dial that failed at now; it reports whether the failure
+// starts a burst.
+func (h *dialHealth) failed(now time.Time, err error) (first bool) {
+	first = !h.failing
+	if first {
+		*h = dialHealth{failing: true, since: now, backoff: dialBackoffMin}
+	}
+	h.failures++
+	h.err = err
+	h.next = now.Add(h.backoff)
+	h.backoff = min(2*h.backoff, dialBackoffMax)
+	return first
+}
+
+// succeeded records a dial, begun at started, that succeeded at now; it
+// reports whether that ends a burst, and the burst's failures and length.
+// A dial begun before the burst's first failure does not end it: the server
+// gave it a slot before it began refusing, which says nothing about now
+// (when a pool starts, many dials are in flight at once).
+func (h *dialHealth) succeeded(started, now time.Time) (ended bool, failures int, lasted time.Duration) {
+	if !h.failing || started.Before(h.since) {
+		return false, 0, 0
+	}
+	failures, lasted = h.failures, now.Sub(h.since)
+	*h = dialHealth{}
+	return true, failures, lasted
+}
+
+// dialErrorText is what an operator needs of a dial error: PostgreSQL's
+// SQLSTATE and message when the server refused the login ("53300 sorry,
+// too many clients already"), the error itself otherwise.
+func dialErrorText(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code + " " + pe.Message
+	}
+	return err.Error()
 }

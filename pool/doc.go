@@ -20,6 +20,23 @@
 // holder did: returning a dirty connection is the holder's bug, so when in
 // doubt the holder destroys.
 //
+// # Dial failures
+//
+// A server may refuse a dial (max_connections reached: "53300 sorry, too
+// many clients already") while the connections the pool already has work.
+// The caller of that dial is not failed: it queues again, first in line,
+// and is served by the next released connection within its WaitTimeout.
+// While dials fail the pool dials at most one at a time and only once the
+// backoff has passed (50ms doubling to 5s, starting over after a success),
+// so its effective size shrinks to what the server gives; a timer gives a
+// waiter the next dial, so waiters are served as soon as the server has
+// room, not by releases alone. One line is logged when dials start failing,
+// naming PostgreSQL's error, and one when a dial succeeds again.
+//
+// When no connection exists at all and no dial is in progress, nothing
+// could serve a waiter: the failing caller and every waiter get the dial
+// error at once, and so does a checkout during the backoff.
+//
 // # Health
 //
 // Connections older than MaxLifetime (with up to 10% jitter, so a pool

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -36,6 +38,9 @@ type Config struct {
 	// MaxStatements bounds the named prepared statements kept per
 	// connection (0: DefaultMaxStatements).
 	MaxStatements int
+	// Logger receives a line when dials start failing and one when they
+	// succeed again (nil: discard).
+	Logger *slog.Logger
 }
 
 // Stats is a snapshot for the console and tests.
@@ -45,30 +50,43 @@ type Stats struct {
 	Waiting int
 	// Dials, Destroys and Timeouts count since the pool started.
 	Dials, Destroys, Timeouts, DeadAtCheckout uint64
+	// DialFailures counts dials that failed (not those whose caller gave
+	// up).
+	DialFailures uint64
 }
 
-// grant is what a waiter receives: a connection, or the right to dial one
-// (a slot freed by Destroy).
+// grant is what a waiter receives: a connection, the right to dial one (a
+// slot that is free and a server that may have room), or the error that
+// ends its wait (dials fail and no connection is left to serve it).
 type grant struct {
 	conn *Conn
 	dial bool
+	err  error
 }
 
 type waiter struct {
 	ch chan grant // buffered 1: the granter never blocks
 }
 
-// Pool is a fixed-size set of backend connections shared by every holder.
+// Pool is a set of at most Size backend connections shared by every holder.
 type Pool struct {
 	cfg    Config
 	dialer Dialer
+	log    *slog.Logger
+	// now is the clock of the dial backoff; tests replace it.
+	now func() time.Time
 
 	mu      sync.Mutex
 	idle    []*Conn   // LIFO
-	waiters []*waiter // FIFO
+	waiters []*waiter // FIFO, but a caller whose dial failed goes first
 	open    int       // connections open or being dialled
-	closed  bool
-	stats   Stats
+	dialing int       // of open, the dials in progress
+	health  dialHealth
+	// retry, when set, will give the oldest waiter the right to dial once
+	// the backoff has passed (see armRetryLocked).
+	retry  *time.Timer
+	closed bool
+	stats  Stats
 
 	stop chan struct{}
 	done chan struct{}
@@ -82,7 +100,12 @@ func New(cfg Config, dialer Dialer) (*Pool, error) {
 	if cfg.WaitTimeout <= 0 || cfg.ConnectTimeout <= 0 {
 		return nil, errors.New("pool: WaitTimeout and ConnectTimeout must be positive")
 	}
-	p := &Pool{cfg: cfg, dialer: dialer, stop: make(chan struct{}), done: make(chan struct{})}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{cfg: cfg, dialer: dialer, log: log.With("component", "pool"), now: time.Now,
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go p.reap()
 	return p, nil
 }
@@ -100,7 +123,11 @@ func (p *Pool) TryCheckout(ctx context.Context) (*Conn, error) {
 }
 
 func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
-	var deadline time.Time
+	deadline := time.Now().Add(p.cfg.WaitTimeout)
+	// dialErr is this caller's own failed dial. While other connections
+	// exist it does not end the checkout: the caller queues again, first
+	// in line, for the next released connection or the next dial.
+	var dialErr error
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -121,42 +148,93 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 			p.Destroy(c)
 			continue
 		}
-		if p.open < p.cfg.Size {
+		now := p.now()
+		if len(p.waiters) == 0 && p.mayDialLocked(now) {
 			p.open++
+			p.dialing++
 			p.mu.Unlock()
-			return p.dial(ctx)
+			c, err := p.dial(ctx)
+			if err == nil {
+				return c, nil
+			}
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			dialErr = err
+			continue
 		}
-		if !wait {
+		if p.health.failing && p.open == 0 {
+			// No connection and no dial in progress: nothing could serve
+			// a waiter before the backoff ends, so say now why there is
+			// none rather than at the wait timeout.
+			err := p.health.err
 			p.mu.Unlock()
-			return nil, ErrBusy
+			return nil, err
 		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(p.cfg.WaitTimeout)
+		if !wait || !time.Now().Before(deadline) {
+			// TryCheckout, or a dial that used up the whole wait.
+			err := dialErr
+			switch {
+			case err != nil:
+			case !wait:
+				err = ErrBusy
+			default:
+				p.stats.Timeouts++
+				err = ErrTimeout
+			}
+			p.mu.Unlock()
+			return nil, err
 		}
 		w := &waiter{ch: make(chan grant, 1)}
-		p.waiters = append(p.waiters, w)
+		if dialErr != nil {
+			// This caller's turn went to a dial that failed; it keeps
+			// its turn for what comes next.
+			p.waiters = slices.Insert(p.waiters, 0, w)
+		} else {
+			p.waiters = append(p.waiters, w)
+		}
+		p.armRetryLocked(now)
 		p.mu.Unlock()
 
 		g, err := p.wait(ctx, w, deadline)
-		if err != nil {
+		switch {
+		case err != nil:
+			return nil, err
+		case g.err != nil:
+			return nil, g.err
+		case !g.dial && g.conn.usable(p.cfg.CheckIdle):
+			return g.conn, nil
+		case !g.dial:
+			// The slot of the dead connection is ours: close it and
+			// dial in its place, so this waiter keeps its turn
+			// (Destroy would hand the slot to the next waiter and send
+			// this one back to the queue).
+			_ = g.conn.NetConn.Close()
+			p.mu.Lock()
+			p.stats.Destroys++
+			p.stats.DeadAtCheckout++
+			p.dialing++
+			p.mu.Unlock()
+		}
+		c, err := p.dial(ctx)
+		if err == nil {
+			return c, nil
+		}
+		if ctx.Err() != nil {
 			return nil, err
 		}
-		if g.dial {
-			return p.dial(ctx)
-		}
-		if g.conn.usable(p.cfg.CheckIdle) {
-			return g.conn, nil
-		}
-		// The slot of the dead connection is ours: close it and dial in
-		// its place, so this waiter keeps its turn (Destroy would hand the
-		// slot to the next waiter and send this one back to the queue).
-		_ = g.conn.NetConn.Close()
-		p.mu.Lock()
-		p.stats.Destroys++
-		p.stats.DeadAtCheckout++
-		p.mu.Unlock()
-		return p.dial(ctx)
+		dialErr = err
 	}
+}
+
+// mayDialLocked says whether a new connection may be dialled now: there is
+// room, and dials are not failing, or their backoff has passed and no other
+// dial is already trying the server.
+func (p *Pool) mayDialLocked(now time.Time) bool {
+	if p.open >= p.cfg.Size {
+		return false
+	}
+	return !p.health.failing || (p.dialing == 0 && !now.Before(p.health.next))
 }
 
 // wait blocks until w is granted or the deadline passes. On timeout it
@@ -191,14 +269,19 @@ func (p *Pool) wait(ctx context.Context, w *waiter, deadline time.Time) (grant, 
 	return <-w.ch, nil
 }
 
-// dial opens a connection in a slot already counted in p.open.
+// dial opens a connection in a slot already counted in p.open and
+// p.dialing. A failure frees the slot and feeds the backoff; when it leaves
+// no connection at all, the waiters get the error too, since none could be
+// served.
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	started := p.now()
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
-	defer cancel()
 	c, err := p.dialer.Dial(dctx)
+	cancel()
 	if err != nil {
-		p.freeSlot()
-		return nil, fmt.Errorf("connect to backend: %w", err)
+		err = fmt.Errorf("connect to backend: %w", err)
+		p.dialFailed(ctx, err)
+		return nil, err
 	}
 	c.pool = p
 	c.Statements = newStatements(p.cfg.MaxStatements)
@@ -207,9 +290,50 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 		c.expiresAt = c.createdAt.Add(p.cfg.MaxLifetime + jitter)
 	}
 	p.mu.Lock()
+	p.dialing--
 	p.stats.Dials++
+	ended, failures, lasted := p.health.succeeded(started, p.now())
+	if ended {
+		p.stopRetryLocked()
+		// The server has room again: the waiters need not wait for
+		// releases alone.
+		p.serveWaitersLocked()
+	}
 	p.mu.Unlock()
+	if ended {
+		p.log.Info("backend dials succeed again", "failed_dials", failures, "failing_for", lasted.Round(time.Millisecond))
+	}
 	return c, nil
+}
+
+// dialFailed gives back the slot of a failed dial.
+func (p *Pool) dialFailed(ctx context.Context, err error) {
+	p.mu.Lock()
+	p.dialing--
+	p.open--
+	if ctx.Err() != nil {
+		// The caller gave up; that says nothing about the server.
+		p.serveWaitersLocked()
+		p.mu.Unlock()
+		return
+	}
+	p.stats.DialFailures++
+	first := p.health.failed(p.now(), err)
+	live := p.open - p.dialing
+	if p.open == 0 {
+		for _, w := range p.waiters {
+			w.ch <- grant{err: err}
+		}
+		clear(p.waiters)
+		p.waiters = p.waiters[:0]
+	} else {
+		p.serveWaitersLocked()
+	}
+	p.mu.Unlock()
+	if first {
+		p.log.Warn("backend dials failing; waiting clients are served by the connections open",
+			"pg_error", dialErrorText(err), "open", live, "pool_size", p.cfg.Size, "err", err)
+	}
 }
 
 // freeSlot gives a slot back: to the oldest waiter as the right to dial, or
@@ -217,13 +341,54 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 func (p *Pool) freeSlot() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.waiters) > 0 && !p.closed {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
-		w.ch <- grant{dial: true}
+	p.open--
+	p.serveWaitersLocked()
+}
+
+// serveWaitersLocked gives waiters the right to dial as far as the size and
+// the backoff allow (while dials fail, one at a time), and otherwise makes
+// sure that one will get it when the backoff has passed.
+func (p *Pool) serveWaitersLocked() {
+	if p.closed {
 		return
 	}
-	p.open--
+	now := p.now()
+	for len(p.waiters) > 0 && p.mayDialLocked(now) {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.open++
+		p.dialing++
+		w.ch <- grant{dial: true}
+	}
+	p.armRetryLocked(now)
+}
+
+// armRetryLocked starts the timer that serves waiters when the backoff
+// passes, if dials are failing, someone waits, and no timer is running.
+// Without it, waiters would be served only by releases, even once the
+// server has room again.
+func (p *Pool) armRetryLocked(now time.Time) {
+	if !p.health.failing || len(p.waiters) == 0 || p.retry != nil || p.closed ||
+		p.dialing > 0 || p.open >= p.cfg.Size {
+		// Not failing, nobody waits, or what is in flight (a timer, a
+		// dial, the holders of every slot) will serve the waiters.
+		return
+	}
+	p.retry = time.AfterFunc(max(p.health.next.Sub(now), 0), p.retryDial)
+}
+
+func (p *Pool) retryDial() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.retry = nil
+	p.serveWaitersLocked()
+}
+
+func (p *Pool) stopRetryLocked() {
+	if p.retry != nil {
+		p.retry.Stop()
+		p.retry = nil
+	}
 }
 
 // usable says whether an idle connection may be handed out.
@@ -295,6 +460,7 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
+	p.stopRetryLocked()
 	idle := p.idle
 	p.idle = nil
 	p.open -= len(idle)

@@ -428,59 +428,20 @@ func TestDialErrorFreesSlot(t *testing.T) {
 		return nil
 	}
 	p := newTestPool(t, testConfig(1), d)
+	clock := newFakeClock()
+	p.now = clock.Now
 	_, err := p.Checkout(context.Background())
 	if !errors.Is(err, errRefused) {
 		t.Fatalf("Checkout error = %v, want it to wrap the dial error", err)
 	}
-	if s := p.Stats(); s.Open != 0 || s.Dials != 0 {
+	if s := p.Stats(); s.Open != 0 || s.Dials != 0 || s.DialFailures != 1 {
 		t.Fatalf("stats after a failed dial = %+v", s)
 	}
+	clock.Add(dialBackoffMin) // the next dial waits for the backoff
 	c := mustCheckout(t, p)
 	p.Release(c)
 	if s := p.Stats(); s.Open != 1 || s.Dials != 1 {
 		t.Fatalf("stats after a good dial = %+v", s)
-	}
-}
-
-// TestDialErrorHandsSlotToWaiter: a dial that fails while another caller
-// waits gives that caller the right to dial.
-func TestDialErrorHandsSlotToWaiter(t *testing.T) {
-	errRefused := errors.New("connection refused")
-	firstDial := make(chan struct{})
-	failFirst := make(chan struct{})
-	d := newFakeDialer(t)
-	d.hook = func(_ context.Context, n int) error {
-		if n == 1 {
-			close(firstDial)
-			<-failFirst
-			return errRefused
-		}
-		return nil
-	}
-	p := newTestPool(t, testConfig(1), d)
-
-	results := make(chan result, 2)
-	go func() {
-		c, err := p.Checkout(context.Background())
-		results <- result{0, c, err}
-	}()
-	<-firstDial // the only slot is taken by a dial in progress
-	queueWaiter(t, context.Background(), p, 1, results)
-	close(failFirst)
-
-	got := map[int]result{}
-	for i := 0; i < 2; i++ {
-		r := <-results
-		got[r.id] = r
-	}
-	if !errors.Is(got[0].err, errRefused) {
-		t.Fatalf("first checkout error = %v, want the dial error", got[0].err)
-	}
-	if got[1].err != nil || got[1].conn == nil {
-		t.Fatalf("waiter: %v", got[1].err)
-	}
-	if s := p.Stats(); s.Open != 1 || s.Dials != 1 || s.Waiting != 0 {
-		t.Fatalf("stats = %+v", s)
 	}
 }
 

@@ -388,7 +388,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	for _, o := range opts {
 		o(&ro)
 	}
-	reg, err := router.OpenRegistry(ctx, cfg.Backend)
+	reg, err := router.OpenRegistry(ctx, cfg.Backend, log)
 	if err != nil {
 		return fmt.Errorf("open tenant registry: %w", err)
 	}
@@ -448,6 +448,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		MaxLifetime:    cfg.ServerLifetime,
 		CheckIdle:      cfg.ServerCheckIdle,
 		MaxStatements:  cfg.MaxPreparedStatements,
+		Logger:         log,
 	}, dialer)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // cacheSize bounds each of the hit and miss caches. Misses are keyed by
@@ -26,7 +27,8 @@ const (
 	answerMiss
 	// answerFailure (the registry could not answer) is never cached:
 	// caching it would turn a brief outage into refused connections for a
-	// whole TTL.
+	// whole TTL. The key's last hit, if the cache still knows it, is
+	// served instead, however old (see lookupCache).
 	answerFailure
 )
 
@@ -37,16 +39,28 @@ const (
 // a Forget answers its callers but is not cached. It is safe for
 // concurrent use.
 //
+// While the registry cannot answer (a lookup fails: the server is down, or
+// its sessions were ended and not yet replaced), a key's last hit is given
+// instead, even when its TTL has passed or ForgetAll dropped it: an answer
+// that was true a while ago beats refusing every login of a known tenant
+// during an outage. ForgetAll (a watcher that reconnected, a TRUNCATE) only
+// says that entries may be out of date, so they stay as this fallback;
+// Forget says that the key changed, so its entry goes entirely. A miss is
+// never served stale: "unknown tenant" is not worth guessing.
+//
 // The caches each run a cleanup goroutine that lives as long as the
 // process, so a program makes one of each and keeps it.
 type lookupCache[V any] struct {
 	lookup func(ctx context.Context, key string) (V, error)
 	kind   func(V, error) answerKind
 
-	// hits and misses hold answers by kind; either is nil when its TTL is
-	// zero or less. A miss is kept whole, value and error, and given back
-	// as the lookup gave it.
-	hits   *expirable.LRU[string, V]
+	// hits holds the last hit of each key, fresh or not: an entry is an
+	// answer while it is younger than hitTTL and of the current
+	// generation, and a fallback while the registry fails. misses holds
+	// misses for the miss TTL (nil when it is zero or less), whole, value
+	// and error, given back as the lookup gave it.
+	hits   *simplelru.LRU[string, hit[V]]
+	hitTTL time.Duration
 	misses *expirable.LRU[string, answer[V]]
 
 	mu sync.Mutex
@@ -58,6 +72,16 @@ type lookupCache[V any] struct {
 	// counter for all keys keeps this simple; the price is a cache fill
 	// lost now and then, never a stale entry.
 	epoch uint64
+	// generation counts ForgetAll calls: a hit of an older generation is
+	// no answer, only a fallback.
+	generation uint64
+}
+
+// hit is a found value and when and in which generation it was found.
+type hit[V any] struct {
+	v          V
+	at         time.Time
+	generation uint64
 }
 
 type answer[V any] struct {
@@ -84,10 +108,11 @@ var errLookupPanicked = errors.New("registry lookup panicked")
 
 func newLookupCache[V any](lookup func(context.Context, string) (V, error), kind func(V, error) answerKind,
 	hitTTL, missTTL time.Duration) *lookupCache[V] {
-	c := &lookupCache[V]{lookup: lookup, kind: kind, flights: make(map[string]*flight[V])}
-	if hitTTL > 0 {
-		c.hits = expirable.NewLRU[string, V](cacheSize, nil, hitTTL)
+	hits, err := simplelru.NewLRU[string, hit[V]](cacheSize, nil)
+	if err != nil {
+		panic(err) // only for a size below 1
 	}
+	c := &lookupCache[V]{lookup: lookup, kind: kind, flights: make(map[string]*flight[V]), hits: hits, hitTTL: hitTTL}
 	if missTTL > 0 {
 		c.misses = expirable.NewLRU[string, answer[V]](cacheSize, nil, missTTL)
 	}
@@ -131,10 +156,8 @@ func (c *lookupCache[V]) get(ctx context.Context, key string) (V, error) {
 }
 
 func (c *lookupCache[V]) cached(key string) (answer[V], bool) {
-	if c.hits != nil {
-		if v, ok := c.hits.Get(key); ok {
-			return answer[V]{v: v}, true
-		}
+	if h, ok := c.hits.Get(key); ok && h.generation == c.generation && time.Since(h.at) < c.hitTTL {
+		return answer[V]{v: h.v}, true
 	}
 	if c.misses != nil {
 		if a, ok := c.misses.Get(key); ok {
@@ -163,9 +186,7 @@ func (c *lookupCache[V]) finish(key string, f *flight[V]) {
 	if f.epoch == c.epoch {
 		switch c.kind(f.v, f.err) {
 		case answerHit:
-			if c.hits != nil {
-				c.hits.Add(key, f.v)
-			}
+			c.hits.Add(key, hit[V]{v: f.v, at: time.Now(), generation: c.generation})
 			if c.misses != nil {
 				c.misses.Remove(key)
 			}
@@ -173,9 +194,16 @@ func (c *lookupCache[V]) finish(key string, f *flight[V]) {
 			if c.misses != nil {
 				c.misses.Add(key, f.answer)
 			}
-			if c.hits != nil {
-				c.hits.Remove(key)
-			}
+			c.hits.Remove(key)
+		}
+	}
+	if c.kind(f.v, f.err) == answerFailure && !isContextError(f.err) {
+		// The registry could not answer: the last hit, if any, is the
+		// best answer there is (see lookupCache). A Forget since it was
+		// found has removed it. Its age is left alone, so that the next
+		// lookup asks the registry again.
+		if h, ok := c.hits.Peek(key); ok {
+			f.answer = answer[V]{v: h.v}
 		}
 	}
 	c.mu.Unlock()
@@ -189,23 +217,20 @@ func (c *lookupCache[V]) Forget(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.epoch++
-	if c.hits != nil {
-		c.hits.Remove(key)
-	}
+	c.hits.Remove(key)
 	if c.misses != nil {
 		c.misses.Remove(key)
 	}
 	delete(c.flights, key)
 }
 
-// ForgetAll drops everything cached.
+// ForgetAll drops everything cached, but keeps the hits as a fallback for
+// while the registry fails (see lookupCache).
 func (c *lookupCache[V]) ForgetAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.epoch++
-	if c.hits != nil {
-		c.hits.Purge()
-	}
+	c.generation++
 	if c.misses != nil {
 		c.misses.Purge()
 	}

@@ -11,14 +11,16 @@
 // back to options -c pgtenant.tenant=NAME), plus the SNI claim whenever a
 // suffix is set and the client sent a host name under it, plus the options
 // claim whenever the client sent one. Each is looked up (a tenant name or
-// an alias) through two expirable LRU caches, one for found tenants and
-// one, with a short TTL, for unknown names so that a flood of bad names
-// stays off the registry; concurrent lookups of one uncached name share a
-// single registry query. All claims must come to the same tenant, or the
+// an alias) through two LRU caches, one for found tenants (an answer for
+// the hit TTL) and one, with a short TTL, for unknown names so that a flood
+// of bad names stays off the registry; concurrent lookups of one uncached
+// name share a single registry query. All claims must come to the same tenant, or the
 // client gets a *ConflictingClaimsError (FATAL 08004); no claim at all is
 // a *NoTenantError (3D000). An unknown name gives an *UnknownTenantError
 // (3D000), a disabled tenant a *DisabledTenantError (55000); a registry
-// failure is returned wrapped and never cached.
+// failure is never cached: the tenant's last found answer is served
+// instead, however old, unless a NOTIFY said that name changed, and with
+// none the failure is returned wrapped.
 //
 // # Access
 //
@@ -33,7 +35,10 @@
 // tenants (name, schema_name, active, created_at), tenant_aliases (alias,
 // tenant) and tenant_users (user_name, tenant; NULL tenant = every tenant).
 // EnsureRegistry creates it, or upgrades an older one in place. PGRegistry
-// reads it through a small pool of its own. A trigger on the three tables
+// reads it through a small pool of its own; a session lost under a lookup
+// is replaced and the lookup run again, and while the server cannot be
+// reached lookups fail at once (so the caches answer), trying it again
+// with backoff, with one log line when it goes and one when it returns. A trigger on the three tables
 // announces every change with NOTIFY on NotifyChannel: the tenant or alias
 // name, "user:NAME" when a user's grants change, "" after a TRUNCATE.
 // PGRegistry.Watch listens, and its callback makes every proxy forget what

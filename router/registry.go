@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,17 +63,42 @@ const (
 	watchHealthy = 30 * time.Second
 )
 
+// The lookup sessions' reconnect backoff. A lost session is replaced at
+// once (see PGRegistry.ask); only when the new one fails too do lookups wait
+// this long before trying the server again, failing at once meanwhile so
+// that the router serves what it cached instead of every login waiting on a
+// dead server.
+const (
+	lookupBackoffMin = 50 * time.Millisecond
+	lookupBackoffMax = 5 * time.Second
+)
+
 // PGRegistry is the Registry kept in the backend database, in the tables
 // pgtenant.tenants and pgtenant.tenant_aliases; it is also the GrantSource
 // of pgtenant.tenant_users. It is safe for concurrent use.
 type PGRegistry struct {
 	pool *pgxpool.Pool
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	link registryLink
+}
+
+// registryLink is what the registry knows of its lookup sessions: whether
+// the server is unreachable, since when, and when to try it again.
+type registryLink struct {
+	down    bool
+	err     error         // why it is down
+	since   time.Time     // first failure of this outage
+	next    time.Time     // no lookup reaches the server before this
+	backoff time.Duration // the wait after the next failure
 }
 
 // OpenRegistry connects to the database at dsn (a libpq URL or key=value
 // string) and checks that it answers, so that a wrong DSN fails at start-up
 // rather than at the first client. The registry table need not exist yet.
-func OpenRegistry(ctx context.Context, dsn string) (*PGRegistry, error) {
+// log receives the registry's outages and reconnections (nil: discard).
+func OpenRegistry(ctx context.Context, dsn string, log *slog.Logger) (*PGRegistry, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("registry dsn: %w", err)
@@ -91,7 +117,107 @@ func OpenRegistry(ctx context.Context, dsn string) (*PGRegistry, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
-	return &PGRegistry{pool: pool}, nil
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &PGRegistry{pool: pool, log: log}, nil
+}
+
+// ask runs q, one registry query, on the lookup sessions, and keeps them
+// healthy. A query that fails because its session is gone (the server
+// restarted, an operator ran pg_terminate_backend) is run once more after
+// dropping every pooled session, which may all be dead alike: lookups are
+// reads, so running one twice is harmless. If that fails too, the server is
+// unreachable: ask logs it once, and until the backoff has passed it fails
+// at once, so that the router serves its cached answers.
+func (r *PGRegistry) ask(ctx context.Context, q func() error) error {
+	r.mu.Lock()
+	down := r.link.down
+	if down && time.Now().Before(r.link.next) {
+		err := r.link.err
+		r.mu.Unlock()
+		return fmt.Errorf("registry unreachable: %w", err)
+	}
+	r.mu.Unlock()
+
+	err := q()
+	// A lost session is replaced at once, unless the registry is known to
+	// be down: then the pool holds no session worth dropping, and q has
+	// just tried a new one.
+	if sessionLost(ctx, err) && !down {
+		r.pool.Reset()
+		err = q()
+		if !sessionLost(ctx, err) && ctx.Err() == nil {
+			r.log.Info("tenant registry sessions lost; reconnected", "component", "registry")
+		}
+	}
+	switch {
+	case sessionLost(ctx, err):
+		r.linkFailed(err)
+	case ctx.Err() == nil && (err == nil || serverAnswered(err)):
+		r.linkWorks()
+	}
+	return err
+}
+
+func (r *PGRegistry) linkFailed(err error) {
+	r.mu.Lock()
+	first := !r.link.down
+	if first {
+		r.link = registryLink{down: true, since: time.Now(), backoff: lookupBackoffMin}
+	}
+	r.link.err = err
+	r.link.next = time.Now().Add(r.link.backoff)
+	r.link.backoff = min(2*r.link.backoff, lookupBackoffMax)
+	r.mu.Unlock()
+	if first {
+		r.log.Warn("tenant registry unreachable; logins are served from cached lookups until it answers again",
+			"component", "registry", "err", err)
+	}
+}
+
+func (r *PGRegistry) linkWorks() {
+	r.mu.Lock()
+	was := r.link
+	r.link = registryLink{}
+	r.mu.Unlock()
+	if was.down {
+		r.log.Info("tenant registry reachable again", "component", "registry", "down_for", time.Since(was.since).Round(time.Millisecond))
+	}
+}
+
+// sessionLost reports whether err says that the session a query ran on, or
+// the connection to the server, is gone, rather than that the server
+// answered. A caller that gave up (ctx done) lost nothing.
+func sessionLost(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	return !serverAnswered(err)
+}
+
+// serverAnswered reports whether err is the server's answer to a query (no
+// rows, a missing table, a permission denied) on a session that still
+// works. A login the server refused, or a session it ended (class 08
+// connection exception, 57P0x operator intervention, 53300 too many
+// connections), is not.
+func serverAnswered(err error) bool {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57P"), pgErr.Code == "53300":
+		return false
+	}
+	return true
 }
 
 // Close closes the registry's connections. Watch connections are not part
@@ -129,13 +255,17 @@ const lookupTenantByNameSQL = `SELECT name, schema_name, active FROM pgtenant.te
 // is only ever a bind parameter: it comes from a client's startup packet.
 func (r *PGRegistry) LookupTenant(ctx context.Context, name string) (Tenant, error) {
 	var t Tenant
-	err := r.pool.QueryRow(ctx, lookupTenantSQL, name).Scan(&t.Name, &t.Schema, &t.Active)
-	if isMissingRegistry(err) {
-		// Either no registry at all, or one without the aliases table: an
-		// older registry that no admin command has upgraded yet. It has no
-		// aliases, so asking by name alone is the whole answer.
-		err = r.pool.QueryRow(ctx, lookupTenantByNameSQL, name).Scan(&t.Name, &t.Schema, &t.Active)
-	}
+	err := r.ask(ctx, func() error {
+		err := r.pool.QueryRow(ctx, lookupTenantSQL, name).Scan(&t.Name, &t.Schema, &t.Active)
+		if isMissingRegistry(err) {
+			// Either no registry at all, or one without the aliases
+			// table: an older registry that no admin command has upgraded
+			// yet. It has no aliases, so asking by name alone is the
+			// whole answer.
+			err = r.pool.QueryRow(ctx, lookupTenantByNameSQL, name).Scan(&t.Name, &t.Schema, &t.Active)
+		}
+		return err
+	})
 	switch {
 	case err == nil:
 		return t, nil
@@ -155,11 +285,14 @@ func (r *PGRegistry) LookupTenant(ctx context.Context, name string) (Tenant, err
 // existed) grants nothing, which is not an error: with --tenant-access
 // granted, nobody may connect until someone is granted a tenant.
 func (r *PGRegistry) LookupGrants(ctx context.Context, user string) (UserGrants, error) {
-	rows, err := r.pool.Query(ctx, `SELECT tenant FROM pgtenant.tenant_users WHERE user_name = $1`, user)
 	var tenants []*string
-	if err == nil {
-		tenants, err = pgx.CollectRows(rows, pgx.RowTo[*string])
-	}
+	err := r.ask(ctx, func() error {
+		rows, err := r.pool.Query(ctx, `SELECT tenant FROM pgtenant.tenant_users WHERE user_name = $1`, user)
+		if err == nil {
+			tenants, err = pgx.CollectRows(rows, pgx.RowTo[*string])
+		}
+		return err
+	})
 	switch {
 	case isMissingRegistry(err):
 		return UserGrants{}, nil
@@ -201,24 +334,38 @@ func isMissingRegistry(err error) bool {
 // not listening are lost. While it is disconnected it keeps the cache as
 // it is, so that clients of known tenants keep working through a backend
 // restart; it reconnects with backoff until ctx is done, and then returns
-// ctx.Err().
+// ctx.Err(). It logs each interruption and each reconnection ("tenant
+// registry watch reconnected").
 //
 // onChange is called from Watch's goroutine, one call at a time; it should
 // be quick (Router.Forget and Router.ForgetAll are).
 func (r *PGRegistry) Watch(ctx context.Context, onChange func(name string)) error {
-	log := slog.Default().With("component", "registry-watch", "channel", NotifyChannel)
+	log := r.log.With("component", "registry-watch", "channel", NotifyChannel)
 	backoff := watchBackoffMin
+	// lost is when the last listening session ended; zero before the
+	// first one.
+	var lost time.Time
 	for {
 		start := time.Now()
-		err := r.listen(ctx, onChange)
+		listened := false
+		err := r.listen(ctx, onChange, func() {
+			listened = true
+			if !lost.IsZero() {
+				log.Info("tenant registry watch reconnected; caches forgotten, since changes may have been missed",
+					"after", time.Since(lost).Round(time.Millisecond))
+			}
+		})
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if listened {
+			lost = time.Now()
 		}
 		if time.Since(start) >= watchHealthy {
 			backoff = watchBackoffMin
 		}
 		log.Warn("tenant change notifications interrupted; reconnecting",
-			"error", err, "retry_in", backoff)
+			"err", err, "retry_in", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -231,8 +378,8 @@ func (r *PGRegistry) Watch(ctx context.Context, onChange func(name string)) erro
 }
 
 // listen runs one listening session; it returns when the connection fails
-// or ctx is done.
-func (r *PGRegistry) listen(ctx context.Context, onChange func(name string)) error {
+// or ctx is done. It calls listening once it listens, before onChange("").
+func (r *PGRegistry) listen(ctx context.Context, onChange func(name string), listening func()) error {
 	cfg := r.pool.Config().ConnConfig
 	cfg.RuntimeParams["application_name"] = "pgtenant registry watch"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -252,6 +399,7 @@ func (r *PGRegistry) listen(ctx context.Context, onChange func(name string)) err
 	// Forget only now that we are listening: a change committed after this
 	// point is notified, and one committed before it is covered by the
 	// forget.
+	listening()
 	onChange("")
 	for {
 		n, err := conn.WaitForNotification(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -70,7 +71,7 @@ func testContext(t *testing.T) context.Context {
 
 func openRegistry(t *testing.T, dsn string) *PGRegistry {
 	t.Helper()
-	reg, err := OpenRegistry(testContext(t), dsn)
+	reg, err := OpenRegistry(testContext(t), dsn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +81,10 @@ func openRegistry(t *testing.T, dsn string) *PGRegistry {
 
 func TestOpenRegistryBadDSN(t *testing.T) {
 	ctx := testContext(t)
-	if _, err := OpenRegistry(ctx, "host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable"); err == nil {
+	if _, err := OpenRegistry(ctx, "host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable", nil); err == nil {
 		t.Fatal("OpenRegistry on a closed port succeeded")
 	}
-	if _, err := OpenRegistry(ctx, "postgres://[::1"); err == nil {
+	if _, err := OpenRegistry(ctx, "postgres://[::1", nil); err == nil {
 		t.Fatal("OpenRegistry on a malformed DSN succeeded")
 	}
 }
@@ -487,4 +488,169 @@ func TestRouterWithRegistry(t *testing.T) {
 		_, err := r.ResolveTenant(ctx, Startup{Database: "acme"})
 		return errors.As(err, &disabled)
 	})
+}
+
+// TestLookupAfterSessionsTerminated: the registry's lookup sessions are
+// ended under it (pg_terminate_backend, as an operator or a failover does);
+// the next lookups reconnect instead of failing.
+func TestLookupAfterSessionsTerminated(t *testing.T) {
+	ctx := testContext(t)
+	reg := openRegistry(t, newDatabase(t))
+	if _, _, err := CreateTenant(ctx, reg.Pool(), "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GrantTenant(ctx, reg.Pool(), "acme", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		if _, err := reg.LookupTenant(ctx, "acme"); err != nil {
+			t.Fatalf("round %d, before: %v", round, err)
+		}
+		// Open a few sessions, so that more than one dead one waits in
+		// the pool.
+		var wg sync.WaitGroup
+		for i := 0; i < registryMaxConns; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = reg.Pool().Exec(ctx, "SELECT pg_sleep(0.05)")
+			}()
+		}
+		wg.Wait()
+
+		admin, err := pgx.Connect(ctx, reg.Pool().Config().ConnConfig.ConnString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pids []int32
+		err = admin.QueryRow(ctx, `SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity
+			WHERE application_name = 'pgtenant registry' AND datname = current_database()`).Scan(&pids)
+		if err != nil || len(pids) == 0 {
+			t.Fatalf("find the registry sessions: %v, %v", pids, err)
+		}
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid`, pids); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the terminated sessions to end", func() bool {
+			var left int
+			if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)`, pids).Scan(&left); err != nil {
+				t.Fatal(err)
+			}
+			return left == 0
+		})
+		admin.Close(ctx)
+
+		if round%2 == 0 {
+			if got, err := reg.LookupTenant(ctx, "acme"); err != nil || got.Name != "acme" {
+				t.Fatalf("round %d, lookup after the sessions ended: %+v, %v", round, got, err)
+			}
+		} else {
+			if g, err := reg.LookupGrants(ctx, "alice"); err != nil || !slices.Equal(g.Tenants, []string{"acme"}) {
+				t.Fatalf("round %d, grants after the sessions ended: %+v, %v", round, g, err)
+			}
+		}
+	}
+}
+
+// syncLog is a log destination that tests read while the registry writes.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), s)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRegistryOutage: the registry's database stops taking connections and
+// its sessions are ended. A tenant found before is still found (stale, even
+// after ForgetAll), a name never found gets the registry's error, and the
+// outage is logged once; when the database takes connections again, lookups
+// reach it again (after the backoff) and that is logged once.
+func TestRegistryOutage(t *testing.T) {
+	ctx := testContext(t)
+	dsn := newDatabase(t)
+	logs := &syncLog{}
+	reg, err := OpenRegistry(ctx, dsn, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	if _, _, err := CreateTenant(ctx, reg.Pool(), "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	r := New(reg, config.TenantFromDatabase, time.Hour, time.Hour)
+	if _, err := r.ResolveTenant(ctx, Startup{Database: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+
+	admin, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(context.Background()) }) // after allow(true) below
+	db := reg.Pool().Config().ConnConfig.Database
+	allow := func(on bool) {
+		t.Helper()
+		if _, err := admin.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t",
+			pgx.Identifier{db}.Sanitize(), on)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allow(false)
+	t.Cleanup(func() { allow(true) })
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the registry sessions to end", func() bool {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, db).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+
+	r.ForgetAll() // as a watcher that reconnected would
+	for i := 0; i < 5; i++ {
+		if got, err := r.ResolveTenant(ctx, Startup{Database: "acme"}); err != nil || got.Name != "acme" {
+			t.Fatalf("known tenant during the outage: %+v, %v", got, err)
+		}
+		var unknown *UnknownTenantError
+		if _, err := r.ResolveTenant(ctx, Startup{Database: "globex"}); err == nil || errors.As(err, &unknown) {
+			t.Fatalf("a name never found, during the outage: %v, want the registry's error", err)
+		}
+	}
+	const down, up = "tenant registry unreachable", "tenant registry reachable again"
+	if n := logs.count(down); n != 1 {
+		t.Fatalf("%d lines say %q, want 1:\n%s", n, down, logs)
+	}
+
+	allow(true)
+	waitFor(t, "lookups to reach the registry again", func() bool {
+		_, err := reg.LookupTenant(ctx, "globex")
+		return errors.Is(err, ErrNotFound)
+	})
+	if n := logs.count(up); n != 1 {
+		t.Fatalf("%d lines say %q, want 1:\n%s", n, up, logs)
+	}
+	if n := logs.count(down); n != 1 {
+		t.Fatalf("%d lines say %q after the outage, want 1:\n%s", n, down, logs)
+	}
+	if strings.Contains(logs.String(), "error=") {
+		t.Fatalf("a line says error= where the code says err=:\n%s", logs)
+	}
 }

@@ -19,6 +19,7 @@ type fakeRegistry struct {
 	mu      sync.Mutex
 	tenants map[string]Tenant
 	fail    error // returned by the next lookup, then cleared
+	outage  error // returned by every lookup while set
 	calls   map[string]int
 
 	gate    chan struct{}
@@ -52,6 +53,9 @@ func (f *fakeRegistry) LookupTenant(ctx context.Context, name string) (Tenant, e
 		f.fail = nil
 		return Tenant{}, err
 	}
+	if f.outage != nil {
+		return Tenant{}, f.outage
+	}
 	t, ok := f.tenants[name]
 	if !ok {
 		return Tenant{}, fmt.Errorf("fake: %q: %w", name, ErrNotFound)
@@ -69,6 +73,13 @@ func (f *fakeRegistry) failNext(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fail = err
+}
+
+// setOutage makes every lookup fail with err until it is called with nil.
+func (f *fakeRegistry) setOutage(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.outage = err
 }
 
 func (f *fakeRegistry) count(name string) int {
@@ -619,5 +630,61 @@ func TestConflictingClaimsErrorNamesBoth(t *testing.T) {
 		ResolveTenant(context.Background(), Startup{})
 	if !errors.As(err, &nt) || !strings.Contains(nt.Hint(), "pgtenant.tenant=") || !strings.Contains(nt.Hint(), ".db.example.com") {
 		t.Fatalf("no-tenant error = %v, want a *NoTenantError whose hint names both ways", err)
+	}
+}
+
+// TestStaleAnswerServedWhileRegistryFails: while the registry cannot answer,
+// a tenant the router found before is still found, even when its entry has
+// expired (here: a hit TTL of zero) or was dropped by ForgetAll (a watcher
+// that reconnected); a name it never found, or one forgotten because it
+// changed, gets the registry's error.
+func TestStaleAnswerServedWhileRegistryFails(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		hitTTL time.Duration
+		forget func(r *Router)
+		stale  bool
+	}{
+		{"expired entry", noCache, func(*Router) {}, true},
+		{"after forget all", longTTL, func(r *Router) { r.ForgetAll() }, true},
+		{"after forget of the name", longTTL, func(r *Router) { r.Forget("acme") }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := newFakeRegistry(acme)
+			r := New(reg, config.TenantFromDatabase, tc.hitTTL, longTTL)
+			ctx := context.Background()
+			if got, err := r.ResolveTenant(ctx, Startup{Database: "acme"}); err != nil || got != acme {
+				t.Fatalf("before the outage: %+v, %v", got, err)
+			}
+			tc.forget(r)
+			outage := errors.New("registry lookup: FATAL: terminating connection due to administrator command (SQLSTATE 57P01)")
+			reg.setOutage(outage)
+			for i := 0; i < 3; i++ {
+				got, err := r.ResolveTenant(ctx, Startup{Database: "acme"})
+				if tc.stale && (err != nil || got != acme) {
+					t.Fatalf("during the outage: %+v, %v; want the last answer %+v", got, err, acme)
+				}
+				if !tc.stale && !errors.Is(err, outage) {
+					t.Fatalf("during the outage: %+v, %v; want the registry's error", got, err)
+				}
+			}
+			if n := reg.count("acme"); n < 2 {
+				t.Fatalf("registry lookups = %d: the stale answer was not asked for first", n)
+			}
+			if _, err := r.ResolveTenant(ctx, Startup{Database: "globex"}); !errors.Is(err, outage) {
+				t.Fatalf("a name never found, during the outage: %v, want the registry's error", err)
+			}
+
+			// The registry answers again: its answer wins over the stale one.
+			reg.setOutage(nil)
+			disabled := acme
+			disabled.Active = false
+			reg.set(disabled)
+			r.Forget("acme")
+			var disabledErr *DisabledTenantError
+			if _, err := r.ResolveTenant(ctx, Startup{Database: "acme"}); !errors.As(err, &disabledErr) {
+				t.Fatalf("after the outage: %v, want DisabledTenantError", err)
+			}
+		})
 	}
 }

@@ -25,17 +25,6 @@ import (
 // SQLSTATE. The steps are issue 9's: statements prepared before a schema
 // change (item 3), and one client's DEALLOCATE ALL (item 5).
 
-// pendingRelayFix skips a case that fails until the relay fix for issue 9
-// (items 3 and 5) lands, unless PGTENANT_TEST_PENDING_RELAY_FIX=1. It is
-// the one gate: when the fix lands, make it return at once (or delete it
-// and its calls).
-func pendingRelayFix(t *testing.T) {
-	t.Helper()
-	if os.Getenv("PGTENANT_TEST_PENDING_RELAY_FIX") != "1" {
-		t.Skip("fails until the relay fix for issue 9 (stale shared statements after DDL, DEALLOCATE ALL) lands; run with PGTENANT_TEST_PENDING_RELAY_FIX=1")
-	}
-}
-
 // drvTimeout bounds one driver program's run.
 const drvTimeout = 2 * time.Minute
 
@@ -363,9 +352,6 @@ type drvCase struct {
 	// directOK are steps that must succeed directly, so that the
 	// comparison is about something.
 	directOK []string
-	// pending are the pool modes in which the case fails until the relay
-	// fix for issue 9 lands (pendingRelayFix).
-	pending []config.PoolMode
 }
 
 // drvCompare fails the test unless proxied ran the same steps with the
@@ -391,26 +377,25 @@ func TestDriversStaleStatements(t *testing.T) {
 	classes := drvCompileJava(t)
 
 	newOK := []string{"new1", "new2", "new3"}
-	tx, sess := config.PoolTransaction, config.PoolSession
 	cases := []drvCase{
 		{name: "psycopg/existing/addcol", change: "addcol", run: drvPython("with_psycopg.py", "existing:tx", "addcol"), directOK: []string{"before"}},
 		{name: "psycopg-autocommit/existing/addcol", change: "addcol", run: drvPython("with_psycopg.py", "existing:autocommit", "addcol"), directOK: []string{"before"}},
-		{name: "psycopg/new/addcol", change: "addcol", run: drvPython("with_psycopg.py", "new:tx", "addcol"), directOK: newOK, pending: []config.PoolMode{tx}},
-		{name: "psycopg-autocommit/new/addcol", change: "addcol", run: drvPython("with_psycopg.py", "new:autocommit", "addcol"), directOK: newOK, pending: []config.PoolMode{tx}},
+		{name: "psycopg/new/addcol", change: "addcol", run: drvPython("with_psycopg.py", "new:tx", "addcol"), directOK: newOK},
+		{name: "psycopg-autocommit/new/addcol", change: "addcol", run: drvPython("with_psycopg.py", "new:autocommit", "addcol"), directOK: newOK},
 		{name: "psycopg/existing/enum", change: "enum", run: drvPython("with_psycopg.py", "existing:tx", "enum"), directOK: []string{"before"}},
-		{name: "psycopg/new/enum", change: "enum", run: drvPython("with_psycopg.py", "new:tx", "enum"), directOK: newOK, pending: []config.PoolMode{tx}},
-		{name: "asyncpg/existing/addcol", change: "addcol", run: drvPython("with_asyncpg.py", "existing", "addcol"), directOK: []string{"before", "after1"}, pending: []config.PoolMode{tx, sess}},
-		{name: "asyncpg/new/addcol", change: "addcol", run: drvPython("with_asyncpg.py", "new", "addcol"), directOK: newOK, pending: []config.PoolMode{tx}},
+		{name: "psycopg/new/enum", change: "enum", run: drvPython("with_psycopg.py", "new:tx", "enum"), directOK: newOK},
+		{name: "asyncpg/existing/addcol", change: "addcol", run: drvPython("with_asyncpg.py", "existing", "addcol"), directOK: []string{"before", "after1"}},
+		{name: "asyncpg/new/addcol", change: "addcol", run: drvPython("with_asyncpg.py", "new", "addcol"), directOK: newOK},
 		{name: "asyncpg/existing/enum", change: "enum", run: drvPython("with_asyncpg.py", "existing", "enum"), directOK: []string{"before"}},
-		{name: "asyncpg/new/enum", change: "enum", run: drvPython("with_asyncpg.py", "new", "enum"), directOK: newOK, pending: []config.PoolMode{tx}},
-		{name: "pgx-cache-statement/existing/addcol", change: "addcol", run: drvPgx(pgx.QueryExecModeCacheStatement, "existing", "addcol"), directOK: []string{"before"}, pending: []config.PoolMode{tx, sess}},
-		{name: "pgx-cache-statement/new/addcol", change: "addcol", run: drvPgx(pgx.QueryExecModeCacheStatement, "new", "addcol"), directOK: newOK, pending: []config.PoolMode{tx}},
-		{name: "pgx-cache-statement/existing/enum", change: "enum", run: drvPgx(pgx.QueryExecModeCacheStatement, "existing", "enum"), directOK: []string{"before"}, pending: []config.PoolMode{tx, sess}},
-		{name: "pgx-cache-statement/new/enum", change: "enum", run: drvPgx(pgx.QueryExecModeCacheStatement, "new", "enum"), directOK: newOK, pending: []config.PoolMode{tx}},
+		{name: "asyncpg/new/enum", change: "enum", run: drvPython("with_asyncpg.py", "new", "enum"), directOK: newOK},
+		{name: "pgx-cache-statement/existing/addcol", change: "addcol", run: drvPgx(pgx.QueryExecModeCacheStatement, "existing", "addcol"), directOK: []string{"before"}},
+		{name: "pgx-cache-statement/new/addcol", change: "addcol", run: drvPgx(pgx.QueryExecModeCacheStatement, "new", "addcol"), directOK: newOK},
+		{name: "pgx-cache-statement/existing/enum", change: "enum", run: drvPgx(pgx.QueryExecModeCacheStatement, "existing", "enum"), directOK: []string{"before"}},
+		{name: "pgx-cache-statement/new/enum", change: "enum", run: drvPgx(pgx.QueryExecModeCacheStatement, "new", "enum"), directOK: newOK},
 		{name: "pgx-cache-describe/existing/addcol", change: "addcol", run: drvPgx(pgx.QueryExecModeCacheDescribe, "existing", "addcol"), directOK: []string{"before"}},
 		{name: "pgx-cache-describe/new/addcol", change: "addcol", run: drvPgx(pgx.QueryExecModeCacheDescribe, "new", "addcol"), directOK: newOK},
-		{name: "pgjdbc/existing/addcol", change: "addcol", run: drvJava(&classes, "existing"), directOK: []string{"before"}, pending: []config.PoolMode{tx, sess}},
-		{name: "pgjdbc/new/addcol", change: "addcol", run: drvJava(&classes, "new"), directOK: newOK, pending: []config.PoolMode{tx}},
+		{name: "pgjdbc/existing/addcol", change: "addcol", run: drvJava(&classes, "existing"), directOK: []string{"before"}},
+		{name: "pgjdbc/new/addcol", change: "addcol", run: drvJava(&classes, "new"), directOK: newOK},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -425,9 +410,6 @@ func TestDriversStaleStatements(t *testing.T) {
 			}
 			for _, mode := range drvModes {
 				t.Run(string(mode), func(t *testing.T) {
-					if slices.Contains(c.pending, mode) {
-						pendingRelayFix(t)
-					}
 					tenant := fmt.Sprintf("%s_%c", base, mode[0])
 					createTenant(t, tenant, drvSetup[c.change]...)
 					p := startProxy(t, func(cfg *config.Config) { cfg.PoolSize = 2; cfg.PoolMode = mode; cfg.LogLevel = "info" })
@@ -469,7 +451,6 @@ func TestDriversDeallocateAll(t *testing.T) {
 	type target struct {
 		name    string
 		connect func(t *testing.T, tenant string) drvTarget
-		pending bool
 	}
 	proxied := func(mode config.PoolMode, size int) func(t *testing.T, tenant string) drvTarget {
 		return func(t *testing.T, tenant string) drvTarget {
@@ -478,18 +459,15 @@ func TestDriversDeallocateAll(t *testing.T) {
 		}
 	}
 	targets := []target{
-		{"direct", func(t *testing.T, tenant string) drvTarget { return drvDirect(tenant) }, false},
+		{"direct", func(t *testing.T, tenant string) drvTarget { return drvDirect(tenant) }},
 		// One backend: B's statement and A's DEALLOCATE ALL meet on it.
-		{"transaction", proxied(config.PoolTransaction, 1), true},
+		{"transaction", proxied(config.PoolTransaction, 1)},
 		// Each client holds a backend of its own for its whole session.
-		{"session", proxied(config.PoolSession, 2), false},
+		{"session", proxied(config.PoolSession, 2)},
 	}
 	var directA drvResult
 	for i, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
-			if tg.pending {
-				pendingRelayFix(t)
-			}
 			tenant := fmt.Sprintf("drvdealloc%d", i)
 			createTenant(t, tenant, drvSetup["addcol"]...)
 			target := tg.connect(t, tenant)

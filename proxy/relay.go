@@ -46,7 +46,7 @@ type clientMsg struct {
 	// nameEnd: body bytes up to and including the statement name's NUL;
 	// the rest of a Bind body is copied on unchanged.
 	nameEnd int
-	portal  string // Bind
+	portal  string // Bind; Execute when a portal of the client's has effects
 	kind    byte   // Describe, Close: 'S' or 'P'
 	// Query and Parse: what the text means for the session; dirty says the
 	// text may change it.
@@ -92,7 +92,7 @@ func (s *session) relayClient(ctx context.Context) error {
 		switch typ {
 		case 'X':
 			return nil
-		case 'Q', 'P', 'B', 'D', 'C':
+		case 'Q', 'P', 'B', 'D', 'C', 'E':
 			if err := s.inspect(&m); err != nil {
 				var pe *pgError
 				if errors.As(err, &pe) {
@@ -100,7 +100,7 @@ func (s *session) relayClient(ctx context.Context) error {
 				}
 				return err
 			}
-		case 'E', 'S', 'H', 'F', 'd', 'c', 'f':
+		case 'S', 'H', 'F', 'd', 'c', 'f':
 		default:
 			return s.violation(fatalf(codeProtocolViolation, "invalid frontend message type %q", typ))
 		}
@@ -265,9 +265,10 @@ func (s *session) consume(m *clientMsg) error {
 	return err
 }
 
-// inspect learns what pgtenant must know of a Query, Parse, Bind, Describe
-// or Close before it is sent: statement names, and what a text means for
-// the session.
+// inspect learns what pgtenant must know of a Query, Parse, Bind, Describe,
+// Close or Execute before it is sent (and before the lock is taken, as it
+// may have to read the rest of the message): statement and portal names,
+// and what a text means for the session.
 func (s *session) inspect(m *clientMsg) error {
 	bad := func() error { return fatalf(codeProtocolViolation, "malformed %q message", m.typ) }
 	switch m.typ {
@@ -338,6 +339,19 @@ func (s *session) inspect(m *clientMsg) error {
 				return err
 			}
 		}
+	case 'E':
+		if len(s.portalFx) == 0 {
+			return nil // no portal of the client's changes anything
+		}
+		body, err := s.body(m)
+		if err != nil {
+			return err
+		}
+		portal, _, ok := splitName(body)
+		if !ok {
+			return bad()
+		}
+		m.portal = portal
 	case 'D', 'C':
 		body, err := s.body(m)
 		if err != nil {
@@ -459,14 +473,24 @@ func (s *session) ensureUnnamedLocked() {
 // statement that raises refuse; the parameter types stay, so the client's
 // Bind still fits.
 func refusedParse(m *clientMsg, refuse *pgError) []byte {
-	body := m.whole
-	name, rest, _ := splitName(body)
+	return replacedParse(m, raiseSQL(refuse))
+}
+
+// replacedParse is the body of the Parse m with its text replaced.
+func replacedParse(m *clientMsg, text string) []byte {
+	name, rest, _ := splitName(m.whole)
 	_, tail, _ := splitName(rest)
 	out := append([]byte(name), 0)
-	out = append(out, raiseSQL(refuse)...)
+	out = append(out, text...)
 	out = append(out, 0)
 	return append(out, tail...)
 }
+
+// deallocateAllStandIn is what the server runs for a client's DEALLOCATE
+// ALL in transaction pooling: a statement that changes nothing (it resets
+// a placeholder setting of pgtenant's), so the statements the backend keeps
+// for the tenant's other clients stay.
+const deallocateAllStandIn = "RESET pgtenant.deallocate_all"
 
 // accountLocked records what the server owes for a client message about to
 // be sent and queues into s.out whatever pgtenant must send before it (or,
@@ -494,7 +518,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 				// the backend keeps for every client of the tenant: the
 				// server runs a statement that changes nothing, and the
 				// client hears the tag it expects.
-				text = "RESET pgtenant.deallocate_all"
+				text = deallocateAllStandIn
 				e.tag = "DEALLOCATE ALL"
 			case len(m.res.refs) > 0:
 				text = s.rewriteRefsLocked(m.text, m.res.refs)
@@ -524,13 +548,8 @@ func (s *session) accountLocked(m *clientMsg) bool {
 	case 'E':
 		s.open = true
 		e := entry{kind: replyExecute}
-		if len(s.portalChanges) > 0 {
-			// The portal's name starts the Execute body.
-			if body, err := s.body(m); err == nil {
-				if portal, _, ok := splitName(body); ok {
-					e.changes = s.portalChanges[portal]
-				}
-			}
+		if fx, ok := s.portalFx[m.portal]; ok {
+			e.changes, e.tag = fx.changes, fx.tag
 		}
 		s.expectLocked(e)
 		if restore := s.restoreSQL(e.changes); restore != "" {
@@ -556,6 +575,13 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
 			body = refusedParse(m, refuse)
 			effects = stmtEffects{}
+		} else if m.res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "" {
+			// As for a Query (see 'Q'): the server runs a statement that
+			// changes nothing, and the Execute's tag is the client's.
+			if err := s.consume(m); err == nil {
+				body = replacedParse(m, deallocateAllStandIn)
+				effects.tag = "DEALLOCATE ALL"
+			}
 		}
 		if m.mapped {
 			_, rest, _ := splitName(body)
@@ -619,7 +645,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			delete(s.stmts, m.name)
 			s.out = appendClose(s.out, 'S', unknownStmtName(m.name))
 		} else if m.kind == 'P' {
-			delete(s.portalChanges, m.name)
+			delete(s.portalFx, m.name)
 		}
 		s.expectLocked(entry{kind: replyClose})
 	case 'd', 'c', 'f':
@@ -642,23 +668,23 @@ func (s *session) accountLocked(m *clientMsg) bool {
 // now or when it was prepared.
 func (s *session) bindChangesLocked(m *clientMsg) {
 	eff := s.effectsOf(m.name)
-	if eff == nil || eff.empty() {
-		if len(s.portalChanges) > 0 {
-			delete(s.portalChanges, m.portal)
+	if eff == nil || (eff.empty() && eff.tag == "") {
+		if len(s.portalFx) > 0 {
+			delete(s.portalFx, m.portal)
 		}
 		return
 	}
 	s.dirty = true
-	changes := append([]change(nil), eff.changes...)
+	fx := stmtEffects{changes: append([]change(nil), eff.changes...), tag: eff.tag}
 	for _, pc := range eff.params {
 		if v, ok := bindParamText(m.whole, pc.param); ok {
-			changes = append(changes, change{name: pc.name, value: quoteLiteral(v)})
+			fx.changes = append(fx.changes, change{name: pc.name, value: quoteLiteral(v)})
 		}
 	}
-	if s.portalChanges == nil {
-		s.portalChanges = map[string][]change{}
+	if s.portalFx == nil {
+		s.portalFx = map[string]stmtEffects{}
 	}
-	s.portalChanges[m.portal] = changes
+	s.portalFx[m.portal] = fx
 }
 
 // send writes what accountLocked prepared and then the message itself:
@@ -939,7 +965,6 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 	if s.be != be || s.link != linkAttached {
 		return replyAction{lose: errors.New("reply for a backend no longer attached")}
 	}
-	var failedKey string
 	v, err := s.rm.reply(typ, func(e entry) { s.skippedLocked(e) })
 	if err != nil {
 		return replyAction{lose: err}
@@ -1015,12 +1040,9 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			switch {
 			case e.kind == replyParse:
 				s.skippedLocked(e)
-			case e.key != "" && staleStatementCode(er.Code):
-				failedKey = e.key
+			case e.key != "" && er.Code == "26000":
+				s.vanishedStatementLocked(e.key)
 			}
-		}
-		if failedKey != "" {
-			s.staleStatementLocked(failedKey)
 		}
 		if gone {
 			return act

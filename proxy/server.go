@@ -70,9 +70,10 @@ type Server struct {
 	// They expire so that a change on the server (ALTER SYSTEM) shows.
 	greetings *expirable.LRU[string, []byte]
 
-	// stmtGens are the statement generations of tenant schemas, moved on
-	// when the server finds one of a tenant's statements stale (stmt.go).
-	stmtGens sync.Map // schema → *atomic.Uint64
+	// stmtSeq numbers the preparations of statements, server-wide, so a
+	// backend's copy can be told older or newer than a client's Parse of
+	// the same statement (stmt.go).
+	stmtSeq atomic.Uint64
 
 	mu     sync.Mutex
 	byKey  map[uint32]*session // admitted sessions by cancel key pid
@@ -217,15 +218,6 @@ func (srv *Server) shutdown() {
 	}
 	srv.mu.Unlock()
 	<-done
-}
-
-// stmtGen returns the statement generation counter of a tenant schema.
-func (srv *Server) stmtGen(schema string) *atomic.Uint64 {
-	if g, ok := srv.stmtGens.Load(schema); ok {
-		return g.(*atomic.Uint64)
-	}
-	g, _ := srv.stmtGens.LoadOrStore(schema, new(atomic.Uint64))
-	return g.(*atomic.Uint64)
 }
 
 // cancelKey is the BackendKeyData pgtenant gives a client: its own, never

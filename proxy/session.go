@@ -9,7 +9,6 @@ import (
 	"net"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -107,9 +106,9 @@ type session struct {
 	params     []startupParam
 	settings   map[string]string
 	txnChanges []change
-	// portalChanges are the changes a bound portal makes when executed,
-	// by portal name (client goroutine only).
-	portalChanges map[string][]change
+	// portalFx is what executing a bound portal means for the session, by
+	// portal name (client goroutine only).
+	portalFx map[string]stmtEffects
 	// dirty: since the backend was attached, the client sent something
 	// that may change session state, so the backend is released without
 	// its pin key (see attachLocked).
@@ -136,8 +135,6 @@ type session struct {
 	// has yet to flush (outside the lock); shutdown must not write to cw
 	// meanwhile (closeIfIdle).
 	cwBusy bool
-	// gen is the statement generation of the client's tenant (stmt.go).
-	gen *atomic.Uint64
 	// clientGone: the client left; the backend goroutine releases at the
 	// next safe point whatever the pool mode, and writes nothing to cw.
 	clientGone bool
@@ -349,7 +346,6 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		return accessError(err)
 	}
 	s.tenant = t
-	s.gen = s.srv.stmtGen(t.Schema)
 
 	params, perr := checkParams(sm.Parameters)
 	if perr != nil {

@@ -856,7 +856,7 @@ func TestBindParamChangesAreChecked(t *testing.T) {
 		s.mu.Lock()
 		s.accountLocked(&m)
 		// The portal's changes count once its Execute completes.
-		s.txnChanges = append(s.txnChanges, s.portalChanges[""]...)
+		s.txnChanges = append(s.txnChanges, s.portalFx[""].changes...)
 		s.settleLocked('I')
 		s.mu.Unlock()
 		name := res.params[0].name

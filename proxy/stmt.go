@@ -40,6 +40,9 @@ type clientStmt struct {
 	// answered: pgtenant answered the client's Parse itself, without a
 	// backend; it is prepared on one at first use.
 	answered bool
+	// seq is when the client prepared it (Server.stmtSeq): a backend's copy
+	// made before that is made again for this client (ensureStatementLocked).
+	seq uint64
 }
 
 // stmtEffects are the session changes a statement makes each time it runs:
@@ -47,6 +50,9 @@ type clientStmt struct {
 type stmtEffects struct {
 	changes []change
 	params  []paramChange
+	// tag replaces the CommandComplete tag of each execution (a statement
+	// pgtenant stands in for, see deallocateAllStandIn).
+	tag string
 }
 
 func (e *stmtEffects) empty() bool { return len(e.changes) == 0 && len(e.params) == 0 }
@@ -72,29 +78,20 @@ const unknownStmtPrefix = "pgtenant/none/"
 
 // ensureStatementLocked makes sure the attached backend holds cs, queueing a
 // Parse (and Closes of statements the cache evicts) into s.out when it does
-// not, and returns the backend's name for it. A statement prepared before
-// the tenant's statement generation last moved (the server found one of its
-// statements stale, see staleStatementLocked) is prepared again.
+// not, and returns the backend's name for it. A copy prepared before the
+// client prepared cs is prepared again (see "Statements and DDL").
 func (s *session) ensureStatementLocked(cs *clientStmt) string {
-	if name, gen, ok := s.be.Statements.Lookup(cs.key); ok && gen == s.stmtGen() {
+	if name, seq, ok := s.be.Statements.Lookup(cs.key); ok && seq >= cs.seq {
 		return name
 	}
 	return s.prepareLocked(cs, true)
-}
-
-// stmtGen is the current statement generation of the client's tenant.
-func (s *session) stmtGen() uint64 {
-	if s.gen == nil {
-		return 0
-	}
-	return s.gen.Load()
 }
 
 // prepareLocked names cs on the attached backend and queues its Parse (after
 // Closes of the statements it replaces or the cache evicts). own says
 // whether the ParseComplete is pgtenant's (re-preparing) or the client's.
 func (s *session) prepareLocked(cs *clientStmt, own bool) string {
-	name, evicted := s.be.Statements.Add(cs.key, s.stmtGen())
+	name, evicted := s.be.Statements.Add(cs.key, s.srv.stmtSeq.Add(1))
 	for _, old := range evicted {
 		s.out = appendClose(s.out, 'S', old)
 		s.expectLocked(entry{kind: replyClose, own: true})
@@ -106,7 +103,8 @@ func (s *session) prepareLocked(cs *clientStmt, own bool) string {
 
 // addClientStmt records a client's named statement.
 func (s *session) addClientStmt(name string, rest []byte, effects stmtEffects, answered bool) *clientStmt {
-	cs := &clientStmt{name: name, key: statementKey(s.tenant.Schema, rest), parse: rest, effects: effects, answered: answered}
+	cs := &clientStmt{name: name, key: statementKey(s.tenant.Schema, rest), parse: rest, effects: effects, answered: answered,
+		seq: s.srv.stmtSeq.Add(1)}
 	if s.stmts == nil {
 		s.stmts = map[string]*clientStmt{}
 	}
@@ -120,8 +118,8 @@ func (s *session) addClientStmt(name string, rest []byte, effects stmtEffects, a
 // backend holds a statement of the same tenant, text and types: that one may
 // be stale (its plan broken by DDL since), and a driver that re-prepares
 // after such an error must get what PostgreSQL would give it, a new
-// statement. The one it replaces is closed, and the other clients of the
-// tenant use the new one from then on.
+// statement. The one it replaces is closed; other clients of the tenant use
+// the new one from then on.
 func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects) {
 	if old, ok := s.stmts[name]; ok {
 		// PostgreSQL refuses to redefine a named statement (42P05). Let
@@ -156,31 +154,14 @@ func (s *session) backendStmtNameLocked(name string) (string, string) {
 	return s.ensureStatementLocked(cs), cs.key
 }
 
-// staleStatementLocked handles the server's finding that a statement of
-// pgtenant's no longer fits the database (its plan must not change result
-// type after an ALTER TABLE, a type it uses was dropped, it vanished): the
-// tenant's statement generation moves on, so every backend prepares the
-// tenant's statements again at their next use instead of failing again,
-// and this backend forgets the statement.
-func (s *session) staleStatementLocked(key string) {
+// vanishedStatementLocked: the server says a statement of pgtenant's does
+// not exist (26000), though this backend's cache has it (something dropped
+// it behind pgtenant's back, such as a DEALLOCATE inside a function). The
+// cache forgets it, so the next use prepares it again.
+func (s *session) vanishedStatementLocked(key string) {
 	if s.be != nil {
 		s.be.Statements.Remove(key)
 	}
-	if s.gen != nil {
-		s.gen.Add(1)
-	}
-}
-
-// staleStatementCode says whether a server error on a Bind, Describe or
-// Execute of one of pgtenant's statements means the statement is stale.
-func staleStatementCode(code string) bool {
-	switch code {
-	case "0A000", // cached plan must not change result type
-		"XX000", // cache lookup failed for type
-		"26000": // the statement is gone from the server
-		return true
-	}
-	return false
 }
 
 // statementKey is schema, query text and parameter types.

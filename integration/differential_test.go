@@ -124,7 +124,7 @@ func TestDifferential(t *testing.T) {
 			defer func() { t.Logf("seeds %d.., categories %s; direct replies seen: %v", seed, cats, seen) }()
 			for i := 0; i < n; i++ {
 				s := seed + int64(i)
-				seq := genSeq(s, cats, mode == config.PoolSession)
+				seq := genSeq(s, cats, mode == config.PoolSession, tenants)
 				ok := t.Run(fmt.Sprintf("seed=%d", s), func(t *testing.T) {
 					diffRun(t, mode, tenants, admin, seq, seen)
 				})

@@ -49,13 +49,17 @@ const (
 	catDDL = "ddl"
 	// catTx: BEGIN/COMMIT/ROLLBACK, savepoints, errors inside.
 	catTx = "tx"
-	// catSession: SET, SET LOCAL, RESET x, RESET ALL, SET x TO DEFAULT,
-	// set_config(..., false) in re-executed prepared statements, SHOW,
-	// DEALLOCATE ALL (issue 17).
+	// catSession: SET, SET LOCAL, set_config(..., false) in re-executed
+	// prepared statements, SHOW, DEALLOCATE ALL (issue 17); RESET is
+	// catReset.
 	catSession = "session"
 	// catMulticlient: 2 to 4 clients of the two tenants instead of one,
 	// interleaved batch by batch.
 	catMulticlient = "multiclient"
+	// catReset: RESET x, RESET ALL, SET x TO DEFAULT, between SETs and
+	// looks at the settings; they must return to the tenant's defaults and the client's startup
+	// values, not to the pool's.
+	catReset = "reset"
 	// catReuse: a named Parse of a text (and parameter types) that a
 	// client of the same tenant prepared before, under another name or
 	// before a Close: pgtenant answers it from the backend's statement
@@ -66,7 +70,7 @@ const (
 
 // allCategories lists every category, in the order they are printed.
 var allCategories = []string{
-	catExtended, catSimple, catPipeline, catErrors, catCopy, catDDL, catTx, catSession, catMulticlient, catReuse,
+	catExtended, catSimple, catPipeline, catErrors, catCopy, catDDL, catTx, catSession, catMulticlient, catReuse, catReset,
 }
 
 // defaultCategories is what `make test` runs: the categories that pass
@@ -219,13 +223,9 @@ var (
 	sessionQueries = []string{
 		"set work_mem = '2MB'",
 		"set local work_mem = '4MB'",
-		"reset work_mem",
-		"reset all",
-		"set work_mem to default",
 		"set application_name = 'diff_renamed'",
-		"reset application_name",
 		"set search_path to public",
-		"reset search_path",
+		"set search_path to %s, public",
 		"set TimeZone = 'Europe/Paris'",
 		"set statement_timeout = '42s'; show statement_timeout",
 		"show work_mem",
@@ -234,6 +234,15 @@ var (
 		"show TimeZone",
 		"select current_setting('work_mem'), current_setting('statement_timeout'), current_schema()",
 		"deallocate all",
+	}
+	resetQueries = []string{
+		"reset work_mem",
+		"reset all",
+		"set work_mem to default",
+		"reset application_name",
+		"reset search_path",
+		"reset TimeZone",
+		"set search_path to default",
 	}
 	ddlQueries = []string{
 		"alter table items add column c%d int default %d",
@@ -258,6 +267,7 @@ type diffGen struct {
 	cats    diffCats
 	clients []*genClient
 	tenant  []int // client → tenant
+	schemas []string
 	// prepared holds, per tenant, the texts and types named statements
 	// were parsed with (for catReuse).
 	prepared [2]map[string]bool
@@ -266,8 +276,8 @@ type diffGen struct {
 
 // genSeq generates the sequence for seed in pool mode session (true) or
 // transaction (false).
-func genSeq(seed int64, cats diffCats, session bool) *diffSeq {
-	g := &diffGen{r: rand.New(rand.NewSource(seed)), cats: cats,
+func genSeq(seed int64, cats diffCats, session bool, schemas []string) *diffSeq {
+	g := &diffGen{r: rand.New(rand.NewSource(seed)), cats: cats, schemas: schemas,
 		prepared: [2]map[string]bool{{}, {}}}
 	seq := &diffSeq{seed: seed, cats: cats}
 	n := 1
@@ -334,7 +344,7 @@ func genSeq(seed int64, cats diffCats, session bool) *diffSeq {
 // segKinds are the segment kinds the enabled categories allow.
 func (g *diffGen) segKinds() []string {
 	kinds := []string{"basic"}
-	for _, c := range []string{catExtended, catSimple, catCopy, catDDL, catTx, catSession} {
+	for _, c := range []string{catExtended, catSimple, catCopy, catDDL, catTx, catSession, catReset} {
 		if g.cats[c] {
 			kinds = append(kinds, c)
 		}
@@ -403,12 +413,33 @@ func (g *diffGen) segment(c int, kind string) ([]pgproto3.FrontendMessage, int, 
 	case catSession:
 		if r.Intn(2) == 0 {
 			s := sessionQueries[r.Intn(len(sessionQueries))]
-			if s == "deallocate all" {
+			if g.cats[catReset] && r.Intn(3) == 0 {
+				s = resetQueries[r.Intn(len(resetQueries))]
+			}
+			switch {
+			case s == "deallocate all":
 				g.clients[c].named = nil
+			case strings.Contains(s, "%s"):
+				// The tenant's own schema, named as a client would.
+				s = fmt.Sprintf(s, g.schemas[g.tenant[c]])
 			}
 			return q(s), 1, false
 		}
 		return g.extended(c, sessionStmts), 1, false
+	case catReset:
+		// Something to reset, a reset, or a look at the result.
+		sets := []string{"set work_mem = '3MB'", "set application_name = 'diff_renamed'",
+			"set search_path to public", "set TimeZone = 'Europe/Paris'"}
+		looks := []string{"select current_setting('work_mem'), current_setting('application_name'), current_setting('TimeZone'), current_schema()",
+			"show search_path"}
+		switch r.Intn(3) {
+		case 0:
+			return q(sets[r.Intn(len(sets))]), 1, false
+		case 1:
+			return q(resetQueries[r.Intn(len(resetQueries))]), 1, false
+		default:
+			return q(looks[r.Intn(len(looks))]), 1, false
+		}
 	case catTx:
 		return g.txSeg(c)
 	default:

@@ -354,6 +354,13 @@ func diffRun(t *testing.T, mode config.PoolMode, tenants []string, admin *pgx.Co
 		}
 	}, nil)
 	for i, rec := range want {
+		// The generator promises batches that leave their client idle;
+		// a client in a transaction would make other clients wait for
+		// its backend (transaction mode) or its locks.
+		if st := seq.steps[i]; st.kind == stepBatch && (len(rec) == 0 || rec[len(rec)-1] != "ReadyForQuery(I)") {
+			t.Fatalf("generator bug: seed %d, categories %s: step %d (client %d) leaves the client not idle on PostgreSQL itself:\n  %s\n%s",
+				seq.seed, seq.cats, i, st.client, fmtSent(st.msgs), diffIndent(rec))
+		}
 		for _, m := range rec {
 			kind, _, _ := strings.Cut(m, "(")
 			kind, _, _ = strings.Cut(kind, "[")
@@ -395,7 +402,7 @@ func diffRun(t *testing.T, mode config.PoolMode, tenants []string, admin *pgx.Co
 		t.Errorf("differential mismatch\n"+
 			"  reproduce: go test ./integration -run 'TestDifferential/%s/seed=%d$' -diff.seed=%d -diff.n=1 -diff.categories=%s\n"+
 			"  seed %d, mode %s, pool size %d, categories %s, %d clients\n"+
-			"  client %d (tenant %s) sent so far:\n%s\n"+
+			"  the failing step is client %d's (tenant %s); all steps so far (* that client):\n%s\n"+
 			"  reply %d of step %d differs:\n    direct:   %s\n    pgtenant: %s\n"+
 			"  direct replies of the step:\n%s\n  pgtenant replies of the step:\n%s",
 			mode, seq.seed, seq.seed, seq.cats, seq.seed, mode, seq.poolSize, seq.cats, len(seq.clients),
@@ -436,23 +443,26 @@ func diffPass(seq *diffSeq, addr func(diffClientSpec) (string, map[string]string
 	return recs
 }
 
-// diffHistory is what the client of step last sent up to and including
-// it, one batch a line.
+// diffHistory is what every client sent up to and including step last,
+// one step a line, in the order sent; the lines of step last's client are
+// marked with '*'.
 func diffHistory(seq *diffSeq, last int) string {
 	c := seq.steps[last].client
 	var b strings.Builder
 	for i := 0; i <= last; i++ {
 		st := seq.steps[i]
-		if st.client != c {
-			continue
+		mark := ' '
+		if st.client == c {
+			mark = '*'
 		}
+		fmt.Fprintf(&b, "   %c[step %d] client %d: ", mark, i, st.client)
 		switch st.kind {
 		case stepConnect:
-			fmt.Fprintf(&b, "    [step %d] connect %+v\n", i, seq.clients[c])
+			fmt.Fprintf(&b, "connect %+v\n", seq.clients[st.client])
 		case stepBatch:
-			fmt.Fprintf(&b, "    [step %d] %s\n", i, fmtSent(st.msgs))
+			fmt.Fprintf(&b, "%s\n", fmtSent(st.msgs))
 		case stepLeave:
-			fmt.Fprintf(&b, "    [step %d] leave\n", i)
+			b.WriteString("leave\n")
 		}
 	}
 	return strings.TrimRight(b.String(), "\n")

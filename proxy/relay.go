@@ -614,6 +614,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		if m.mapped {
 			var name string
 			name, e.key = s.backendStmtNameLocked(m.name)
+			e.clientName = m.name
 			s.out = appendHeader(s.out, 'B', len(m.portal)+1+len(name)+1+m.n-m.nameEnd)
 			s.out = append(s.out, m.portal...)
 			s.out = append(s.out, 0)
@@ -633,6 +634,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		if m.mapped {
 			var name string
 			name, e.key = s.backendStmtNameLocked(m.name)
+			e.clientName = m.name
 			s.out = appendDescribe(s.out, 'S', name)
 		}
 		s.expectLocked(e)
@@ -1047,7 +1049,13 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		if gone {
 			return act
 		}
-		if er.Code == "26000" || er.Code == "42P05" {
+		switch {
+		case er.Code == "26000" && e.clientName != "" && (e.kind == replyBind || e.kind == replyDescribeStmt):
+			// The statement this Bind or Describe names is the client's,
+			// whatever pgtenant sent it as: a Parse that failed after the
+			// Bind was sent on, say, and was forgotten since.
+			er.Message = `prepared statement "` + e.clientName + `" does not exist`
+		case er.Code == "26000" || er.Code == "42P05":
 			er.Message = s.clientNames(er.Message)
 		}
 		if er.Where != "" && strings.HasPrefix(er.Message, "pgtenant: ") {

@@ -111,7 +111,8 @@ type entry struct {
 	// or Describe uses (dropped if the server finds it stale).
 	key string
 	// clientName and stmt: the client statement a Parse defines, forgotten
-	// if the Parse fails or is skipped (a failed Parse defines nothing).
+	// if the Parse fails or is skipped (a failed Parse defines nothing);
+	// for a Bind or Describe, the client's name of the statement it uses.
 	clientName string
 	stmt       *clientStmt
 	// changes are the session settings an Execute or Query changes; they

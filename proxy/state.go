@@ -476,6 +476,7 @@ func (s *session) restoreSQL(changes []change) string {
 		return ""
 	}
 	var b strings.Builder
+	// add sets name to the value of the SQL expression value.
 	add := func(name, value string) {
 		first := b.Len() == 0
 		if first {
@@ -486,7 +487,7 @@ func (s *session) restoreSQL(changes []change) string {
 		b.WriteString("pg_catalog.set_config(")
 		b.WriteString(quoteLiteral(name))
 		b.WriteString(", ")
-		b.WriteString(quoteLiteral(value))
+		b.WriteString(value)
 		b.WriteString(", false)")
 		if first {
 			// Its result set is pgtenant's, told apart by this name when
@@ -495,11 +496,14 @@ func (s *session) restoreSQL(changes []change) string {
 		}
 	}
 	if all || names["search_path"] {
-		add("search_path", quoteIdent(s.tenant.Schema)+", public")
+		// quote_ident quotes as the pin's SET does when it displays the
+		// value, so SHOW search_path reads the same after a reset as
+		// before it.
+		add("search_path", "pg_catalog.quote_ident("+quoteLiteral(s.tenant.Schema)+") || ', public'")
 	}
 	for _, p := range s.params {
 		if all || names[p.Name] {
-			add(p.Name, p.Value)
+			add(p.Name, quoteLiteral(p.Value))
 		}
 	}
 	return b.String()

@@ -838,7 +838,7 @@ func (s *session) serveBackend(be *pool.Conn) {
 			// Every locked section unlocks in a defer, so mu is free
 			// here and lose can take it.
 			s.logger().Error("backend relay panic", "panic", r)
-			s.lose(be, nil, errors.New("internal error"))
+			s.lose(be, nil, errInternal)
 		}
 	}()
 	r := be.Reader
@@ -1251,6 +1251,8 @@ func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause 
 		return nil, out, true
 	case s.violated != nil:
 		return s.violated, out, true
+	case errors.Is(cause, errInternal):
+		e.Code, e.Message = codeInternalError, errInternal.Error()
 	case fatal != nil && out.pending == 1 && !s.open && out.status == 'I' &&
 		s.mode == config.PoolTransaction && s.pinned == "":
 		// The one command the client waits for did not complete (the
@@ -1279,6 +1281,10 @@ func (s *session) finishLose(carryOn bool) {
 }
 
 var errClosedByUs = errors.New("closed by pgtenant")
+
+// errInternal: pgtenant itself failed (a panic in the relay). The client
+// hears XX000 and its session ends, whatever it was doing.
+var errInternal = errors.New("pgtenant: internal error")
 
 // clientWriteFailed: the client is gone while its backend is attached. The
 // backend may be mid-command, so it is closed rather than returned.

@@ -220,8 +220,13 @@ func (s *session) fail(e *pgError) {
 func (s *session) serve(ctx context.Context, admitted func()) {
 	defer func() {
 		if r := recover(); r != nil {
+			// Every locked section unlocks in a defer, so teardown can
+			// take the lock; once the backend goroutine is done, cw is
+			// this goroutine's to say why the session ends.
 			s.logger().Error("session panic", "panic", r)
 			s.teardown()
+			s.backendDone.Wait()
+			s.fail(fatalf(codeInternalError, "%v", errInternal))
 		}
 		_ = s.nc.Close()
 	}()

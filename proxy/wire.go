@@ -170,6 +170,7 @@ func readyForQuery(status byte) []byte {
 // SQLSTATEs pgtenant itself raises.
 const (
 	codeProtocolViolation = "08P01"
+	codeInternalError     = "XX000"
 	codeConnectionFailure = "08006"
 	// codeTransactionResolutionUnknown: the backend was lost with a
 	// command in flight, which may or may not have taken effect.

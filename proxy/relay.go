@@ -72,14 +72,18 @@ const (
 
 // relayClient reads client messages until the client leaves.
 func (s *session) relayClient(ctx context.Context) error {
+	// pending: something was written to bw since the last flush point (this
+	// goroutine's own view of unsent, so the check costs no lock).
+	pending := false
 	for {
 		// Flush point: nothing more is buffered from the client, so send
 		// what it has said so far in one write before waiting for more.
-		if s.cr.Buffered() == 0 && s.unsentNow() {
+		if s.cr.Buffered() == 0 && pending {
 			// A write error means the server is gone; the backend
 			// goroutine sees that on its side and reports it.
 			_ = s.bw.Flush()
 			s.flushedToBackend()
+			pending = false
 		}
 		typ, n, err := peekHeader(s.cr)
 		if err != nil {
@@ -126,19 +130,11 @@ func (s *session) relayClient(ctx context.Context) error {
 			}
 			continue
 		}
+		pending = true
 		if err := s.send(&m); err != nil {
 			return err
 		}
 	}
-}
-
-// unsentNow reports whether the client goroutine has something accounted
-// but not yet flushed to the backend. Client goroutine only (it alone sets
-// unsent); read under mu for the race detector's sake.
-func (s *session) unsentNow() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.unsent
 }
 
 // flushedToBackend: everything accounted has been written out. A backend
@@ -815,7 +811,8 @@ func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 	s.be = be
 	s.unnamedHere = false
 	s.dirty = false
-	s.curClient = false
+	s.queryTagged = false
+	s.curClient, s.curQuery = false, false
 	s.bw.Reset(be.NetConn)
 	if pinNow && !s.srv.cfg.BenchNoPin && !(s.srv.cfg.PinReuse && be.State == s.pin.key) {
 		_, _ = s.bw.Write(s.pin.msgs)
@@ -854,10 +851,19 @@ func (s *session) serveBackend(be *pool.Conn) {
 			s.lose(be, nil, err)
 			return
 		}
-		if s.curClient && (typ == 'D' || typ == 'd') {
-			// A row (or COPY data) of the client's command: the hot
-			// path, without the lock. The oldest entry cannot change
-			// under us: only this goroutine removes entries.
+		if s.curClient && (typ == 'D' || typ == 'd') ||
+			s.curQuery && (typ == 'T' || typ == 'C' || typ == 'I' || typ == 'N') {
+			// A reply of the client's command that does not complete an
+			// entry: the hot path, without the lock. The oldest entry
+			// cannot change under us: only this goroutine removes
+			// entries. Inside a client's Query only its ReadyForQuery
+			// does; the last CommandComplete's tag is kept for it.
+			if typ == 'C' {
+				if tag, err := r.Peek(min(5+n, 5+8)); err == nil {
+					s.queryRollback = bytes.HasPrefix(tag[5:], []byte("ROLLBACK"))
+					s.queryTagged = true
+				}
+			}
 			if err := forward(r, s.cw, n); err != nil {
 				s.forwardFailed(be, err)
 				return
@@ -963,6 +969,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 	defer func() {
 		f := s.rm.front()
 		s.curClient = f != nil && !f.own && (f.kind == replyExecute || f.kind == replyQuery) && !s.swallowing
+		s.curQuery = s.curClient && f.kind == replyQuery && f.tag == "" && !f.restoreInline
 	}()
 	if s.be != be || s.link != linkAttached {
 		return replyAction{lose: errors.New("reply for a backend no longer attached")}
@@ -1014,6 +1021,11 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 				s.txnChanges = append(s.txnChanges, e.changes...)
 			}
 			s.queryFailed = false
+			if s.queryTagged {
+				// The Query's CommandCompletes went by on the hot path.
+				s.lastRollback = s.queryRollback
+				s.queryTagged = false
+			}
 		}
 		s.status = status
 		s.settleLocked(status)
@@ -1153,7 +1165,7 @@ func (s *session) releaseAtSafePoint(be *pool.Conn) bool {
 	}
 	s.setLinkLocked(linkDetached)
 	s.be = nil
-	s.curClient = false
+	s.curClient, s.curQuery = false, false
 	if s.dirty || s.pinned != "" || s.mode == config.PoolSession {
 		be.State = "" // next holder must pin
 	}
@@ -1236,7 +1248,7 @@ func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause 
 	s.rm.reset()
 	s.setLinkLocked(linkFailing)
 	s.be = nil
-	s.curClient = false
+	s.curClient, s.curQuery = false, false
 	s.open, s.pinErr, s.unsent = false, nil, false
 	s.txnChanges = s.txnChanges[:0]
 
@@ -1304,7 +1316,7 @@ func (s *session) detachGone(be *pool.Conn) bool {
 	}
 	s.setLinkLocked(linkDetached)
 	s.be = nil
-	s.curClient = false
+	s.curClient, s.curQuery = false, false
 	s.clientGone = true
 	s.rm.reset()
 	return true
@@ -1388,7 +1400,7 @@ func (s *session) teardownLocked() (be *pool.Conn, q []byte, inFlight, detach bo
 	}
 	s.setLinkLocked(linkDetached)
 	s.be = nil
-	s.curClient = false
+	s.curClient, s.curQuery = false, false
 	s.rm.reset()
 	return be, nil, inFlight, true
 }

@@ -54,6 +54,12 @@ type session struct {
 	// so a DataRow or CopyData is the client's and is forwarded without
 	// the lock. Backend goroutine only; set under mu with each verdict.
 	curClient bool
+	// curQuery: more precisely, a Query of the client's with nothing of
+	// pgtenant's inside it, whose RowDescription, CommandComplete,
+	// EmptyQueryResponse and notices go the same way; queryRollback and
+	// queryTagged carry the last CommandComplete's ROLLBACK tag to its
+	// ReadyForQuery (settleLocked). Backend goroutine only.
+	curQuery, queryRollback, queryTagged bool
 
 	mu sync.Mutex
 	// cond is signalled (with mu) when link, unsent or cancelling change,

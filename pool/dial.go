@@ -33,6 +33,15 @@ func NewPgDialer(dsn string) (*PgDialer, error) {
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "pgtenant"
 	}
+	// pgtenant closes a backend connection with a command still running on
+	// it when it cannot trust it any more (its client vanished mid-batch,
+	// a reply fit nothing). PostgreSQL notices a closed client only when it
+	// next writes, so a long statement would run on, holding its locks, for
+	// as long as it takes; with this it checks every second and stops.
+	// A startup parameter, so the pin's RESET ALL keeps it.
+	if _, ok := cfg.RuntimeParams["client_connection_check_interval"]; !ok {
+		cfg.RuntimeParams["client_connection_check_interval"] = "1s"
+	}
 	return &PgDialer{Config: cfg}, nil
 }
 

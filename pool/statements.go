@@ -22,6 +22,9 @@ type Statements struct {
 	lru     *simplelru.LRU[string, stmtEntry]
 	next    uint64
 	evicted []string
+	// closeLater are server statements no key names any more, to be
+	// closed by whoever next sends on the connection.
+	closeLater []string
 }
 
 func newStatements(max int) *Statements {
@@ -80,6 +83,35 @@ func (st *Statements) Remove(key string) {
 func (st *Statements) Clear() {
 	st.lru.Purge()
 	st.evicted = st.evicted[:0]
+	st.closeLater = st.closeLater[:0]
+}
+
+// Promote moves the statement under key from to key to, replacing what to
+// had; the replaced statement's name is queued for closing (TakeCloses).
+// It reports whether from was there.
+func (st *Statements) Promote(from, to string) bool {
+	e, ok := st.lru.Peek(from)
+	if !ok {
+		return false
+	}
+	st.lru.Remove(from)
+	if old, had := st.lru.Peek(to); had && old.name != e.name {
+		st.closeLater = append(st.closeLater, old.name)
+	}
+	st.lru.Add(to, e)
+	st.evicted = st.evicted[:0] // Remove and Add report no evictions here
+	return true
+}
+
+// TakeCloses returns the server statements queued for closing and forgets
+// them; the caller closes them on the server.
+func (st *Statements) TakeCloses() []string {
+	if len(st.closeLater) == 0 {
+		return nil
+	}
+	out := st.closeLater
+	st.closeLater = nil
+	return out
 }
 
 // Len is how many statements the connection holds.

@@ -496,6 +496,14 @@ func (s *session) accountLocked(m *clientMsg) bool {
 	if m.dirty {
 		s.dirty = true
 	}
+	if !s.rm.skipping && !s.rm.copyIn {
+		// Statements a confirmed Parse replaced (promoteLocked) are
+		// closed ahead of whatever is sent next.
+		for _, name := range s.be.Statements.TakeCloses() {
+			s.out = appendClose(s.out, 'S', name)
+			s.expectLocked(entry{kind: replyClose, own: true})
+		}
+	}
 	switch m.typ {
 	case 'Q':
 		// A simple Query destroys the unnamed statement.
@@ -1089,6 +1097,10 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			}
 		}
 		return act
+	case '1':
+		if v.done && !e.own && e.stmt != nil && e.key != "" && e.key == e.stmt.ownKey {
+			s.promoteLocked(e.stmt)
+		}
 	case 'C':
 		if !e.own {
 			// Remembered for settleLocked: whether the transaction the

@@ -691,12 +691,12 @@ func (s *session) rewriteRefsLocked(text string, refs []nameRef) string {
 		if !ok {
 			continue
 		}
-		backendName := s.ensureStatementLocked(cs)
+		backendName, key := s.ensureStatementLocked(cs)
 		b.WriteString(text[last:r.start])
 		b.WriteString(quoteIdent(backendName))
 		last = r.end
 		if r.drop {
-			s.be.Statements.Remove(cs.key)
+			s.be.Statements.Remove(key)
 			delete(s.stmts, r.name)
 		}
 	}

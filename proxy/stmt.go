@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -43,6 +44,9 @@ type clientStmt struct {
 	// seq is when the client prepared it (Server.stmtSeq): a backend's copy
 	// made before that is made again for this client (ensureStatementLocked).
 	seq uint64
+	// ownKey is the cache key of the copy the client's own Parse made, on
+	// the backend it was sent to ("" when pgtenant answered the Parse).
+	ownKey string
 }
 
 // stmtEffects are the session changes a statement makes each time it runs:
@@ -78,26 +82,35 @@ const unknownStmtPrefix = "pgtenant/none/"
 
 // ensureStatementLocked makes sure the attached backend holds cs, queueing a
 // Parse (and Closes of statements the cache evicts) into s.out when it does
-// not, and returns the backend's name for it. A copy prepared before the
-// client prepared cs is prepared again (see "Statements and DDL").
-func (s *session) ensureStatementLocked(cs *clientStmt) string {
-	if name, seq, ok := s.be.Statements.Lookup(cs.key); ok && seq >= cs.seq {
-		return name
+// not, and returns the backend's name for it and the cache key it is under.
+// The client's own copy (made by its Parse on this backend) comes first;
+// then the tenant's shared copy, unless it was prepared before the client
+// prepared cs (see "Statements and DDL"), in which case the shared copy is
+// prepared again.
+func (s *session) ensureStatementLocked(cs *clientStmt) (name, key string) {
+	if cs.ownKey != "" {
+		if name, _, ok := s.be.Statements.Lookup(cs.ownKey); ok {
+			return name, cs.ownKey
+		}
 	}
-	return s.prepareLocked(cs, true)
+	if name, seq, ok := s.be.Statements.Lookup(cs.key); ok && seq >= cs.seq {
+		return name, cs.key
+	}
+	return s.prepareLocked(cs, cs.key, true), cs.key
 }
 
-// prepareLocked names cs on the attached backend and queues its Parse (after
-// Closes of the statements it replaces or the cache evicts). own says
-// whether the ParseComplete is pgtenant's (re-preparing) or the client's.
-func (s *session) prepareLocked(cs *clientStmt, own bool) string {
-	name, evicted := s.be.Statements.Add(cs.key, s.srv.stmtSeq.Add(1))
+// prepareLocked names cs on the attached backend under key and queues its
+// Parse (after Closes of the statements it replaces or the cache evicts).
+// own says whether the ParseComplete is pgtenant's (re-preparing) or the
+// client's.
+func (s *session) prepareLocked(cs *clientStmt, key string, own bool) string {
+	name, evicted := s.be.Statements.Add(key, s.srv.stmtSeq.Add(1))
 	for _, old := range evicted {
 		s.out = appendClose(s.out, 'S', old)
 		s.expectLocked(entry{kind: replyClose, own: true})
 	}
 	s.out = appendParse(s.out, name, cs.parse)
-	s.expectLocked(entry{kind: replyParse, own: own, key: cs.key, clientName: cs.name, stmt: cs})
+	s.expectLocked(entry{kind: replyParse, own: own, key: key, clientName: cs.name, stmt: cs})
 	return name
 }
 
@@ -114,24 +127,39 @@ func (s *session) addClientStmt(name string, rest []byte, effects stmtEffects, a
 
 // parseNamedLocked maps a client's Parse of a named statement.
 //
-// An explicit Parse is always prepared afresh on the server, even when the
-// backend holds a statement of the same tenant, text and types: that one may
-// be stale (its plan broken by DDL since), and a driver that re-prepares
-// after such an error must get what PostgreSQL would give it, a new
-// statement. The one it replaces is closed; other clients of the tenant use
-// the new one from then on.
+// An explicit Parse is always prepared afresh on the server, as the
+// client's own copy (under a key of its own, ownKey), even when the backend
+// holds a statement of the same tenant, text and types: that one may be
+// stale (its plan broken by DDL since), and a driver that re-prepares after
+// such an error must get what PostgreSQL would give it, a new statement.
+// It replaces the tenant's shared copy only once the server confirms it
+// (promoteLocked): until then, a Bind of another statement sent meanwhile
+// must find that statement as it was, as it would directly (the Parse may
+// yet be skipped after an error).
 func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects) {
 	if old, ok := s.stmts[name]; ok {
 		// PostgreSQL refuses to redefine a named statement (42P05). Let
 		// the server say so: Parse the backend's existing name again.
-		backendName := s.ensureStatementLocked(old)
+		backendName, _ := s.ensureStatementLocked(old)
 		s.out = appendParse(s.out, backendName, rest)
 		s.expectLocked(entry{kind: replyParse})
 		s.noteErrorName(backendName, name)
 		return
 	}
 	cs := s.addClientStmt(name, rest, effects, false)
-	s.prepareLocked(cs, false)
+	cs.ownKey = cs.key + "\x00" + strconv.FormatUint(cs.seq, 10)
+	s.prepareLocked(cs, cs.ownKey, false)
+}
+
+// promoteLocked: the server confirmed the client's own Parse of cs (its
+// ParseComplete arrived), so that copy becomes the tenant's shared one on
+// this backend, and the copy it replaces is closed with the next message
+// sent. Bind of other statements sent before the confirmation went to the
+// copy they had, as they would have directly.
+func (s *session) promoteLocked(cs *clientStmt) {
+	if s.be.Statements.Promote(cs.ownKey, cs.key) {
+		cs.ownKey = ""
+	}
 }
 
 // backendStmtNameLocked returns what a client's reference to statement name
@@ -151,7 +179,7 @@ func (s *session) backendStmtNameLocked(name string) (string, string) {
 		}
 		return unknown, ""
 	}
-	return s.ensureStatementLocked(cs), cs.key
+	return s.ensureStatementLocked(cs)
 }
 
 // vanishedStatementLocked: the server says a statement of pgtenant's does

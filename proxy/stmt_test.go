@@ -283,60 +283,54 @@ func TestClientNamesDoesNotChain(t *testing.T) {
 
 func TestEnsureStatementAndParseNamed(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 2)
+	s.be = testBackend(t, 3)
 	restA := parseRest(t, "SELECT 1")
 	restB := parseRest(t, "SELECT 2")
 	restC := parseRest(t, "SELECT 3")
 
-	// A new statement: the Parse goes out under a name of pgtenant's.
+	// A new statement: the Parse goes out under a name of pgtenant's, as
+	// the client's own copy.
 	s.parseNamedLocked("a", restA, stmtEffects{})
 	msgs := frontendMsgs(t, s.out)
 	if len(msgs) != 1 || !reflect.DeepEqual(msgs[0], &pgproto3.Parse{Name: "pgt_1", Query: "SELECT 1"}) {
 		t.Fatalf("first Parse sent as %#v", msgs)
 	}
-	if e := s.rm.pop(); e.kind != replyParse || e.own || e.clientName != "a" || e.stmt != s.stmts["a"] || e.key != s.stmts["a"].key {
+	a := s.stmts["a"]
+	if e := s.rm.pop(); e.kind != replyParse || e.own || e.clientName != "a" || e.stmt != a || e.key != a.ownKey || a.ownKey == a.key {
 		t.Fatalf("entry %+v", e)
 	}
 
 	// Another client name for the same text: an explicit Parse always
-	// prepares afresh (the backend's copy may be stale), and the copy it
-	// replaces is closed.
+	// prepares afresh (the backend's copy may be stale), as that
+	// statement's own copy, and leaves the first one's alone.
 	s.out = nil
 	s.parseNamedLocked("a2", restA, stmtEffects{})
 	msgs = frontendMsgs(t, s.out)
-	want0 := []pgproto3.FrontendMessage{
-		&pgproto3.Close{ObjectType: 'S', Name: "pgt_1"},
-		&pgproto3.Parse{Name: "pgt_2", Query: "SELECT 1"},
-	}
-	if !reflect.DeepEqual(msgs, want0) {
-		t.Fatalf("Parse of a known text sent as %#v, want %#v", msgs, want0)
-	}
-	if e := s.rm.pop(); e.kind != replyClose || !e.own {
-		t.Fatalf("entry %+v", e)
-	}
-	if e := s.rm.pop(); e.kind != replyParse || e.own {
-		t.Fatalf("entry %+v", e)
-	}
-	// The client statement "a" now uses the fresh copy.
-	if name, _ := s.backendStmtNameLocked("a"); name != "pgt_2" {
-		t.Fatalf("statement a is %q on the backend, want pgt_2", name)
+	if want := []pgproto3.FrontendMessage{&pgproto3.Parse{Name: "pgt_2", Query: "SELECT 1"}}; !reflect.DeepEqual(msgs, want) {
+		t.Fatalf("Parse of a known text sent as %#v, want %#v", msgs, want)
 	}
 	s.rm.reset()
+	if name, key := s.backendStmtNameLocked("a"); name != "pgt_1" || key != a.ownKey {
+		t.Fatalf("statement a is %q (%q) on the backend, want its own pgt_1", name, key)
+	}
+	if name, _ := s.backendStmtNameLocked("a2"); name != "pgt_2" {
+		t.Fatalf("statement a2 is %q on the backend, want pgt_2", name)
+	}
 
 	// Redefining a name: the server must say 42P05 about the client's name.
 	s.out = nil
 	s.parseNamedLocked("a", restB, stmtEffects{})
 	msgs = frontendMsgs(t, s.out)
-	if len(msgs) != 1 || msgs[0].(*pgproto3.Parse).Name != "pgt_2" || msgs[0].(*pgproto3.Parse).Query != "SELECT 2" {
+	if len(msgs) != 1 || msgs[0].(*pgproto3.Parse).Name != "pgt_1" || msgs[0].(*pgproto3.Parse).Query != "SELECT 2" {
 		t.Fatalf("redefinition sent as %#v", msgs)
 	}
-	if got := s.clientNames(`prepared statement "pgt_2" already exists`); got != `prepared statement "a" already exists` {
+	if got := s.clientNames(`prepared statement "pgt_1" already exists`); got != `prepared statement "a" already exists` {
 		t.Fatalf("42P05 message reads %q", got)
 	}
 	s.rm.reset()
 
-	// A full cache evicts the least recently used statement and closes it
-	// before the new Parse.
+	// A full cache (3) evicts the least recently used statement and closes
+	// it before the new Parse.
 	s.out = nil
 	s.parseNamedLocked("b", restB, stmtEffects{})
 	s.out = nil
@@ -350,12 +344,13 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 		t.Fatalf("with a full cache sent %#v, want %#v", msgs, want)
 	}
 
-	// The evicted statement is prepared again when it is used.
+	// The evicted statement is prepared again, as the tenant's shared
+	// copy, when it is used.
 	s.out = nil
 	s.rm.reset()
-	name, _ := s.backendStmtNameLocked("a")
-	if name == "pgt_2" {
-		t.Fatalf("evicted statement still used by its old name")
+	name, key := s.backendStmtNameLocked("a2")
+	if name == "pgt_2" || key != s.stmts["a2"].key {
+		t.Fatalf("evicted statement used as %q (%q)", name, key)
 	}
 	msgs = frontendMsgs(t, s.out)
 	last, ok := msgs[len(msgs)-1].(*pgproto3.Parse)

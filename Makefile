@@ -24,8 +24,11 @@ build:
 demo: deps
 	$(GO) run . demo
 
+# The relay's packages run a second time under the race detector: two
+# goroutines serve each client connection (proxy/relay.go).
 test: deps vet fmt-check
 	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -race -timeout 10m ./proxy/... ./pool ./router ./auth
 
 vet:
 	$(GO) vet ./...

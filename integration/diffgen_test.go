@@ -85,7 +85,8 @@ var allCategories = []string{
 //     became the tenant's shared copy on that backend (stmt.go,
 //     promoteLocked);
 //   - seed 208: a Bind of a statement inside an aborted transaction gets
-//     26000 where directly it gets 25P02, not yet explained;
+//     26000 where directly it gets 25P02; run alone it passed 4 times of 4,
+//     so it depends on timing, which points at the next item;
 //   - under pool pressure pgtenant answers a named Parse itself
 //     (answerDetachedLocked, documented), so an error in its text shows at
 //     the first Bind or Describe instead.

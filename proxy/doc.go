@@ -18,6 +18,14 @@
 //   - pin.go: the SQL that puts a backend into a client's session state.
 //   - relay.go: the two relay loops and the safe point at which a backend
 //     changes hands.
+//   - replies.go: the reply model, what every message sent to a backend
+//     will be answered with (skip to Sync after an error, COPY's end).
+//   - link.go: the states of the link between a session and its backend
+//     (detached, attached, failing, lost) and the one function that
+//     changes them.
+//   - stmt.go, state.go: named statements across backends, and the
+//     client's session settings (RESET returns to the client's defaults).
+//   - startup.go: connections still in startup, and their limits.
 //   - wire.go: framing at message boundaries and the errors pgtenant sends.
 //
 // # Relay

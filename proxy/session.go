@@ -26,12 +26,13 @@ import (
 // (serveBackend) exists while a backend is attached: it reads the backend's
 // replies, writes them to the client through cw, and at a safe point
 // releases the backend and ends. Neither hands messages to the other; they
-// meet only in the counters under mu.
+// meet only in the reply model (rm) and the link state under mu.
 //
 // Ownership: bw and the client reader belong to the client goroutine. cw
-// belongs to the backend goroutine while a backend is attached (be != nil)
-// and to the client goroutine otherwise; whoever changes be holds mu and
-// has flushed cw first.
+// belongs to the backend goroutine while the link is attached or failing
+// (link.go) and to the client goroutine otherwise; whoever changes the link
+// holds mu and has flushed cw first. Every section that holds mu releases it
+// in a defer, so a panic cannot leave it held.
 type session struct {
 	srv  *Server
 	nc   net.Conn

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -20,6 +21,11 @@ type Dialer interface {
 // there on the proxy speaks the protocol itself.
 type PgDialer struct {
 	Config *pgconn.Config
+	// checkIntervalAdded: NewPgDialer added client_connection_check_interval
+	// to the login, which PostgreSQL before 14 does not know; noCheck is
+	// set once such a server refused it, and later dials leave it out.
+	checkIntervalAdded bool
+	noCheck            atomic.Bool
 }
 
 // NewPgDialer parses a libpq URL or key=value DSN.
@@ -39,15 +45,28 @@ func NewPgDialer(dsn string) (*PgDialer, error) {
 	// next writes, so a long statement would run on, holding its locks, for
 	// as long as it takes; with this it checks every second and stops.
 	// A startup parameter, so the pin's RESET ALL keeps it.
+	added := false
 	if _, ok := cfg.RuntimeParams["client_connection_check_interval"]; !ok {
 		cfg.RuntimeParams["client_connection_check_interval"] = "1s"
+		added = true
 	}
-	return &PgDialer{Config: cfg}, nil
+	return &PgDialer{Config: cfg, checkIntervalAdded: added}, nil
 }
 
 // Dial implements Dialer.
 func (d *PgDialer) Dial(ctx context.Context) (*Conn, error) {
-	pc, err := pgconn.ConnectConfig(ctx, d.Config)
+	cfg := d.Config
+	if d.noCheck.Load() {
+		cfg = d.withoutCheckInterval()
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	var pe *pgconn.PgError
+	if err != nil && d.checkIntervalAdded && !d.noCheck.Load() && errors.As(err, &pe) && pe.Code == "42704" {
+		// "unrecognized configuration parameter": a server before
+		// PostgreSQL 14. Log in without the check from now on.
+		d.noCheck.Store(true)
+		pc, err = pgconn.ConnectConfig(ctx, d.withoutCheckInterval())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -65,6 +84,13 @@ func (d *PgDialer) Dial(ctx context.Context) (*Conn, error) {
 		params[k] = v
 	}
 	return newConn(hc.Conn, hc.PID, hc.SecretKey, params), nil
+}
+
+// withoutCheckInterval is the login without the parameter NewPgDialer added.
+func (d *PgDialer) withoutCheckInterval() *pgconn.Config {
+	cfg := d.Config.Copy()
+	delete(cfg.RuntimeParams, "client_connection_check_interval")
+	return cfg
 }
 
 // The backoff between dials while they fail: short at first, because one

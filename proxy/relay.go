@@ -1410,9 +1410,10 @@ func (s *session) teardownLocked() (be *pool.Conn, q []byte, inFlight, detach bo
 	} else {
 		inFlight = s.rm.clientWait > 0 || s.open
 	}
+	// curClient and curQuery stay: they are the backend goroutine's, which
+	// is still reading and finds be gone (closed) on its next read.
 	s.setLinkLocked(linkDetached)
 	s.be = nil
-	s.curClient, s.curQuery = false, false
 	s.rm.reset()
 	return be, nil, inFlight, true
 }

@@ -24,11 +24,15 @@ build:
 demo: deps
 	$(GO) run . demo
 
-# The relay's packages run a second time under the race detector: two
-# goroutines serve each client connection (proxy/relay.go).
+# RACE_PKGS run under the race detector: two goroutines serve each client
+# connection (proxy/relay.go), and the integration tests drive them hardest.
+# The other packages (the CLI, bench, config, the cluster harness) run
+# without it.
+RACE_PKGS := ./proxy/... ./pool ./router ./auth ./integration
+
 test: deps vet fmt-check
-	$(GO) test -count=1 -timeout 15m ./...
-	$(GO) test -count=1 -race -timeout 10m ./proxy/... ./pool ./router ./auth
+	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /proxy -e /pool$$ -e /router$$ -e /auth$$ -e /integration$$)
+	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 
 vet:
 	$(GO) vet ./...

@@ -1015,6 +1015,9 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		// client left (its ROLLBACK ends the transaction).
 		s.status = status
 		if e.own {
+			// A cancel may be waiting for the pin to be answered
+			// (startCancel).
+			s.cond.Broadcast()
 			if s.pinErr != nil {
 				er := s.pinErr
 				s.pinErr = nil

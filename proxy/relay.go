@@ -218,6 +218,13 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 		return stepDrop, false
 	}
 	s.unsent = true
+	if s.parked {
+		// The backend goroutine waits to release at what was a safe
+		// point; this message may end it, and the goroutine must go back
+		// to reading replies rather than wait for a flush that a full
+		// server socket could hold up.
+		s.cond.Broadcast()
+	}
 	return stepSend, false
 }
 

@@ -806,6 +806,7 @@ func (s *session) violation(e *pgError) error {
 		return e
 	}
 	s.violated = e
+	s.cond.Broadcast() // a backend goroutine parked at a safe point gives up
 	s.mu.Unlock()
 	_ = be.NetConn.Close()
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -1167,6 +1168,11 @@ func (s *session) releaseAtSafePoint(be *pool.Conn) bool {
 	defer s.mu.Unlock()
 	for {
 		if s.be != be || s.link != linkAttached || !s.safePointLocked() {
+			return false
+		}
+		if s.violated != nil {
+			// The client broke the protocol; violation() closed the
+			// backend, and the next read tells the client (lose).
 			return false
 		}
 		if !s.unsent && !s.cancelling {

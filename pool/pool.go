@@ -153,12 +153,9 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 			p.open++
 			p.dialing++
 			p.mu.Unlock()
-			c, err := p.dial(ctx)
-			if err == nil {
-				return c, nil
-			}
-			if ctx.Err() != nil {
-				return nil, err
+			c, done, err := p.dialForCheckout(ctx)
+			if done {
+				return c, err
 			}
 			dialErr = err
 			continue
@@ -216,15 +213,23 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 			p.dialing++
 			p.mu.Unlock()
 		}
-		c, err := p.dial(ctx)
-		if err == nil {
-			return c, nil
-		}
-		if ctx.Err() != nil {
-			return nil, err
+		c, done, err := p.dialForCheckout(ctx)
+		if done {
+			return c, err
 		}
 		dialErr = err
 	}
+}
+
+// dialForCheckout dials in a checkout's slot. done says the checkout is
+// over: it has a connection, or its context ended; otherwise the dial
+// failed and the caller goes back to the queue with err.
+func (p *Pool) dialForCheckout(ctx context.Context) (c *Conn, done bool, err error) {
+	c, err = p.dial(ctx)
+	if err == nil {
+		return c, true, nil
+	}
+	return nil, ctx.Err() != nil, err
 }
 
 // mayDialLocked says whether a new connection may be dialled now: there is

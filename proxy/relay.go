@@ -875,10 +875,7 @@ func (s *session) serveBackend(be *pool.Conn) {
 			// entries. Inside a client's Query only its ReadyForQuery
 			// does; the last CommandComplete's tag is kept for it.
 			if typ == 'C' {
-				if tag, err := r.Peek(min(5+n, 5+8)); err == nil {
-					s.queryRollback = bytes.HasPrefix(tag[5:], []byte("ROLLBACK"))
-					s.queryTagged = true
-				}
+				s.queryRollback, s.queryTagged = rollbackTag(r, n), true
 			}
 			if err := forward(r, s.cw, n); err != nil {
 				s.forwardFailed(be, err)
@@ -932,9 +929,7 @@ func (s *session) onReply(be *pool.Conn, typ byte, n int) bool {
 			}
 		}
 	case 'C':
-		if tag, err := r.Peek(min(5+n, 5+8)); err == nil {
-			rollback = bytes.HasPrefix(tag[5:], []byte("ROLLBACK"))
-		}
+		rollback = rollbackTag(r, n)
 	case 'T':
 		// Is this the result of pgtenant's restore statement? Its first
 		// column has a name of pgtenant's (after the field count).
@@ -974,6 +969,14 @@ func (s *session) onReply(be *pool.Conn, typ byte, n int) bool {
 		return s.atReadyForQuery(be, act.ready)
 	}
 	return false
+}
+
+// rollbackTag says whether the CommandComplete whose header was just peeked
+// is tagged ROLLBACK (also a COMMIT of a failed transaction, and ROLLBACK TO
+// SAVEPOINT), for settleLocked.
+func rollbackTag(r msgReader, bodyLen int) bool {
+	tag, err := r.Peek(min(5+bodyLen, 5+8))
+	return err == nil && bytes.HasPrefix(tag[5:], []byte("ROLLBACK"))
 }
 
 // decideReply matches one reply against the reply model and decides what
@@ -1040,11 +1043,12 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 				s.txnChanges = append(s.txnChanges, e.changes...)
 			}
 			s.queryFailed = false
-			if s.queryTagged {
-				// The Query's CommandCompletes went by on the hot path.
-				s.lastRollback = s.queryRollback
-				s.queryTagged = false
-			}
+		}
+		if s.queryTagged {
+			// The last CommandComplete of the client's since its last
+			// ReadyForQuery: whether what this one ends was rolled back.
+			s.lastRollback = s.queryRollback
+			s.queryTagged = false
 		}
 		s.status = status
 		s.settleLocked(status)
@@ -1114,9 +1118,8 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		}
 	case 'C':
 		if !e.own {
-			// Remembered for settleLocked: whether the transaction the
-			// next ReadyForQuery ends was rolled back.
-			s.lastRollback = rollback
+			// Remembered for the next ReadyForQuery, as on the hot path.
+			s.queryRollback, s.queryTagged = rollback, true
 		}
 		if v.done && !e.own && e.kind == replyExecute {
 			s.txnChanges = append(s.txnChanges, e.changes...)

@@ -57,9 +57,10 @@ type session struct {
 	curClient bool
 	// curQuery: more precisely, a Query of the client's with nothing of
 	// pgtenant's inside it, whose RowDescription, CommandComplete,
-	// EmptyQueryResponse and notices go the same way; queryRollback and
-	// queryTagged carry the last CommandComplete's ROLLBACK tag to its
-	// ReadyForQuery (settleLocked). Backend goroutine only.
+	// EmptyQueryResponse and notices go the same way. queryRollback and
+	// queryTagged carry the client's last CommandComplete's ROLLBACK tag,
+	// seen on the hot path or under the lock, to the next ReadyForQuery
+	// (lastRollback, settleLocked). Backend goroutine only.
 	curQuery, queryRollback, queryTagged bool
 
 	mu sync.Mutex

@@ -1,6 +1,6 @@
-// Command pgtenant is a PostgreSQL pooling proxy that gives every tenant its
-// own schema on one shared pool of server connections.
-package main
+// Package cli is pgtenant's command line: the command tree, one action per
+// command, and the exit codes. The root package's main only calls Main.
+package cli
 
 import (
 	"context"
@@ -27,7 +27,8 @@ const (
 	exitRuntime = 2
 )
 
-func main() {
+// Main runs the command named by os.Args and exits with its exit code.
+func Main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a := app()

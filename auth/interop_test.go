@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 )
 
 // wireConn is a Conn over a real socket, as the proxy implements it: it
@@ -288,11 +288,11 @@ func TestPsqlInterop(t *testing.T) {
 	}
 }
 
-// binDir is where the PostgreSQL binaries are, as integration/cluster
+// binDir is where the PostgreSQL binaries are, as internal/pgcluster
 // finds them.
 func binDir() string {
-	if d := os.Getenv(cluster.BinDirEnv); d != "" {
+	if d := os.Getenv(pgcluster.BinDirEnv); d != "" {
 		return d
 	}
-	return cluster.DefaultBinDir
+	return pgcluster.DefaultBinDir
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 )
 
 // The tests in this file need a real PostgreSQL: the auth query, and
@@ -23,7 +23,7 @@ import (
 // fuzzers never wait for it, and stopped by TestMain.
 var (
 	pgOnce    sync.Once
-	pgCluster *cluster.Cluster
+	pgCluster *pgcluster.Cluster
 	pgErr     error
 )
 
@@ -45,14 +45,14 @@ func TestMain(m *testing.M) {
 }
 
 // postgres returns the shared server, starting it on first use.
-func postgres(t *testing.T) *cluster.Cluster {
+func postgres(t *testing.T) *pgcluster.Cluster {
 	t.Helper()
 	pgOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		// Every statement is logged, so a test can see how the auth
 		// query's user name reached the server.
-		pgCluster, pgErr = cluster.Start(ctx, cluster.Options{Settings: map[string]string{"log_statement": "all"}})
+		pgCluster, pgErr = pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{"log_statement": "all"}})
 	})
 	if pgErr != nil {
 		t.Fatalf("start PostgreSQL: %v", pgErr)
@@ -66,7 +66,7 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func superConn(t *testing.T, pg *cluster.Cluster, db string) *pgx.Conn {
+func superConn(t *testing.T, pg *pgcluster.Cluster, db string) *pgx.Conn {
 	t.Helper()
 	conn, err := pgx.Connect(testCtx(t), pg.DSN(db))
 	if err != nil {

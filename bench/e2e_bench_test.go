@@ -14,13 +14,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/proxy"
 	"github.com/pgtenant/pgtenant/router"
 )
 
 var (
-	pg       *cluster.Cluster
+	pg       *pgcluster.Cluster
 	proxyDSN string
 )
 
@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var err error
-	pg, err = cluster.Start(ctx, cluster.Options{})
+	pg, err = pgcluster.Start(ctx, pgcluster.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)

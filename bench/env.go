@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/proxy"
 	"github.com/pgtenant/pgtenant/router"
 )
@@ -146,7 +146,7 @@ type env struct {
 	o       Options
 	tmp     string
 	nofile  int
-	cl      *cluster.Cluster
+	cl      *pgcluster.Cluster
 	backend backendInfo
 	admin   *pgx.Conn // setup and version queries
 	poll    *pgx.Conn // the pg_stat_activity poller's own connection
@@ -280,14 +280,14 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 func (e *env) startBackend(ctx context.Context) error {
 	if e.o.Backend == "" {
 		e.progress("starting a throwaway PostgreSQL")
-		cl, err := cluster.Start(ctx, cluster.Options{
+		cl, err := pgcluster.Start(ctx, pgcluster.Options{
 			MaxConnections: e.maxConnections(),
 			// The data of 100 tenants at scale 1 plus the bench tenant stays
 			// in shared buffers, so no target's run reads from disk.
 			Settings: map[string]string{"shared_buffers": "512MB"},
 		})
 		if err != nil {
-			if errors.Is(err, cluster.ErrNotInstalled) {
+			if errors.Is(err, pgcluster.ErrNotInstalled) {
 				return fmt.Errorf("%w (run `make deps`)", err)
 			}
 			return err

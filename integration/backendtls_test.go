@@ -14,7 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/proxy"
 	"github.com/pgtenant/pgtenant/router"
 )
@@ -31,7 +31,7 @@ func TestBackendTLS(t *testing.T) {
 		db     = "pgtenant_tls"
 		tenant = "tls_t1"
 	)
-	ca, err := cluster.NewCA("pgtenant backend TLS test CA")
+	ca, err := pgcluster.NewCA("pgtenant backend TLS test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestBackendTLS(t *testing.T) {
 	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	other, err := cluster.NewCA("another CA")
+	other, err := pgcluster.NewCA("another CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,11 +134,11 @@ func TestBackendTLS(t *testing.T) {
 // startTLSBackend starts a throwaway PostgreSQL serving leaf, with database
 // db holding tenant; it returns the cluster and a connection to db without
 // TLS for the test's own checks. It stops when the test ends.
-func startTLSBackend(t *testing.T, leaf cluster.Leaf, db, tenant string) (*cluster.Cluster, *pgx.Conn) {
+func startTLSBackend(t *testing.T, leaf pgcluster.Leaf, db, tenant string) (*pgcluster.Cluster, *pgx.Conn) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{TLSCertPEM: leaf.CertPEM, TLSKeyPEM: leaf.KeyPEM})
+	c, err := pgcluster.Start(ctx, pgcluster.Options{TLSCertPEM: leaf.CertPEM, TLSKeyPEM: leaf.KeyPEM})
 	if err != nil {
 		t.Fatalf("start a PostgreSQL with TLS: %v", err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/proxy"
 	"github.com/pgtenant/pgtenant/router"
 )
@@ -26,11 +26,11 @@ import (
 const backendDB = "pgtenant_it"
 
 // pg is the PostgreSQL every test in this package shares.
-var pg *cluster.Cluster
+var pg *pgcluster.Cluster
 
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	c, err := cluster.Start(ctx, cluster.Options{MaxConnections: 400})
+	c, err := pgcluster.Start(ctx, pgcluster.Options{MaxConnections: 400})
 	if err == nil {
 		err = c.CreateDatabase(ctx, backendDB)
 	}

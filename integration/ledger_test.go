@@ -53,7 +53,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/proxy"
 )
 
@@ -200,7 +200,7 @@ func TestLedgerDirectControl(t *testing.T) {
 	for k, v := range syncRepSettings {
 		settings[k] = v
 	}
-	env := startLedgerEnv(t, cluster.Options{Settings: settings}, tenant, append([]string{ledgerTable}, tpcbSetup...)...)
+	env := startLedgerEnv(t, pgcluster.Options{Settings: settings}, tenant, append([]string{ledgerTable}, tpcbSetup...)...)
 	target := directTarget(env.c, env.db, tenant)
 
 	t.Run("ledger", func(t *testing.T) {
@@ -242,7 +242,7 @@ func TestLedgerDirectControl(t *testing.T) {
 func TestLedgerTerminateLoop(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_term"
-	env := startLedgerEnv(t, cluster.Options{}, tenant, ledgerTable)
+	env := startLedgerEnv(t, pgcluster.Options{}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 6)
 	l := newLedger()
 	r := newLedgerRun(t, proxyTarget(p, tenant), l)
@@ -261,7 +261,7 @@ func TestLedgerTerminateLoop(t *testing.T) {
 func TestLedgerIdleInTransactionTimeout(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_idle"
-	env := startLedgerEnv(t, cluster.Options{}, tenant, ledgerTable)
+	env := startLedgerEnv(t, pgcluster.Options{}, tenant, ledgerTable)
 	// On the database, as an operator would set it: the pool's
 	// connections get it at login and RESET ALL returns to it.
 	if _, err := env.admin.Exec(context.Background(), fmt.Sprintf(
@@ -285,7 +285,7 @@ func TestLedgerIdleInTransactionTimeout(t *testing.T) {
 func TestLedgerRestart(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_restart"
-	env := startLedgerEnv(t, cluster.Options{Settings: map[string]string{"synchronous_commit": "on"}},
+	env := startLedgerEnv(t, pgcluster.Options{Settings: map[string]string{"synchronous_commit": "on"}},
 		tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 6)
 	l := newLedger()
@@ -302,7 +302,7 @@ func TestLedgerRestart(t *testing.T) {
 		r.run(t)
 	}()
 	var restarts []string
-	modes := []cluster.ShutdownMode{cluster.ShutdownFast, cluster.ShutdownImmediate}
+	modes := []pgcluster.ShutdownMode{pgcluster.ShutdownFast, pgcluster.ShutdownImmediate}
 	began := time.Now()
 	for i := 0; i < 2 || time.Since(began) < runFor; i++ {
 		time.Sleep(time.Duration(300+rand.IntN(500)) * time.Millisecond) // clients run between restarts
@@ -330,7 +330,7 @@ func TestLedgerRestart(t *testing.T) {
 func TestLedgerMaxConnectionsBelowPool(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_maxconn"
-	env := startLedgerEnv(t, cluster.Options{MaxConnections: 10}, tenant, ledgerTable)
+	env := startLedgerEnv(t, pgcluster.Options{MaxConnections: 10}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 20)
 	l := newLedger()
 	r := newLedgerRun(t, proxyTarget(p, tenant), l)
@@ -347,7 +347,7 @@ func TestLedgerMaxConnectionsBelowPool(t *testing.T) {
 func TestLedgerTPCBTerminateLoop(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_tpcb"
-	env := startLedgerEnv(t, cluster.Options{}, tenant, tpcbSetup...)
+	env := startLedgerEnv(t, pgcluster.Options{}, tenant, tpcbSetup...)
 	p := startLedgerProxy(t, env, 6)
 	l := newLedger()
 	r := newLedgerRun(t, proxyTarget(p, tenant), l)
@@ -369,7 +369,7 @@ func TestLedgerTPCBTerminateLoop(t *testing.T) {
 func TestLedgerEscapeRepro(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_repro"
-	env := startLedgerEnv(t, cluster.Options{}, tenant, ledgerTable)
+	env := startLedgerEnv(t, pgcluster.Options{}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 2)
 	escapeRepro(t, env, proxyTarget(p, tenant), ledgerTrials(t), escapeTrial)
 }
@@ -380,7 +380,7 @@ func TestLedgerEscapeRepro(t *testing.T) {
 func TestLedgerEscapeReproStalled(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_stall"
-	env := startLedgerEnv(t, cluster.Options{}, tenant, ledgerTable)
+	env := startLedgerEnv(t, pgcluster.Options{}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 2)
 	escapeRepro(t, env, proxyTarget(p, tenant), stalledTrials(t), stalledEscapeTrial)
 }
@@ -395,7 +395,7 @@ func TestLedgerEscapeReproStalled(t *testing.T) {
 func TestLedgerCommitInFlight(t *testing.T) {
 	t.Parallel()
 	const tenant = "ledger_commit"
-	env := startLedgerEnv(t, cluster.Options{Settings: syncRepSettings}, tenant, ledgerTable)
+	env := startLedgerEnv(t, pgcluster.Options{Settings: syncRepSettings}, tenant, ledgerTable)
 	p := startLedgerProxy(t, env, 2)
 	commitInFlight(t, env, proxyTarget(p, tenant), commitTrials)
 }

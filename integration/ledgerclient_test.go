@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/router"
 )
 
@@ -113,7 +113,7 @@ func proxyTarget(p *Proxy, tenant string) ledgerTarget {
 
 // directTarget reaches the tenant's tables on the backend directly, with
 // the tenant's schema on the search_path, as pgtenant would put it.
-func directTarget(c *cluster.Cluster, db, schema string) ledgerTarget {
+func directTarget(c *pgcluster.Cluster, db, schema string) ledgerTarget {
 	return ledgerTarget{host: c.Host, port: c.Port, params: map[string]string{
 		"user": c.User, "database": db, "search_path": schema, "application_name": ledgerDirectApp,
 	}}
@@ -764,7 +764,7 @@ func firstN[T any](ids []T, n int) []T {
 // tenant, so that killing, timing out and restarting its backends
 // disturbs no other test.
 type ledgerEnv struct {
-	c      *cluster.Cluster
+	c      *pgcluster.Cluster
 	db     string
 	tenant string
 	// admin is a direct connection for the checks and the fault loops.
@@ -775,11 +775,11 @@ type ledgerEnv struct {
 // fault loops leave alone.
 const ledgerAdminApp = "ledger admin"
 
-func startLedgerEnv(t *testing.T, opts cluster.Options, tenant string, setupSQL ...string) *ledgerEnv {
+func startLedgerEnv(t *testing.T, opts pgcluster.Options, tenant string, setupSQL ...string) *ledgerEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, opts)
+	c, err := pgcluster.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("start a PostgreSQL for %s: %v", t.Name(), err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/router"
 )
 
@@ -30,7 +30,7 @@ func TestPoolLargerThanServer(t *testing.T) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{MaxConnections: 10})
+	c, err := pgcluster.Start(ctx, pgcluster.Options{MaxConnections: 10})
 	if err != nil {
 		t.Fatalf("start a PostgreSQL with max_connections=10: %v", err)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/router"
 )
 
@@ -25,7 +25,7 @@ func TestRegistryConnectionsTerminated(t *testing.T) {
 	const db = "pgtenant_regconn"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{})
+	c, err := pgcluster.Start(ctx, pgcluster.Options{})
 	if err != nil {
 		t.Fatalf("start a PostgreSQL: %v", err)
 	}

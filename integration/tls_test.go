@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 )
 
 // TLS between clients and pgtenant (--tls-cert, --tls-key, --client-tls),
@@ -29,7 +29,7 @@ const tlsHost = "pgtenant.test"
 
 // tlsFiles are a throwaway CA and a server certificate it signed, on disk.
 type tlsFiles struct {
-	ca                        *cluster.CA
+	ca                        *pgcluster.CA
 	caFile, certFile, keyFile string
 }
 
@@ -37,7 +37,7 @@ type tlsFiles struct {
 // writes them to a directory of the test's.
 func newTLSFiles(t testing.TB, name string, hosts ...string) tlsFiles {
 	t.Helper()
-	ca, err := cluster.NewCA(name)
+	ca, err := pgcluster.NewCA(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 )
 
 // tlsFixture is a Server offering TLS with a certificate for "localhost"
@@ -32,7 +32,7 @@ type tlsFixture struct {
 
 func newTLSFixture(t *testing.T, clientTLS string) tlsFixture {
 	t.Helper()
-	ca, err := cluster.NewCA("proxy test CA")
+	ca, err := pgcluster.NewCA("proxy test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +397,7 @@ func TestServerTLSReload(t *testing.T) {
 	st := f.srv.tls
 	first := st.cert.Load()
 
-	ca2, err := cluster.NewCA("second CA")
+	ca2, err := pgcluster.NewCA("second CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,17 +17,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 )
 
 // pg is the PostgreSQL server the registry tests share; each test gets a
 // database of its own on it, so that "before the registry exists" means
 // something and tests cannot see each other's tenants.
-var pg *cluster.Cluster
+var pg *pgcluster.Cluster
 
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	c, err := cluster.Start(ctx, cluster.Options{})
+	c, err := pgcluster.Start(ctx, pgcluster.Options{})
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "router: cannot start PostgreSQL for the registry tests:", err)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/auth"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/urfave/cli/v2"
 )
 
@@ -56,7 +56,7 @@ func trimLines(s string) string {
 func TestAccessCommands(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg, err := cluster.Start(ctx, cluster.Options{})
+	pg, err := pgcluster.Start(ctx, pgcluster.Options{})
 	if err != nil {
 		t.Fatalf("start PostgreSQL: %v", err)
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/config"
-	"github.com/pgtenant/pgtenant/integration/cluster"
+	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/proxy"
 	"github.com/pgtenant/pgtenant/router"
 	"github.com/urfave/cli/v2"
@@ -31,9 +31,9 @@ var demoTenants = []struct {
 func demo(c *cli.Context) error {
 	ctx := c.Context
 	fmt.Fprintln(os.Stderr, "pgtenant demo: starting a throwaway PostgreSQL ...")
-	cl, err := cluster.Start(ctx, cluster.Options{})
+	cl, err := pgcluster.Start(ctx, pgcluster.Options{})
 	if err != nil {
-		if errors.Is(err, cluster.ErrNotInstalled) {
+		if errors.Is(err, pgcluster.ErrNotInstalled) {
 			return cli.Exit(fmt.Errorf("%w (run `make deps`)", err), exitRuntime)
 		}
 		return cli.Exit(err, exitRuntime)

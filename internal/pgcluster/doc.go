@@ -1,8 +1,10 @@
-// Package cluster owns a throwaway PostgreSQL server: one initdb'd data
+// Package pgcluster owns a throwaway PostgreSQL server: one initdb'd data
 // directory in a fresh temporary directory, one postmaster listening on a free
 // loopback port, and the removal of both when the caller is done. The
-// integration tests, the `pgtenant demo` command and the benchmark harness
-// start their backends through it; nothing in the proxy itself imports it.
+// `pgtenant demo` and `pgtenant bench` commands and the tests start their
+// backends through it; it is product code (demo and bench ship in the
+// binary), so it lives outside integration/, and nothing in the proxy
+// itself imports it.
 //
 // # Lifecycle
 //
@@ -42,4 +44,4 @@
 // the temporary directory and, when Options.Log is set, to that writer as
 // well. Options.Log must stay usable until Stop returns; Stop waits for the
 // copy to finish before it returns.
-package cluster
+package pgcluster

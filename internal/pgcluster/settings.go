@@ -1,4 +1,4 @@
-package cluster
+package pgcluster
 
 import (
 	"fmt"
@@ -80,7 +80,7 @@ func appendConf(path string, lines []string) error {
 	if err != nil {
 		return fmt.Errorf("cluster: open postgresql.conf: %w", err)
 	}
-	text := "\n# Added by pgtenant's integration/cluster.\n" + strings.Join(lines, "\n") + "\n"
+	text := "\n# Added by pgtenant's internal/pgcluster.\n" + strings.Join(lines, "\n") + "\n"
 	if _, err := f.WriteString(text); err != nil {
 		f.Close()
 		return fmt.Errorf("cluster: write postgresql.conf: %w", err)

@@ -138,21 +138,7 @@ func startTLSBackend(t *testing.T, leaf pgcluster.Leaf, db, tenant string) (*pgc
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{TLSCertPEM: leaf.CertPEM, TLSKeyPEM: leaf.KeyPEM})
-	if err != nil {
-		t.Fatalf("start a PostgreSQL with TLS: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("TLS backend's server log:\n%s", c.ServerLog())
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop the TLS backend: %v", err)
-		}
-	})
-	if err := c.CreateDatabase(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	c := startOwnCluster(ctx, t, pgcluster.Options{TLSCertPEM: leaf.CertPEM, TLSKeyPEM: leaf.KeyPEM}, db)
 	conn, err := pgx.Connect(ctx, c.DSN(db))
 	if err != nil {
 		t.Fatal(err)

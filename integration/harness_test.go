@@ -28,6 +28,31 @@ const backendDB = "pgtenant_it"
 // pg is the PostgreSQL every test in this package shares.
 var pg *pgcluster.Cluster
 
+// startOwnCluster starts a PostgreSQL of the test's own, with database db
+// in it, for a test that must not share pg: it changes server settings,
+// fills max_connections or terminates sessions every other test depends on.
+// The cluster stops when the test ends, after logging the tail of its server
+// log if the test failed.
+func startOwnCluster(ctx context.Context, t *testing.T, opts pgcluster.Options, db string) *pgcluster.Cluster {
+	t.Helper()
+	c, err := pgcluster.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("start a PostgreSQL for %s: %v", t.Name(), err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s's PostgreSQL server log (tail):\n%s", t.Name(), lastChars(c.ServerLog(), 8000))
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stop %s's PostgreSQL: %v", t.Name(), err)
+		}
+	})
+	if err := c.CreateDatabase(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	c, err := pgcluster.Start(ctx, pgcluster.Options{MaxConnections: 400})
@@ -46,11 +71,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintln(os.Stderr, "--- PostgreSQL server log (tail) ---")
-		log := pg.ServerLog()
-		if len(log) > 8000 {
-			log = log[len(log)-8000:]
-		}
-		fmt.Fprintln(os.Stderr, log)
+		fmt.Fprintln(os.Stderr, lastChars(pg.ServerLog(), 8000))
 	}
 	_ = pg.Stop()
 	os.Exit(code)

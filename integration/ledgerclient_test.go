@@ -779,26 +779,8 @@ func startLedgerEnv(t *testing.T, opts pgcluster.Options, tenant string, setupSQ
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, opts)
-	if err != nil {
-		t.Fatalf("start a PostgreSQL for %s: %v", t.Name(), err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			log := c.ServerLog()
-			if len(log) > 6000 {
-				log = log[len(log)-6000:]
-			}
-			t.Logf("%s's server log (tail):\n%s", t.Name(), log)
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop the cluster: %v", err)
-		}
-	})
 	const db = "ledger"
-	if err := c.CreateDatabase(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	c := startOwnCluster(ctx, t, opts, db)
 	env := &ledgerEnv{c: c, db: db, tenant: tenant}
 	env.admin = env.connectAdmin(t)
 	if _, _, err := router.CreateTenant(ctx, env.admin, tenant, ""); err != nil {

@@ -30,21 +30,7 @@ func TestPoolLargerThanServer(t *testing.T) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{MaxConnections: 10})
-	if err != nil {
-		t.Fatalf("start a PostgreSQL with max_connections=10: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("small backend's server log:\n%s", lastChars(c.ServerLog(), 8000))
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop the small backend: %v", err)
-		}
-	})
-	if err := c.CreateDatabase(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	c := startOwnCluster(ctx, t, pgcluster.Options{MaxConnections: 10}, db)
 	setup := func() {
 		conn, err := pgx.Connect(ctx, c.DSN(db))
 		if err != nil {

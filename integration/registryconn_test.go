@@ -25,21 +25,7 @@ func TestRegistryConnectionsTerminated(t *testing.T) {
 	const db = "pgtenant_regconn"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{})
-	if err != nil {
-		t.Fatalf("start a PostgreSQL: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("registry backend's server log:\n%s", lastChars(c.ServerLog(), 8000))
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop the registry backend: %v", err)
-		}
-	})
-	if err := c.CreateDatabase(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	c := startOwnCluster(ctx, t, pgcluster.Options{}, db)
 	admin, err := pgx.Connect(ctx, c.DSN(db))
 	if err != nil {
 		t.Fatal(err)

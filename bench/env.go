@@ -48,7 +48,7 @@ const (
 // Pin-cost targets: in-process pgtenants identical but for pinning. "pin
 // on" has the defaults, which skip the pin when a backend's last holder was
 // a client of the same tenant and settings; "pin always" pins at every
-// checkout (config PinReuse off); "pin off" never pins (config BenchNoPin,
+// checkout (config PinReuse off); "pin off" never pins (proxy.WithoutPin,
 // which exists for this measurement only).
 const (
 	targetPinOn     = "pgtenant pin on"
@@ -366,8 +366,9 @@ func (e *env) loginRole(r string) string {
 
 // startPgtenant serves backendDSN in this process on a free loopback port
 // and returns its address once it admits a client of the bench tenant.
-// adjust, when set, changes the configuration first.
-func (e *env) startPgtenant(ctx context.Context, backendDSN string, adjust func(*config.Config)) (string, error) {
+// adjust, when set, changes the configuration first; opts go to
+// proxy.RunListener.
+func (e *env) startPgtenant(ctx context.Context, backendDSN string, adjust func(*config.Config), opts ...proxy.RunOption) (string, error) {
 	cfg := config.Default()
 	cfg.Backend = backendDSN
 	cfg.PoolSize = e.o.PoolSize
@@ -384,7 +385,7 @@ func (e *env) startPgtenant(ctx context.Context, backendDSN string, adjust func(
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	pctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- proxy.RunListener(pctx, cfg, log, ln) }()
+	go func() { done <- proxy.RunListener(pctx, cfg, log, ln, opts...) }()
 	e.stops = append(e.stops, func() {
 		stop()
 		<-done
@@ -407,12 +408,13 @@ func (e *env) startPinTargets(ctx context.Context) error {
 	for _, v := range []struct {
 		name, role string
 		adjust     func(*config.Config)
+		run        []proxy.RunOption
 	}{
-		{targetPinOn, rolePinOn, nil},
-		{targetPinAlways, rolePinAlways, func(c *config.Config) { c.PinReuse = false }},
-		{targetPinOff, rolePinOff, func(c *config.Config) { c.BenchNoPin = true }},
+		{targetPinOn, rolePinOn, nil, nil},
+		{targetPinAlways, rolePinAlways, func(c *config.Config) { c.PinReuse = false }, nil},
+		{targetPinOff, rolePinOff, nil, []proxy.RunOption{proxy.WithoutPin()}},
 	} {
-		addr, err := e.startPgtenant(ctx, e.backend.dsn(e.loginRole(v.role), opts), v.adjust)
+		addr, err := e.startPgtenant(ctx, e.backend.dsn(e.loginRole(v.role), opts), v.adjust, v.run...)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", v.name, err)
 		}

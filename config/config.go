@@ -192,10 +192,6 @@ type Config struct {
 	// resets every backend at every checkout (which also undoes changes
 	// made inside functions, which pgtenant cannot see).
 	PinReuse bool
-	// BenchNoPin turns the pin off entirely. It exists only so the
-	// benchmark harness can measure what pinning costs; no flag sets it,
-	// and a proxy running with it does not isolate tenants.
-	BenchNoPin bool
 	// LogFormat is text (default) or json.
 	LogFormat string
 	// LogLevel is debug, info (default), warn or error.

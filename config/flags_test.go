@@ -332,8 +332,7 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		}
 		args = append(args, "--"+name+"="+v)
 	}
-	// BenchNoPin is for the benchmark harness only and has no flag.
-	if fields := reflect.TypeFor[Config]().NumField() - 1; len(args) != fields || len(values) != fields {
+	if fields := reflect.TypeFor[Config]().NumField(); len(args) != fields || len(values) != fields {
 		t.Fatalf("%d flags and %d test values for %d Config fields", len(args), len(values), fields)
 	}
 	got, err := runServe(t, args...)
@@ -345,9 +344,6 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 	}
 	gotV, defV := reflect.ValueOf(got), reflect.ValueOf(Default())
 	for i := range gotV.NumField() {
-		if gotV.Type().Field(i).Name == "BenchNoPin" {
-			continue
-		}
 		if reflect.DeepEqual(gotV.Field(i).Interface(), defV.Field(i).Interface()) {
 			t.Errorf("Config.%s kept its default %v", gotV.Type().Field(i).Name, gotV.Field(i))
 		}

@@ -830,7 +830,7 @@ func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 	s.queryTagged = false
 	s.curClient, s.curQuery = false, false
 	s.bw.Reset(be.NetConn)
-	if pinNow && !s.srv.cfg.BenchNoPin && !(s.srv.cfg.PinReuse && be.State == s.pin.key) {
+	if pinNow && !s.srv.noPin && !(s.srv.cfg.PinReuse && be.State == s.pin.key) {
 		_, _ = s.bw.Write(s.pin.msgs)
 		for i := 0; i < s.pin.queries; i++ {
 			s.expectLocked(entry{kind: replyQuery, own: true})

@@ -59,6 +59,8 @@ type Server struct {
 	// tls is the TLS offered to clients; nil when there is none (no
 	// certificate, or client-tls disable).
 	tls *serverTLS
+	// noPin turns the pin off (WithoutPin): for the benchmark only.
+	noPin bool
 
 	clients  atomic.Int64 // admitted clients, for max-client-conn
 	draining atomic.Bool  // shutting down: no new transactions
@@ -360,6 +362,7 @@ type RunOption func(*runOptions)
 
 type runOptions struct {
 	reload <-chan struct{}
+	noPin  bool
 }
 
 // WithReload makes RunListener reread the files named in its config (auth
@@ -367,6 +370,14 @@ type runOptions struct {
 // tests send on it directly.
 func WithReload(ch <-chan struct{}) RunOption {
 	return func(o *runOptions) { o.reload = ch }
+}
+
+// WithoutPin makes RunListener's server never pin: backends keep whatever
+// tenant and settings their last client left, so tenants are not isolated.
+// It exists only so the benchmark harness can measure what pinning costs;
+// no flag or config field reaches it.
+func WithoutPin() RunOption {
+	return func(o *runOptions) { o.noPin = true }
 }
 
 // RunListener opens the registry and the pool and serves clients from ln
@@ -460,6 +471,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	}
 	srv := NewServer(cfg, log, p, rt, method)
 	srv.tls = clientTLS
+	srv.noPin = ro.noPin
 	if grants != nil {
 		srv.access = grants
 	}

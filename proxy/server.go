@@ -10,11 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"os/signal"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
@@ -327,8 +324,9 @@ func (s *session) startCancel(ctx context.Context) *pool.Conn {
 }
 
 // Run is `pgtenant serve`: it listens on cfg.Listen and serves until ctx is
-// done. SIGHUP rereads the files named in cfg (auth file, certificates).
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// done. It installs no signal handlers: the command line ends ctx on SIGINT
+// and SIGTERM and turns SIGHUP into a WithReload channel.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...RunOption) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -336,25 +334,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	reload := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-hup:
-				select {
-				case reload <- struct{}{}:
-				case <-ctx.Done():
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return RunListener(ctx, cfg, log, ln, WithReload(reload))
+	return RunListener(ctx, cfg, log, ln, opts...)
 }
 
 // RunOption adjusts RunListener.
@@ -366,8 +346,8 @@ type runOptions struct {
 }
 
 // WithReload makes RunListener reread the files named in its config (auth
-// file, certificates) whenever ch receives. Run connects it to SIGHUP;
-// tests send on it directly.
+// file, certificates) whenever ch receives. The command line connects it
+// to SIGHUP; tests send on it directly.
 func WithReload(ch <-chan struct{}) RunOption {
 	return func(o *runOptions) { o.reload = ch }
 }

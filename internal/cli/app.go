@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,6 +41,43 @@ func Main() {
 		}
 		os.Exit(exitUsage)
 	}
+}
+
+// notifyReload returns a channel that receives after every SIGHUP, for
+// proxy.WithReload, and the function that stops listening for it. SIGHUPs
+// that arrive while a reload is pending merge into it, since one reload
+// rereads every file. It is the one place that handles SIGHUP, as Main is
+// for SIGINT and SIGTERM; until stop, a SIGHUP no longer kills the process.
+func notifyReload() (reload <-chan struct{}, stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ch := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				select {
+				case ch <- struct{}{}:
+				default: // one is pending already
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ch, func() {
+		close(done)
+		signal.Stop(hup)
+	}
+}
+
+// runProxy is serve and demo's proxy: it serves until ctx ends (SIGINT,
+// SIGTERM) and rereads its files on SIGHUP meanwhile.
+func runProxy(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	reload, stop := notifyReload()
+	defer stop()
+	return proxy.Run(ctx, cfg, log, proxy.WithReload(reload))
 }
 
 func app() *cli.App {
@@ -110,7 +148,7 @@ func serve(c *cli.Context) error {
 		return cli.Exit(err, exitUsage)
 	}
 	log := config.NewLogger(cfg, os.Stderr)
-	if err := proxy.Run(c.Context, cfg, log); err != nil {
+	if err := runProxy(c.Context, cfg, log); err != nil {
 		return cli.Exit(err, exitRuntime)
 	}
 	return nil

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/internal/pgcluster"
-	"github.com/pgtenant/pgtenant/proxy"
 	"github.com/pgtenant/pgtenant/router"
 	"github.com/urfave/cli/v2"
 )
@@ -70,7 +69,7 @@ Backend (the throwaway PostgreSQL): %s
 Press Ctrl-C to stop; the throwaway PostgreSQL is removed on exit.
 
 `, cfg.Listen, dsn)
-	if err := proxy.Run(ctx, cfg, log); err != nil {
+	if err := runProxy(ctx, cfg, log); err != nil {
 		return cli.Exit(err, exitRuntime)
 	}
 	return nil

@@ -437,6 +437,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	if err != nil {
 		return err
 	}
+	dialer.Log = log.With("component", "pool")
 	p, err := pool.New(pool.Config{
 		Size:           cfg.PoolSize,
 		WaitTimeout:    cfg.QueryWaitTimeout,

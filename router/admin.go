@@ -238,9 +238,9 @@ func AdoptSchema() CreateOption { return func(o *createOptions) { o.adoptSchema 
 // PoolRole records role in pgtenant.pool_roles (once; later calls need not
 // name it) as a role that runs tenant traffic in schema mode. Every recorded
 // pool role gets, on each tenant's schema, what the tenant's clients need:
-// USAGE and CREATE on the schema, and every privilege on the tables,
-// sequences and functions in it now and on those the admin creates there
-// later. It gets nothing on the registry. See grantPoolRoles.
+// USAGE and CREATE on the schema, and every privilege on the tables and
+// sequences the admin has there now or creates there later. It gets
+// nothing on the registry. See grantPoolRoles.
 func PoolRole(role string) CreateOption { return func(o *createOptions) { o.poolRole = role } }
 
 // SchemaNotEmptyError says that CreateTenant was asked to adopt an existing
@@ -433,9 +433,9 @@ func refuseNonEmptySchema(ctx context.Context, db DB, schema string) error {
 
 // grantPoolRoles records role (when not "") as a pool role, then gives
 // every recorded pool role what tenant traffic in schema mode needs on
-// schema: USAGE and CREATE on it, every privilege on the tables, sequences
-// and functions in it, and the same on those the admin (the role running
-// this) creates there later. A pool role recorded now also gets it on every
+// schema: USAGE and CREATE on it, and every privilege on the tables and
+// sequences in it that the admin (the role running this) owns now or
+// creates there later. A pool role recorded now also gets it on every
 // tenant schema made before, so the order of commands does not matter.
 //
 // The pool role so owns nothing it did not create itself; in particular
@@ -480,8 +480,13 @@ func grantPoolRoles(ctx context.Context, tx pgx.Tx, role, schema string) error {
 }
 
 // grantPoolRole gives one pool role what it needs on one schema; see
-// grantPoolRoles. A tenant whose schema was dropped by hand is skipped: the
-// next CreateTenant of it recreates the schema and grants again.
+// grantPoolRoles. Tables, views and sequences the admin owns are granted one
+// by one: GRANT ... ON ALL TABLES would fail on one that another role owns
+// (say the pool role, which owns what tenants created); those are left to
+// their owners. Functions need nothing: PUBLIC may execute them unless an
+// owner says otherwise. A tenant whose schema was dropped by hand is
+// skipped: the next CreateTenant of it recreates the schema and grants
+// again.
 func grantPoolRole(ctx context.Context, tx pgx.Tx, role, schema string) error {
 	var exists bool
 	if err := tx.QueryRow(ctx,
@@ -489,15 +494,34 @@ func grantPoolRole(ctx context.Context, tx pgx.Tx, role, schema string) error {
 		return err
 	}
 	r, s := pgx.Identifier{role}.Sanitize(), pgx.Identifier{schema}.Sanitize()
-	for _, q := range []string{
+	grants := []string{
 		`GRANT USAGE, CREATE ON SCHEMA ` + s + ` TO ` + r,
-		`GRANT ALL ON ALL TABLES IN SCHEMA ` + s + ` TO ` + r,
-		`GRANT ALL ON ALL SEQUENCES IN SCHEMA ` + s + ` TO ` + r,
-		`GRANT ALL ON ALL FUNCTIONS IN SCHEMA ` + s + ` TO ` + r,
 		`ALTER DEFAULT PRIVILEGES IN SCHEMA ` + s + ` GRANT ALL ON TABLES TO ` + r,
 		`ALTER DEFAULT PRIVILEGES IN SCHEMA ` + s + ` GRANT ALL ON SEQUENCES TO ` + r,
-		`ALTER DEFAULT PRIVILEGES IN SCHEMA ` + s + ` GRANT ALL ON FUNCTIONS TO ` + r,
-	} {
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT c.relname::pg_catalog.text, c.relkind = 'S'
+		  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+		   AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
+		 ORDER BY c.relname`, schema)
+	if err != nil {
+		return fmt.Errorf("list objects of schema %q: %w", schema, err)
+	}
+	var name string
+	var sequence bool
+	_, err = pgx.ForEachRow(rows, []any{&name, &sequence}, func() error {
+		kind := "TABLE"
+		if sequence {
+			kind = "SEQUENCE"
+		}
+		grants = append(grants, `GRANT ALL ON `+kind+` `+pgx.Identifier{schema, name}.Sanitize()+` TO `+r)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list objects of schema %q: %w", schema, err)
+	}
+	for _, q := range grants {
 		if _, err := tx.Exec(ctx, q); err != nil {
 			return fmt.Errorf("grant pool role %q on schema %q: %w", role, schema, err)
 		}

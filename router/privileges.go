@@ -30,20 +30,24 @@ func (e *PrivilegedBackendError) Error() string {
 // backendPrivilegesSQL lists what the session's role can do that tenant
 // traffic must not, one phrase a row. It asks for the session user and
 // every role it is a member of, since a member can SET ROLE to any of them
-// (a NOINHERIT membership too), and a tenant can do whatever the session can.
-// A superuser can do everything; only the attribute is named then.
+// (a NOINHERIT membership too), and a tenant can do whatever the session can
+// (pg_write_all_data, say, writes the registry). A superuser can do
+// everything; only the attribute is named then.
 //
 // It runs with search_path = pg_catalog (see CheckBackendRole): a tenant
 // that left a search_path of its own as the role's default could otherwise
 // put an operator of its own in front of the catalog's.
 const backendPrivilegesSQL = `
 WITH me AS (
-	SELECT r.oid, r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname = session_user
+	SELECT r.oid, r.rolname, r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user
 ), reach AS (
 	SELECT r.oid, r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,
 	       CASE WHEN r.oid = me.oid THEN '' ELSE pg_catalog.format('can SET ROLE to %I, which ', r.rolname) END AS via
 	  FROM pg_catalog.pg_roles r, me
 	 WHERE pg_catalog.pg_has_role(me.oid, r.oid, 'MEMBER')
+	   -- A superuser is a member of every role: that it is a superuser
+	   -- says it all.
+	   AND (r.oid = me.oid OR NOT me.rolsuper)
 ), db AS (
 	SELECT d.oid, d.datname, d.datdba FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()
 ), reg AS (

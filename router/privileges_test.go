@@ -67,6 +67,8 @@ func TestCheckBackendRole(t *testing.T) {
 		{name: "member of the registry owner", setup: []string{
 			`CREATE ROLE {role}_admin`, `ALTER SCHEMA pgtenant OWNER TO {role}_admin`, `GRANT {role}_admin TO {role}`},
 			want: "can SET ROLE to {role}_admin, which owns schema pgtenant"},
+		{name: "write all data", setup: []string{`GRANT pg_write_all_data TO {role}`},
+			want: "can SET ROLE to pg_write_all_data, which can write pgtenant.tenants"},
 		{name: "server files", setup: []string{`GRANT pg_read_server_files TO {role}`},
 			want: "is a member of pg_read_server_files"},
 		{name: "create before the registry", noRegistry: true, setup: []string{`GRANT CREATE ON DATABASE {db} TO {role}`},
@@ -111,6 +113,11 @@ func TestCheckBackendRole(t *testing.T) {
 			}
 			if pe.Role != role || !strings.Contains(strings.Join(pe.Reasons, "; "), want) {
 				t.Fatalf("refused role %q for %q, want role %q for %q", pe.Role, pe.Reasons, role, want)
+			}
+			if tc.name == "superuser" && len(pe.Reasons) != 1 {
+				// A superuser is a member of every role; listing them
+				// all would bury the one reason that matters.
+				t.Errorf("a superuser is refused for %q, want only that it is one", pe.Reasons)
 			}
 			msg := err.Error()
 			for _, part := range []string{`backend role "` + role + `" `, want, "--allow-privileged-backend", `README "Security model"`} {

@@ -21,8 +21,8 @@ func TestFlagsFirst(t *testing.T) {
 		{[]string{"pgtenant", "serve", "--pin-reuse", "--backend", "DSN"},
 			[]string{"pgtenant", "serve", "--pin-reuse", "--backend", "DSN"}},
 		// So does serve's (an altsrc wrapper): the next flag keeps its value.
-		{[]string{"pgtenant", "serve", "--backend", "DSN", "--allow-privileged-backend", "--pool-size", "2", "x"},
-			[]string{"pgtenant", "serve", "--backend", "DSN", "--allow-privileged-backend", "--pool-size", "2", "x"}},
+		{[]string{"pgtenant", "serve", "--allow-privileged-backend", "--pool-size", "2", "--log-level", "info"},
+			[]string{"pgtenant", "serve", "--allow-privileged-backend", "--pool-size", "2", "--log-level", "info"}},
 		{[]string{"pgtenant", "tenant", "create", "acme", "--adopt-schema", "--pool-role", "pool"},
 			[]string{"pgtenant", "tenant", "create", "--adopt-schema", "--pool-role", "pool", "acme"}},
 		// After "--" nothing moves.

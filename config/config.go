@@ -122,8 +122,9 @@ type Config struct {
 	// AuthFile is a PgBouncer-style userlist ("user" "secret" per line),
 	// reread on SIGHUP.
 	AuthFile string
-	// AuthQuery looks up a user's secret in the backend; it takes the user
-	// name as $1 and returns (name, secret). With AuthFile too, it is asked
+	// AuthQuery looks up a user's secret; it runs on the registry
+	// connection (see Registry), takes the user name as $1 and returns
+	// (name, secret). With AuthFile too, it is asked
 	// for users the file does not list.
 	AuthQuery string
 	// AuthMockSecret keys the salts pgtenant makes up: the fake salt an

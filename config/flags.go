@@ -58,7 +58,7 @@ var settings = []setting{
 		func(c *Config) *string { return &c.AuthType }),
 	stringSetting("auth-file", "PgBouncer-style userlist: one \"user\" \"SCRAM-SHA-256$...|md5...|plain\" per line; reread on SIGHUP",
 		func(c *Config) *string { return &c.AuthFile }),
-	stringSetting("auth-query", "SQL run on the backend to find a user's secret, with the user name as $1, returning (name, secret); asked for users --auth-file does not list",
+	stringSetting("auth-query", "SQL run on the registry connection (--registry) to find a user's secret, with the user name as $1, returning (name, secret); asked for users --auth-file does not list",
 		func(c *Config) *string { return &c.AuthQuery }),
 	stringSetting("auth-mock-secret", "secret that keys the salts shown to unknown users, so they stay the same across restarts and reveal nothing; give it through PGTENANT_AUTH_MOCK_SECRET or the config file, not the command line (default: random per process)",
 		func(c *Config) *string { return &c.AuthMockSecret }),

@@ -75,6 +75,7 @@ func startProxy(ctx context.Context) (func(), error) {
 	}
 	cfg := config.Default()
 	cfg.Backend = pg.DSN("postgres")
+	cfg.AllowPrivilegedBackend = true // a throwaway superuser cluster
 	cfg.PoolSize = 4
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -49,6 +49,7 @@ func serveChild() int {
 	cfg := config.Default()
 	cfg.Listen = os.Getenv(childListenEnv)
 	cfg.Backend = os.Getenv(childBackendEnv)
+	cfg.AllowPrivilegedBackend = true // the bench's throwaway superuser cluster
 	cfg.PoolSize = atoiOr(os.Getenv(childPoolSizeEnv), cfg.PoolSize)
 	cfg.MaxClientConn = atoiOr(os.Getenv(childMaxClientsEnv), cfg.MaxClientConn)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

@@ -313,7 +313,7 @@ func defaultServeCommand(listen, backend string, poolSize, maxClientConn int) *e
 	}
 	cmd := exec.Command(exe, "serve", "--listen", listen, "--backend", backend,
 		"--pool-size", strconv.Itoa(poolSize), "--max-client-conn", strconv.Itoa(maxClientConn),
-		"--log-level", "warn")
+		"--log-level", "warn", "--allow-privileged-backend")
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PGTENANT_") {
 			cmd.Env = append(cmd.Env, kv)

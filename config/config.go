@@ -84,8 +84,22 @@ type Config struct {
 	// Listen is the TCP address clients connect to. Default 127.0.0.1:6432.
 	Listen string
 	// Backend is the libpq URL or key=value DSN of the database holding the
-	// tenant schemas and the registry; the pool logs in with it.
+	// tenant schemas; the pool logs in with it, so its role is the one
+	// tenant traffic runs as. Required.
 	Backend string
+	// Registry is the DSN of the admin connection: registry lookups, the
+	// NOTIFY listener and the auth query run on it, never tenant traffic.
+	// Its role owns the registry (schema pgtenant), which the Backend role
+	// must not be able to write. Empty (the default) means Backend, which
+	// the privilege check at start refuses unless the Backend role cannot
+	// write the registry or AllowPrivilegedBackend is set; see
+	// RegistryDSN.
+	Registry string
+	// AllowPrivilegedBackend lets serve start although the Backend role is
+	// a superuser, has CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS, owns
+	// the database or can write the registry: tenants sending SQL could
+	// then take over the database or the proxy. Default false.
+	AllowPrivilegedBackend bool
 	// PoolSize is the number of backend connections shared by all tenants.
 	// Default 20.
 	PoolSize int
@@ -108,8 +122,9 @@ type Config struct {
 	// AuthFile is a PgBouncer-style userlist ("user" "secret" per line),
 	// reread on SIGHUP.
 	AuthFile string
-	// AuthQuery looks up a user's secret in the backend; it takes the user
-	// name as $1 and returns (name, secret). With AuthFile too, it is asked
+	// AuthQuery looks up a user's secret; it runs on the registry
+	// connection (see Registry), takes the user name as $1 and returns
+	// (name, secret). With AuthFile too, it is asked
 	// for users the file does not list.
 	AuthQuery string
 	// AuthMockSecret keys the salts pgtenant makes up: the fake salt an
@@ -225,6 +240,15 @@ func Default() Config {
 		LogFormat:             "text",
 		LogLevel:              "info",
 	}
+}
+
+// RegistryDSN is the DSN of the admin connection: Registry, or Backend
+// when Registry is empty.
+func (c Config) RegistryDSN() string {
+	if c.Registry != "" {
+		return c.Registry
+	}
+	return c.Backend
 }
 
 // hasUserSource reports whether an auth file or query is configured.

@@ -40,8 +40,12 @@ type setting struct {
 var settings = []setting{
 	stringSetting("listen", "TCP host:port that clients connect to",
 		func(c *Config) *string { return &c.Listen }),
-	stringSetting("backend", "libpq URL or key=value DSN of the database holding the tenant schemas and the registry; the pool logs in with it (required)",
+	stringSetting("backend", "libpq URL or key=value DSN of the database holding the tenant schemas; the pool logs in with it, so tenant traffic runs as its role (required)",
 		func(c *Config) *string { return &c.Backend }),
+	stringSetting("registry", "DSN of the admin connection that reads the registry (schema pgtenant), listens for its changes and runs --auth-query; admin commands use it too; its role owns the registry (default: --backend)",
+		func(c *Config) *string { return &c.Registry }),
+	boolSetting("allow-privileged-backend", "start even though the --backend role is a superuser, has CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS, owns the database or can write the registry (tenants could then take over the database)",
+		func(c *Config) *bool { return &c.AllowPrivilegedBackend }),
 	intSetting("pool-size", "number of backend connections shared by all tenants",
 		func(c *Config) *int { return &c.PoolSize }),
 	stringSetting("pool-mode", "when a backend changes hands: transaction (at every safe point) or session (when the client leaves)",
@@ -54,7 +58,7 @@ var settings = []setting{
 		func(c *Config) *string { return &c.AuthType }),
 	stringSetting("auth-file", "PgBouncer-style userlist: one \"user\" \"SCRAM-SHA-256$...|md5...|plain\" per line; reread on SIGHUP",
 		func(c *Config) *string { return &c.AuthFile }),
-	stringSetting("auth-query", "SQL run on the backend to find a user's secret, with the user name as $1, returning (name, secret); asked for users --auth-file does not list",
+	stringSetting("auth-query", "SQL run on the registry connection (--registry) to find a user's secret, with the user name as $1, returning (name, secret); asked for users --auth-file does not list",
 		func(c *Config) *string { return &c.AuthQuery }),
 	stringSetting("auth-mock-secret", "secret that keys the salts shown to unknown users, so they stay the same across restarts and reveal nothing; give it through PGTENANT_AUTH_MOCK_SECRET or the config file, not the command line (default: random per process)",
 		func(c *Config) *string { return &c.AuthMockSecret }),
@@ -216,13 +220,15 @@ func ServeFlags() []cli.Flag {
 	return flags
 }
 
-// BackendFlags returns --config and --backend for admin commands such as
-// `pgtenant tenant create`, which only talk to the registry but should read
-// the same TOML file and variables as serve.
+// BackendFlags returns --config, --backend and --registry for admin
+// commands such as `pgtenant tenant create`, which only talk to the registry
+// but should read the same TOML file and variables as serve. They connect
+// with --registry when it is set (the admin role that owns the registry),
+// else with --backend.
 func BackendFlags() []cli.Flag {
 	flags := []cli.Flag{newConfigFlag()}
 	for _, s := range settings {
-		if s.name == "backend" {
+		if s.name == "backend" || s.name == "registry" {
 			flags = append(flags, s.newFlag())
 		}
 	}

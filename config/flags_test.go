@@ -287,6 +287,8 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 	values := map[string]string{
 		"listen":                     "0.0.0.0:7000",
 		"backend":                    "postgres://localhost/registry",
+		"registry":                   "postgres://admin@localhost/registry",
+		"allow-privileged-backend":   "true",
 		"pool-size":                  "3",
 		"pool-mode":                  "session",
 		"tenant-from":                "user",
@@ -378,8 +380,8 @@ func TestBackendFlags(t *testing.T) {
 	for _, f := range BackendFlags() {
 		names = append(names, f.Names()...)
 	}
-	if !slices.Equal(names, []string{"config", "backend"}) {
-		t.Fatalf("BackendFlags() = %v, want [config backend]", names)
+	if !slices.Equal(names, []string{"config", "backend", "registry"}) {
+		t.Fatalf("BackendFlags() = %v, want [config backend registry]", names)
 	}
 
 	tenantCreate := []string{"tenant", "create"}

@@ -286,6 +286,14 @@ func TestGrantCascadesOnTenantDelete(t *testing.T) {
 		return pe != nil && pe.Code == "3D000"
 	})
 
+	// The deleted tenant's schema is still there, with its table: taking it
+	// back is adopting it, which must be asked for.
+	if _, _, err := router.CreateTenant(ctx, direct(t), "gr_umbrella", ""); err == nil {
+		t.Fatal("recreating gr_umbrella over its old schema adopted it without being asked")
+	}
+	if _, _, err := router.CreateTenant(ctx, direct(t), "gr_umbrella", "", router.AdoptSchema()); err != nil {
+		t.Fatalf("recreate gr_umbrella, adopting its schema: %v", err)
+	}
 	markedTenant(t, "gr_umbrella")
 	eventually(t, 10*time.Second, "the recreated tenant to be known", func() bool {
 		pe := deniedError(p, "g_alice", "gr_umbrella")

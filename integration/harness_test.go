@@ -101,6 +101,11 @@ func startProxy(t testing.TB, mods ...func(*config.Config)) *Proxy {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Backend = backendDSN()
+	// Most tests check what happened with a superuser's direct connection
+	// and make their fixtures as it, and the shared proxy runs as that
+	// superuser too: an explicit opt-out of the role check. Tests of the
+	// production setup (an admin role and a pool role) use withRecipe.
+	cfg.AllowPrivilegedBackend = true
 	cfg.Listen = "127.0.0.1:0"
 	cfg.PoolSize = 4
 	cfg.QueryWaitTimeout = 10 * time.Second

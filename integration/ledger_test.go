@@ -89,6 +89,7 @@ func startLedgerProxy(t *testing.T, env *ledgerEnv, poolSize int) *Proxy {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Backend = env.backend()
+	cfg.AllowPrivilegedBackend = true // the ledger cluster's superuser; see startProxy
 	cfg.Listen = "127.0.0.1:0"
 	cfg.PoolSize = poolSize
 	cfg.QueryWaitTimeout = 5 * time.Second

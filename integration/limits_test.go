@@ -53,7 +53,7 @@ func startChildProxy(t *testing.T, nofile int, flags ...string) *childProxy {
 	ln.Close() // the child binds it next; nothing else on loopback races for it in practice
 
 	args := append([]string{"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--backend", backendDSN(), "--pool-size", "2", "--log-level", "info"}, flags...)
+		"--backend", backendDSN(), "--allow-privileged-backend", "--pool-size", "2", "--log-level", "info"}, flags...)
 	var cmd *exec.Cmd
 	if nofile > 0 {
 		// bash's ulimit -n sets the soft and the hard limit, so the Go

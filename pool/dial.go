@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,9 @@ type PgDialer struct {
 	// set once such a server refused it, and later dials leave it out.
 	checkIntervalAdded bool
 	noCheck            atomic.Bool
+	// Log receives what the dial's check of role settings removed or
+	// refused (rolesettings.go); nil logs nothing.
+	Log *slog.Logger
 }
 
 // NewPgDialer parses a libpq URL or key=value DSN.
@@ -53,8 +57,50 @@ func NewPgDialer(dsn string) (*PgDialer, error) {
 	return &PgDialer{Config: cfg, checkIntervalAdded: added}, nil
 }
 
-// Dial implements Dialer.
+// Dial implements Dialer. Each new backend is checked for settings of its
+// role or database before anyone uses it (see rolesettings.go).
 func (d *PgDialer) Dial(ctx context.Context) (*Conn, error) {
+	for attempt := 1; ; attempt++ {
+		pc, err := d.login(ctx)
+		if err != nil {
+			return nil, err
+		}
+		role, database, found, err := sessionDefaults(ctx, pc)
+		if err == nil && len(found) == 0 {
+			return d.takeOver(ctx, pc)
+		}
+		if err == nil {
+			err = removeSessionDefaults(ctx, pc, role, database, found)
+			if err == nil {
+				for _, s := range found {
+					d.log().Warn("removed a setting of the pool's role that would have reached every tenant's new backends; "+
+						"set defaults in the backend DSN's options instead", "setting", s.name, "where", s.where(role, database))
+				}
+				if attempt == maxSettingDials {
+					err = fmt.Errorf("settings of role %q were written again each time they were removed, %d times", role, attempt)
+				}
+			} else {
+				d.log().Error("refusing a backend connection", "err", err)
+			}
+		}
+		// The connection took the settings at login: it goes either way.
+		pc.Close(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("backend connection refused: %w", err)
+		}
+	}
+}
+
+// log is the dialer's logger; a dialer without one logs nothing.
+func (d *PgDialer) log() *slog.Logger {
+	if d.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return d.Log
+}
+
+// login dials and logs in.
+func (d *PgDialer) login(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg := d.Config
 	if d.noCheck.Load() {
 		cfg = d.withoutCheckInterval()
@@ -67,9 +113,12 @@ func (d *PgDialer) Dial(ctx context.Context) (*Conn, error) {
 		d.noCheck.Store(true)
 		pc, err = pgconn.ConnectConfig(ctx, d.withoutCheckInterval())
 	}
-	if err != nil {
-		return nil, err
-	}
+	return pc, err
+}
+
+// takeOver hands pc's raw connection to a Conn: from there on the proxy
+// speaks the protocol itself.
+func (d *PgDialer) takeOver(ctx context.Context, pc *pgconn.PgConn) (*Conn, error) {
 	if err := pc.SyncConn(ctx); err != nil {
 		pc.Close(ctx)
 		return nil, err

@@ -50,11 +50,20 @@ func TestDialWithoutCheckIntervalOnOldServer(t *testing.T) {
 				be.Send(&pgproto3.BackendKeyData{ProcessID: 7, SecretKey: []byte{0, 0, 0, 1}})
 				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 				_ = be.Flush()
-				// SyncConn: answer its Sync, then hold the connection.
+				// The check of role settings finds none; SyncConn: answer
+				// its Sync; then hold the connection.
 				for {
 					m, err := be.Receive()
 					if err != nil {
 						return
+					}
+					if _, ok := m.(*pgproto3.Query); ok {
+						be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SET")})
+						be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SET")})
+						be.Send(&pgproto3.RowDescription{})
+						be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 0")})
+						be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+						_ = be.Flush()
 					}
 					if _, ok := m.(*pgproto3.Sync); ok {
 						be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})

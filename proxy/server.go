@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/pool"
@@ -371,7 +373,10 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	for _, o := range opts {
 		o(&ro)
 	}
-	reg, err := router.OpenRegistry(ctx, cfg.Backend, log)
+	if err := checkBackendRole(ctx, cfg, log); err != nil {
+		return err
+	}
+	reg, err := router.OpenRegistry(ctx, cfg.RegistryDSN(), log)
 	if err != nil {
 		return fmt.Errorf("open tenant registry: %w", err)
 	}
@@ -423,6 +428,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	if err != nil {
 		return err
 	}
+	dialer.Log = log.With("component", "pool")
 	p, err := pool.New(pool.Config{
 		Size:           cfg.PoolSize,
 		WaitTimeout:    cfg.QueryWaitTimeout,
@@ -462,6 +468,34 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess(),
 		"client_tls", clientTLSMode(clientTLS))
 	return srv.Serve(ctx, ln)
+}
+
+// checkBackendRole refuses to serve when the role tenant traffic runs as
+// (the Backend DSN's) can do what a tenant must not (see
+// router.CheckBackendRole): every client sends SQL as that role. With
+// AllowPrivilegedBackend it only warns. It logs in once, on a connection of
+// its own that it closes.
+func checkBackendRole(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	connCfg, err := pgx.ParseConfig(cfg.Backend)
+	if err != nil {
+		return fmt.Errorf("backend dsn: %w", err)
+	}
+	connCfg.RuntimeParams["application_name"] = "pgtenant role check"
+	dialCtx, cancel := context.WithTimeout(ctx, cfg.ServerConnectTimeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(dialCtx, connCfg)
+	if err != nil {
+		return fmt.Errorf("connect to backend: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	err = router.CheckBackendRole(dialCtx, conn)
+	var privileged *router.PrivilegedBackendError
+	if errors.As(err, &privileged) && cfg.AllowPrivilegedBackend {
+		log.Warn("backend role can do what tenants must not; serving anyway because of --allow-privileged-backend",
+			"role", privileged.Role, "reasons", strings.Join(privileged.Reasons, "; "))
+		return nil
+	}
+	return err
 }
 
 // closeIfIdle closes a client that has no backend attached, telling it why.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -75,6 +76,14 @@ var registryDDL = []string{
 	`CREATE UNIQUE INDEX IF NOT EXISTS tenant_users_all_tenants_key
 		ON pgtenant.tenant_users (user_name) WHERE tenant IS NULL`,
 	`CREATE INDEX IF NOT EXISTS tenant_users_tenant_idx ON pgtenant.tenant_users (tenant)`,
+	// The roles that run tenant traffic in schema mode (the --backend role
+	// of serve), recorded once by CreateTenant's PoolRole so that every
+	// tenant schema, those made before and after, gives them what they
+	// need (see grantPoolRoles). They own nothing of the registry.
+	`CREATE TABLE IF NOT EXISTS pgtenant.pool_roles (
+		role_name  text        PRIMARY KEY CHECK (role_name <> ''),
+		added_at   timestamptz NOT NULL DEFAULT now()
+	)`,
 	// notify_change announces every change to the registry tables on
 	// NotifyChannel (see there for the payloads). It is a trigger rather
 	// than a pg_notify in each admin function so that hand edits and
@@ -211,11 +220,47 @@ func inTx(ctx context.Context, db DB, f func(pgx.Tx) error) error {
 	return nil
 }
 
+// CreateOption adjusts CreateTenant.
+type CreateOption func(*createOptions)
+
+type createOptions struct {
+	adoptSchema bool
+	poolRole    string
+}
+
+// AdoptSchema lets CreateTenant make an existing schema that holds objects
+// (tables, functions, types ...) the new tenant's. Without it such a schema
+// is refused (*SchemaNotEmptyError): the objects in it, and whatever their
+// owners can do with them, would become the tenant's, and a mistyped
+// --schema would hand a tenant someone else's tables.
+func AdoptSchema() CreateOption { return func(o *createOptions) { o.adoptSchema = true } }
+
+// PoolRole records role in pgtenant.pool_roles (once; later calls need not
+// name it) as a role that runs tenant traffic in schema mode. Every recorded
+// pool role gets, on each tenant's schema, what the tenant's clients need:
+// USAGE and CREATE on the schema, and every privilege on the tables and
+// sequences the admin has there now or creates there later. It gets
+// nothing on the registry. See grantPoolRoles.
+func PoolRole(role string) CreateOption { return func(o *createOptions) { o.poolRole = role } }
+
+// SchemaNotEmptyError says that CreateTenant was asked to adopt an existing
+// schema that holds objects, without AdoptSchema.
+type SchemaNotEmptyError struct {
+	Schema  string
+	Objects int
+}
+
+func (e *SchemaNotEmptyError) Error() string {
+	return fmt.Sprintf("schema %q already exists and holds %d object(s); to make it the tenant's schema with everything in it, "+
+		"pass --adopt-schema (or choose another schema)", e.Schema, e.Objects)
+}
+
 // CreateTenant registers a tenant called name whose tables live in schema
 // (schema "" means a schema called like the tenant), creating the schema if
-// it does not exist. An existing schema that no tenant owns is adopted,
-// which is how an application's existing schemas are brought under
-// pgtenant.
+// it does not exist. An existing schema that no tenant owns is adopted when
+// it is empty, or with AdoptSchema, which is how an application's existing
+// schemas are brought under pgtenant. With PoolRole, or once a pool role
+// has been recorded, the pool roles get what they need on the schema.
 //
 // Running it again with the same arguments is harmless and returns
 // created=false. It fails, changing nothing, when the tenant exists with
@@ -231,7 +276,16 @@ func inTx(ctx context.Context, db DB, f func(pgx.Tx) error) error {
 // Everything happens in one transaction; at commit the registry's trigger
 // sends a notification on NotifyChannel, so proxies that cached the name as
 // unknown see the new tenant at once.
-func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, created bool, err error) {
+func CreateTenant(ctx context.Context, db DB, name, schema string, opts ...CreateOption) (t Tenant, created bool, err error) {
+	var o createOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.poolRole != "" {
+		if err := ValidateUserName(o.poolRole); err != nil {
+			return Tenant{}, false, fmt.Errorf("pool role: %w", err)
+		}
+	}
 	if schema == "" {
 		schema = name
 	}
@@ -255,7 +309,10 @@ func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, cr
 			t = existing
 			// Recreate the schema if someone dropped it, so that a second
 			// run repairs rather than reports success over a broken tenant.
-			return createSchema(ctx, tx, schema)
+			if err := createSchema(ctx, tx, schema); err != nil {
+				return err
+			}
+			return grantPoolRoles(ctx, tx, o.poolRole, schema)
 		}
 		// A client connecting with name would reach the alias's tenant,
 		// not the new one.
@@ -275,7 +332,15 @@ func CreateTenant(ctx context.Context, db DB, name, schema string) (t Tenant, cr
 		case !errors.Is(err, pgx.ErrNoRows):
 			return fmt.Errorf("check schema owner: %w", err)
 		}
+		if !o.adoptSchema {
+			if err := refuseNonEmptySchema(ctx, tx, schema); err != nil {
+				return err
+			}
+		}
 		if err := createSchema(ctx, tx, schema); err != nil {
+			return err
+		}
+		if err := grantPoolRoles(ctx, tx, o.poolRole, schema); err != nil {
 			return err
 		}
 		t = Tenant{Name: name, Schema: schema}
@@ -335,6 +400,131 @@ func refuseRoleNamedSchema(ctx context.Context, db DB, schema string) error {
 	}
 	if isRole {
 		return &RoleNamedSchemaError{Schema: schema, Role: schema}
+	}
+	return nil
+}
+
+// schemaObjectsSQL counts what a schema holds: relations (tables, views,
+// sequences, indexes), functions, types and operators. $1 is the schema's
+// name; a schema that does not exist holds nothing.
+const schemaObjectsSQL = `
+SELECT (SELECT count(*) FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid)
+     + (SELECT count(*) FROM pg_catalog.pg_proc p WHERE p.pronamespace = n.oid)
+     + (SELECT count(*) FROM pg_catalog.pg_type y WHERE y.typnamespace = n.oid)
+     + (SELECT count(*) FROM pg_catalog.pg_operator o WHERE o.oprnamespace = n.oid)
+  FROM pg_catalog.pg_namespace n
+ WHERE n.nspname = $1`
+
+// refuseNonEmptySchema returns a *SchemaNotEmptyError when schema exists and
+// holds objects.
+func refuseNonEmptySchema(ctx context.Context, db DB, schema string) error {
+	var n int
+	err := db.QueryRow(ctx, schemaObjectsSQL, schema).Scan(&n)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("check schema %q for objects: %w", schema, err)
+	case n > 0:
+		return &SchemaNotEmptyError{Schema: schema, Objects: n}
+	}
+	return nil
+}
+
+// grantPoolRoles records role (when not "") as a pool role, then gives
+// every recorded pool role what tenant traffic in schema mode needs on
+// schema: USAGE and CREATE on it, and every privilege on the tables and
+// sequences in it that the admin (the role running this) owns now or
+// creates there later. A pool role recorded now also gets it on every
+// tenant schema made before, so the order of commands does not matter.
+//
+// The pool role so owns nothing it did not create itself; in particular
+// not the schema (it cannot drop it or change who may use it) and nothing
+// of the registry.
+func grantPoolRoles(ctx context.Context, tx pgx.Tx, role, schema string) error {
+	schemas := []string{schema}
+	if role != "" {
+		tag, err := tx.Exec(ctx, `INSERT INTO pgtenant.pool_roles (role_name) VALUES ($1) ON CONFLICT DO NOTHING`, role)
+		if err != nil {
+			return fmt.Errorf("record pool role %q: %w", role, err)
+		}
+		if tag.RowsAffected() == 1 {
+			rows, err := tx.Query(ctx, `SELECT schema_name FROM pgtenant.tenants ORDER BY name`)
+			if err == nil {
+				schemas, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			if err != nil {
+				return fmt.Errorf("list tenant schemas: %w", err)
+			}
+			if !slices.Contains(schemas, schema) {
+				schemas = append(schemas, schema)
+			}
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT role_name FROM pgtenant.pool_roles ORDER BY role_name`)
+	if err != nil {
+		return fmt.Errorf("list pool roles: %w", err)
+	}
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list pool roles: %w", err)
+	}
+	for _, r := range roles {
+		for _, s := range schemas {
+			if err := grantPoolRole(ctx, tx, r, s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// grantPoolRole gives one pool role what it needs on one schema; see
+// grantPoolRoles. Tables, views and sequences the admin owns are granted one
+// by one: GRANT ... ON ALL TABLES would fail on one that another role owns
+// (say the pool role, which owns what tenants created); those are left to
+// their owners. Functions need nothing: PUBLIC may execute them unless an
+// owner says otherwise. A tenant whose schema was dropped by hand is
+// skipped: the next CreateTenant of it recreates the schema and grants
+// again.
+func grantPoolRole(ctx context.Context, tx pgx.Tx, role, schema string) error {
+	var exists bool
+	if err := tx.QueryRow(ctx,
+		`SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil || !exists {
+		return err
+	}
+	r, s := pgx.Identifier{role}.Sanitize(), pgx.Identifier{schema}.Sanitize()
+	grants := []string{
+		`GRANT USAGE, CREATE ON SCHEMA ` + s + ` TO ` + r,
+		`ALTER DEFAULT PRIVILEGES IN SCHEMA ` + s + ` GRANT ALL ON TABLES TO ` + r,
+		`ALTER DEFAULT PRIVILEGES IN SCHEMA ` + s + ` GRANT ALL ON SEQUENCES TO ` + r,
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT c.relname::pg_catalog.text, c.relkind = 'S'
+		  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+		   AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
+		 ORDER BY c.relname`, schema)
+	if err != nil {
+		return fmt.Errorf("list objects of schema %q: %w", schema, err)
+	}
+	var name string
+	var sequence bool
+	_, err = pgx.ForEachRow(rows, []any{&name, &sequence}, func() error {
+		kind := "TABLE"
+		if sequence {
+			kind = "SEQUENCE"
+		}
+		grants = append(grants, `GRANT ALL ON `+kind+` `+pgx.Identifier{schema, name}.Sanitize()+` TO `+r)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list objects of schema %q: %w", schema, err)
+	}
+	for _, q := range grants {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("grant pool role %q on schema %q: %w", role, schema, err)
+		}
 	}
 	return nil
 }

@@ -85,6 +85,11 @@ func app() *cli.App {
 	demoFlags := config.ServeFlags()
 	createFlags := append(config.BackendFlags(), &cli.StringFlag{
 		Name: "schema", Usage: "schema that holds the tenant's tables (default: the tenant name)",
+	}, &cli.BoolFlag{
+		Name: "adopt-schema", Usage: "make an existing schema that already holds tables (or other objects) the tenant's",
+	}, &cli.StringFlag{
+		Name: "pool-role", Usage: "role that runs tenant traffic (serve's --backend role), recorded once in the registry; " +
+			"it gets USAGE and CREATE on every tenant schema and all privileges on what is in them, nothing on the registry",
 	})
 	listFlags := config.BackendFlags()
 	return &cli.App{
@@ -149,17 +154,31 @@ func serve(c *cli.Context) error {
 	}
 	log := config.NewLogger(cfg, os.Stderr)
 	if err := runProxy(c.Context, cfg, log); err != nil {
-		return cli.Exit(err, exitRuntime)
+		return cli.Exit(err, serveExitCode(err))
 	}
 	return nil
 }
 
-// withAdminConn connects to the backend named by --backend for an admin
-// command, runs f on the connection and closes it.
+// serveExitCode is exitUsage for a refusal the operator fixes in the setup
+// (a privileged backend role), exitRuntime otherwise.
+func serveExitCode(err error) int {
+	var privileged *router.PrivilegedBackendError
+	if errors.As(err, &privileged) {
+		return exitUsage
+	}
+	return exitRuntime
+}
+
+// withAdminConn connects for an admin command, with --registry (the admin
+// role that owns the registry) when it is set and --backend otherwise, runs
+// f on the connection and closes it.
 func withAdminConn(c *cli.Context, f func(conn *pgx.Conn) error) error {
-	dsn := c.String("backend")
+	dsn := c.String("registry")
 	if dsn == "" {
-		return cli.Exit("--backend (or PGTENANT_BACKEND, or backend in --config) is required", exitUsage)
+		dsn = c.String("backend")
+	}
+	if dsn == "" {
+		return cli.Exit("--registry or --backend (or PGTENANT_REGISTRY, PGTENANT_BACKEND, or registry or backend in --config) is required", exitUsage)
 	}
 	conn, err := pgx.Connect(c.Context, dsn)
 	if err != nil {
@@ -171,7 +190,7 @@ func withAdminConn(c *cli.Context, f func(conn *pgx.Conn) error) error {
 
 func tenantCreate(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return cli.Exit("usage: pgtenant tenant create NAME [--schema SCHEMA] --backend DSN", exitUsage)
+		return cli.Exit("usage: pgtenant tenant create NAME [--schema SCHEMA] [--adopt-schema] [--pool-role ROLE] --registry DSN", exitUsage)
 	}
 	name := c.Args().First()
 	// Validate before connecting, so a bad name fails fast and alone.
@@ -184,7 +203,14 @@ func tenantCreate(c *cli.Context) error {
 		}
 	}
 	return withAdminConn(c, func(conn *pgx.Conn) error {
-		t, created, err := router.CreateTenant(c.Context, conn, name, c.String("schema"))
+		var opts []router.CreateOption
+		if c.Bool("adopt-schema") {
+			opts = append(opts, router.AdoptSchema())
+		}
+		if r := c.String("pool-role"); r != "" {
+			opts = append(opts, router.PoolRole(r))
+		}
+		t, created, err := router.CreateTenant(c.Context, conn, name, c.String("schema"), opts...)
 		if err != nil {
 			return adminExit(err)
 		}

@@ -65,10 +65,13 @@ func takesValue(flags []cli.Flag, name string) bool {
 	for _, f := range flags {
 		for _, n := range f.Names() {
 			if n == name {
-				_, isBool := f.(*cli.BoolFlag)
-				if bf, ok := f.(interface{ IsBoolFlag() bool }); ok {
-					isBool = isBool || bf.IsBoolFlag()
+				// TakesValue is false for boolean flags, the
+				// config package's altsrc wrappers included, which are
+				// not *cli.BoolFlag themselves.
+				if tv, ok := f.(interface{ TakesValue() bool }); ok {
+					return tv.TakesValue()
 				}
+				_, isBool := f.(*cli.BoolFlag)
 				return !isBool
 			}
 		}

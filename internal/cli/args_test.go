@@ -20,6 +20,11 @@ func TestFlagsFirst(t *testing.T) {
 		// A boolean flag takes no value: the next word stays an argument.
 		{[]string{"pgtenant", "serve", "--pin-reuse", "--backend", "DSN"},
 			[]string{"pgtenant", "serve", "--pin-reuse", "--backend", "DSN"}},
+		// So does serve's (an altsrc wrapper): the next flag keeps its value.
+		{[]string{"pgtenant", "serve", "--allow-privileged-backend", "--pool-size", "2", "--log-level", "info"},
+			[]string{"pgtenant", "serve", "--allow-privileged-backend", "--pool-size", "2", "--log-level", "info"}},
+		{[]string{"pgtenant", "tenant", "create", "acme", "--adopt-schema", "--pool-role", "pool"},
+			[]string{"pgtenant", "tenant", "create", "--adopt-schema", "--pool-role", "pool", "acme"}},
 		// After "--" nothing moves.
 		{[]string{"pgtenant", "tenant", "create", "--", "-odd", "--backend"},
 			[]string{"pgtenant", "tenant", "create", "--", "-odd", "--backend"}},

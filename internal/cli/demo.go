@@ -39,13 +39,22 @@ func demo(c *cli.Context) error {
 	}
 	defer cl.Stop()
 
+	// As in production (README "Production setup"): the registry belongs
+	// to an admin (here the cluster's superuser) and tenant traffic runs as
+	// demoPoolRole, which can do nothing else.
 	dsn := cl.DSN("postgres")
 	if err := seedDemo(ctx, dsn); err != nil {
 		return cli.Exit(fmt.Errorf("create demo tenants: %w", err), exitRuntime)
 	}
 	if !c.IsSet("backend") {
-		if err := c.Set("backend", dsn); err != nil {
+		poolDSN := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable", cl.Host, cl.Port, demoPoolRole)
+		if err := c.Set("backend", poolDSN); err != nil {
 			return err
+		}
+		if !c.IsSet("registry") {
+			if err := c.Set("registry", dsn); err != nil {
+				return err
+			}
 		}
 	}
 	cfg, err := config.FromContext(c)
@@ -65,15 +74,19 @@ func demo(c *cli.Context) error {
   psql -h 127.0.0.1 -p 6432 -d globex -c 'select current_schema(), * from orders'
   DSN for an app:  postgres://app@%s/acme?sslmode=disable
 
-Backend (the throwaway PostgreSQL): %s
+Backend (the throwaway PostgreSQL), tenant traffic: %s
+Registry (admin): %s
 Press Ctrl-C to stop; the throwaway PostgreSQL is removed on exit.
 
-`, cfg.Listen, dsn)
+`, cfg.Listen, cfg.Backend, cfg.RegistryDSN())
 	if err := runProxy(ctx, cfg, log); err != nil {
 		return cli.Exit(err, exitRuntime)
 	}
 	return nil
 }
+
+// demoPoolRole is the role the demo's tenant traffic runs as.
+const demoPoolRole = "pgtenant_pool"
 
 func seedDemo(ctx context.Context, dsn string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -83,8 +96,11 @@ func seedDemo(ctx context.Context, dsn string) error {
 		return err
 	}
 	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "CREATE ROLE "+demoPoolRole+" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"); err != nil {
+		return err
+	}
 	for _, dt := range demoTenants {
-		t, _, err := router.CreateTenant(ctx, conn, dt.name, "")
+		t, _, err := router.CreateTenant(ctx, conn, dt.name, "", router.PoolRole(demoPoolRole))
 		if err != nil {
 			return err
 		}

@@ -64,7 +64,8 @@ func adminExit(err error) error {
 	var invalid *router.InvalidNameError
 	var unknown *router.UnknownTenantError
 	var roleNamed *router.RoleNamedSchemaError
-	if errors.As(err, &invalid) || errors.As(err, &unknown) || errors.As(err, &roleNamed) {
+	var notEmpty *router.SchemaNotEmptyError
+	if errors.As(err, &invalid) || errors.As(err, &unknown) || errors.As(err, &roleNamed) || errors.As(err, &notEmpty) {
 		return cli.Exit(err, exitUsage)
 	}
 	return cli.Exit(err, exitRuntime)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +17,21 @@ type Dialer interface {
 	Dial(ctx context.Context) (*Conn, error)
 }
 
+// RoleDialer is a Dialer that can also log in as a given role, on the same
+// server and database (CheckoutAs).
+type RoleDialer interface {
+	Dialer
+	DialAs(ctx context.Context, role string) (*Conn, error)
+}
+
+// roleRefused says whether a dial error is the server refusing one role's
+// login (SQLSTATE class 28: the role does not exist or may not log in, the
+// password is wrong, pg_hba rejects it), as opposed to the server failing.
+func roleRefused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "28")
+}
+
 // PgDialer logs in with pgconn (which handles every authentication method
 // and TLS mode libpq knows) and then takes the raw connection over: from
 // there on the proxy speaks the protocol itself.
@@ -26,6 +42,9 @@ type PgDialer struct {
 	// set once such a server refused it, and later dials leave it out.
 	checkIntervalAdded bool
 	noCheck            atomic.Bool
+	// RolePassword, when set, gives the password of a role for DialAs
+	// (role isolation derives it from a secret). Nil: DialAs is refused.
+	RolePassword func(role string) string
 }
 
 // NewPgDialer parses a libpq URL or key=value DSN.
@@ -55,17 +74,45 @@ func NewPgDialer(dsn string) (*PgDialer, error) {
 
 // Dial implements Dialer.
 func (d *PgDialer) Dial(ctx context.Context) (*Conn, error) {
-	cfg := d.Config
-	if d.noCheck.Load() {
-		cfg = d.withoutCheckInterval()
+	return d.dial(ctx, nil)
+}
+
+// DialAs implements RoleDialer: the same server, database and settings as
+// the DSN, logged in as role with RolePassword's password.
+func (d *PgDialer) DialAs(ctx context.Context, role string) (*Conn, error) {
+	if d.RolePassword == nil {
+		return nil, errors.New("no password source for role logins")
 	}
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	return d.dial(ctx, func(cfg *pgconn.Config) {
+		cfg.User = role
+		// pgconn logs every host of the DSN (its fallbacks) in with
+		// these two.
+		cfg.Password = d.RolePassword(role)
+	})
+}
+
+// dial logs in with the DSN's config, changed by as when it is set.
+func (d *PgDialer) dial(ctx context.Context, as func(*pgconn.Config)) (*Conn, error) {
+	login := func() (*pgconn.PgConn, error) {
+		cfg := d.Config
+		if as != nil || d.noCheck.Load() {
+			cfg = cfg.Copy()
+		}
+		if d.noCheck.Load() {
+			delete(cfg.RuntimeParams, "client_connection_check_interval")
+		}
+		if as != nil {
+			as(cfg)
+		}
+		return pgconn.ConnectConfig(ctx, cfg)
+	}
+	pc, err := login()
 	var pe *pgconn.PgError
 	if err != nil && d.checkIntervalAdded && !d.noCheck.Load() && errors.As(err, &pe) && pe.Code == "42704" {
 		// "unrecognized configuration parameter": a server before
 		// PostgreSQL 14. Log in without the check from now on.
 		d.noCheck.Store(true)
-		pc, err = pgconn.ConnectConfig(ctx, d.withoutCheckInterval())
+		pc, err = login()
 	}
 	if err != nil {
 		return nil, err
@@ -84,13 +131,6 @@ func (d *PgDialer) Dial(ctx context.Context) (*Conn, error) {
 		params[k] = v
 	}
 	return newConn(hc.Conn, hc.PID, hc.SecretKey, params), nil
-}
-
-// withoutCheckInterval is the login without the parameter NewPgDialer added.
-func (d *PgDialer) withoutCheckInterval() *pgconn.Config {
-	cfg := d.Config.Copy()
-	delete(cfg.RuntimeParams, "client_connection_check_interval")
-	return cfg
 }
 
 // The backoff between dials while they fail: short at first, because one

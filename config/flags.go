@@ -233,13 +233,13 @@ func BackendFlags() []cli.Flag {
 	return flags
 }
 
-// IsolationFlags returns --isolation and --role-secret-file, for the admin
-// commands that create tenant roles (tenant create, tenant isolate). Pair
-// them with BackendFlags on the same command.
+// IsolationFlags returns --isolation, --role-secret-file and
+// --shared-schemas, for the admin commands that make tenant roles (tenant
+// create, tenant isolate). Pair them with BackendFlags on the same command.
 func IsolationFlags() []cli.Flag {
 	var flags []cli.Flag
 	for _, s := range settings {
-		if s.name == "isolation" || s.name == "role-secret-file" {
+		if s.name == "isolation" || s.name == "role-secret-file" || s.name == "shared-schemas" {
 			flags = append(flags, s.newFlag())
 		}
 	}

@@ -47,6 +47,7 @@ func app() *cli.App {
 	createFlags := append(config.BackendFlags(), &cli.StringFlag{
 		Name: "schema", Usage: "schema that holds the tenant's tables (default: the tenant name)",
 	})
+	createFlags = append(createFlags, config.IsolationFlags()...)
 	listFlags := config.BackendFlags()
 	return &cli.App{
 		Name:  "pgtenant",
@@ -78,6 +79,7 @@ func app() *cli.App {
 						Before: config.LoadConfigFile(listFlags),
 						Action: tenantList,
 					},
+					tenantIsolateCommand(),
 					tenantGrantCommand(),
 					tenantRevokeCommand(),
 					tenantAliasCommand(),
@@ -154,7 +156,7 @@ func tenantCreate(c *cli.Context) error {
 		} else {
 			fmt.Printf("tenant %s already exists (schema %s)\n", t.Name, t.Schema)
 		}
-		return nil
+		return isolateCreated(c, conn, t)
 	})
 }
 

@@ -90,19 +90,25 @@ func sharedSchemas(c *cli.Context) []string {
 	return out
 }
 
-// isolateCreated gives a tenant just created its role when --isolation role
-// is set (tenant create).
-func isolateCreated(c *cli.Context, conn *pgx.Conn, t router.Tenant) error {
+// createSecret is the role secret `tenant create` needs: "" without
+// --isolation role. It is read before anything connects, so that a missing
+// secret does not leave a tenant created without its role.
+func createSecret(c *cli.Context) (string, error) {
 	switch c.String("isolation") {
 	case config.IsolationRole:
+		return roleSecret(c)
 	case config.IsolationSchema:
-		return nil
+		return "", nil
 	default:
-		return cli.Exit(fmt.Sprintf("--isolation must be schema or role, got %q", c.String("isolation")), exitUsage)
+		return "", cli.Exit(fmt.Sprintf("--isolation must be schema or role, got %q", c.String("isolation")), exitUsage)
 	}
-	secret, err := roleSecret(c)
-	if err != nil {
-		return err
+}
+
+// isolateCreated gives a tenant just created its role when secret is set
+// (tenant create --isolation role).
+func isolateCreated(c *cli.Context, conn *pgx.Conn, t router.Tenant, secret string) error {
+	if secret == "" {
+		return nil
 	}
 	if err := router.EnsureTenantGroup(c.Context, conn, sharedSchemas(c)); err != nil {
 		return cli.Exit(err, exitRuntime)

@@ -146,6 +146,10 @@ func tenantCreate(c *cli.Context) error {
 			return cli.Exit(err, exitUsage)
 		}
 	}
+	secret, err := createSecret(c)
+	if err != nil {
+		return err
+	}
 	return withAdminConn(c, func(conn *pgx.Conn) error {
 		t, created, err := router.CreateTenant(c.Context, conn, name, c.String("schema"))
 		if err != nil {
@@ -156,7 +160,7 @@ func tenantCreate(c *cli.Context) error {
 		} else {
 			fmt.Printf("tenant %s already exists (schema %s)\n", t.Name, t.Schema)
 		}
-		return isolateCreated(c, conn, t)
+		return isolateCreated(c, conn, t, secret)
 	})
 }
 

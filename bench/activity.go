@@ -31,6 +31,13 @@ type backendCount struct {
 // of role's client backends (the poller excluded). With no role (a target
 // the harness did not start) it polls nothing and returns ok=false.
 func (e *env) watchBackends(ctx context.Context, role string) (stop func() (c backendCount, ok bool)) {
+	return e.watchBackendsOf(ctx, role, "")
+}
+
+// watchBackendsOf is watchBackends that also counts, as pool connections,
+// those of the roles whose names start with prefix (role mode's tenant
+// roles), when prefix is not "".
+func (e *env) watchBackendsOf(ctx context.Context, role, prefix string) (stop func() (c backendCount, ok bool)) {
 	if role == "" {
 		return func() (backendCount, bool) { return backendCount{}, false }
 	}
@@ -51,8 +58,9 @@ func (e *env) watchBackends(ctx context.Context, role string) (stop func() (c ba
 			SELECT count(*) FILTER (WHERE coalesce(application_name, '') NOT LIKE 'pgtenant registry%'),
 			       count(*) FILTER (WHERE application_name LIKE 'pgtenant registry%')
 			  FROM pg_stat_activity
-			 WHERE backend_type = 'client backend' AND usename = $1 AND pid <> pg_backend_pid()`,
-			role).Scan(&c.pool, &c.registry)
+			 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+			   AND (usename = $1 OR ($2 <> '' AND starts_with(usename::text, $2)))`,
+			role, prefix).Scan(&c.pool, &c.registry)
 		if err != nil {
 			// A slow or failed poll is skipped; the others still count.
 			// pgx closes a connection whose query timed out: replace it.

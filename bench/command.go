@@ -30,6 +30,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "backend", Usage: "DSN of an existing PostgreSQL database to use; its role must be able to create roles, schemas and tables", DefaultText: "a throwaway PostgreSQL"},
 		&cli.StringFlag{Name: "pgtenant", Usage: "host:port of a pgtenant already serving --backend", DefaultText: "start one in this process"},
 		&cli.StringFlag{Name: "pgbouncer", Usage: "host:port of a PgBouncer already pooling --backend, with database entries bench and t001...", DefaultText: "start one"},
+		&cli.StringFlag{Name: "isolation", Value: "schema", Usage: "pgtenant's --isolation: schema, or role (every tenant gets its own LOGIN role; the many-tenants scenario then measures role mode)"},
 		&cli.StringFlag{Name: "only", Usage: "comma-separated scenarios to run, by name or number: " + scenarioNames(), DefaultText: "all"},
 	}
 }
@@ -51,6 +52,7 @@ func Command(c *cli.Context) error {
 		Backend:       c.String("backend"),
 		PgtenantAddr:  c.String("pgtenant"),
 		PgbouncerAddr: c.String("pgbouncer"),
+		Isolation:     c.String("isolation"),
 		Progress:      os.Stderr,
 	}
 	if c.IsSet("clients-scale") && o.ClientsScale <= 0 {

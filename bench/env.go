@@ -213,6 +213,11 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 		e.progress("created %d tenant schemas with pgbench tables in %s", o.Tenants, time.Since(t0).Round(100*time.Millisecond))
 	}
 
+	if e.o.Isolation == config.IsolationRole {
+		if err := e.isolateTenants(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if wants(TargetPgtenant) {
 		t := &target{name: TargetPgtenant, database: func(tenant string) string { return tenant },
 			role: e.role(rolePgtenant), tenantRole: e.role(rolePgtenantProcess)}
@@ -222,7 +227,7 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 				return nil, usagef("--pgtenant: %v", err)
 			}
 		} else {
-			addr, err := e.startPgtenant(ctx, e.backend.dsn(t.role), nil)
+			addr, err := e.startPgtenant(ctx, e.backend.dsn(t.role), e.isolation)
 			if err != nil {
 				return nil, fmt.Errorf("start pgtenant: %w", err)
 			}
@@ -558,4 +563,40 @@ func freeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// benchRoleSecret is what the tenant roles' passwords derive from in role
+// mode. The throwaway cluster trusts every login, but a backend given by
+// flag may not.
+const benchRoleSecret = "pgtenant-bench-role-secret"
+
+// isolateTenants gives the bench tenant and the many-tenants scenario's
+// tenants their LOGIN roles, for --isolation role.
+func (e *env) isolateTenants(ctx context.Context) error {
+	t0 := time.Now()
+	for _, name := range append([]string{benchTenant}, e.tenants...) {
+		if err := router.EnsureTenantRole(ctx, e.admin, router.Tenant{Name: name}, benchRoleSecret); err != nil {
+			return err
+		}
+	}
+	e.progress("gave %d tenants a role of their own in %s", len(e.tenants)+1, time.Since(t0).Round(100*time.Millisecond))
+	return nil
+}
+
+// isolation sets pgtenant's isolation mode as the run asks.
+func (e *env) isolation(c *config.Config) {
+	if e.o.Isolation == config.IsolationRole {
+		c.Isolation = config.IsolationRole
+		c.RoleSecret = benchRoleSecret
+	}
+}
+
+// tenantRolePrefix starts the roles of the many-tenants scenario's tenants
+// (t001...) in role mode, and is "" otherwise: their backends are counted
+// with the pgtenant process's own.
+func (e *env) tenantRolePrefix() string {
+	if e.o.Isolation != config.IsolationRole || len(e.tenants) == 0 {
+		return ""
+	}
+	return router.TenantRoleName(tenantName(1)[:1])
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pgtenant/pgtenant/config"
 )
 
 // Target names, as --targets spells them.
@@ -110,6 +112,12 @@ type Options struct {
 	// many-tenants and idle scenarios. Default: this executable's `serve`
 	// command.
 	ServeCommand ServeCommandFunc
+	// Isolation is the --isolation of the pgtenant target and of the
+	// pgtenant process of the many-tenants scenario: schema (default) or
+	// role, for which the harness gives every tenant its role (router.
+	// EnsureTenantRole) with a secret of its own. The pin-cost and SCRAM
+	// scenarios' pgtenants stay in schema mode.
+	Isolation string
 	// Progress receives one line per run as the benchmark goes. Default:
 	// discarded.
 	Progress io.Writer
@@ -193,6 +201,13 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Backend == "" && (o.PgtenantAddr != "" || o.PgbouncerAddr != "") {
 		return o, usagef("--pgtenant and --pgbouncer need --backend: the database they pool, where the harness sets up pgbench data and counts backends")
 	}
+	switch o.Isolation {
+	case "":
+		o.Isolation = config.IsolationSchema
+	case config.IsolationSchema, config.IsolationRole:
+	default:
+		return o, usagef("isolation must be schema or role, got %q", o.Isolation)
+	}
 	return o, nil
 }
 
@@ -233,7 +248,7 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Report, error) {
 			Quick: o.Quick, Rounds: o.Rounds, PoolSize: o.PoolSize, ClientsScale: o.ClientsScale,
 			DurationSec: seconds(o.Duration), Scale: o.Scale, Tenants: o.Tenants,
 			IdleClients: o.IdleClients, Targets: o.Targets, Scenarios: scenarioList(scenarios),
-			SamplingRate: defaultSamplingRate,
+			SamplingRate: defaultSamplingRate, Isolation: o.Isolation,
 		},
 		Started: started,
 	}

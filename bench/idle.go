@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgtenant/pgtenant/config"
 )
 
 const (
@@ -270,6 +271,13 @@ func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerPro
 		serve = defaultServeCommand
 	}
 	cmd := serve(addr, e.backend.dsn(role), e.o.PoolSize, e.o.IdleClients+1000)
+	if e.o.Isolation == config.IsolationRole {
+		cmd.Args = append(cmd.Args, "--isolation", config.IsolationRole)
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, config.RoleSecretEnv+"="+benchRoleSecret)
+	}
 	logf, err := os.CreateTemp(e.tmp, "pgtenant-child-*.log")
 	if err != nil {
 		return nil, err

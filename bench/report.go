@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pgtenant/pgtenant/config"
 )
 
 // Files written into the output directory.
@@ -116,6 +118,8 @@ type RunConfig struct {
 	Targets      []string `json:"targets"`
 	Scenarios    []string `json:"scenarios"`
 	SamplingRate float64  `json:"latency_sampling_rate"`
+	// Isolation is pgtenant's --isolation in the run.
+	Isolation string `json:"isolation,omitempty"`
 }
 
 // Report is a whole run: bench.json holds it.
@@ -311,6 +315,9 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "Run: %s, %d rounds x %ds per run, targets alternating within each round; pool size %d for every pooler; "+
 		"pgbench scale %d; clients x%g; latency from a %g sample of transactions; took %s\n\n",
 		mode, c.Rounds, c.DurationSec, c.PoolSize, c.Scale, c.ClientsScale, c.SamplingRate, r.Elapsed)
+	if c.Isolation == config.IsolationRole {
+		b.WriteString("pgtenant runs with --isolation role: each tenant's backends log in as its own role, under one pool cap.\n\n")
+	}
 
 	b.WriteString("| scenario | target | tps (median) | vs PgBouncer | vs direct | p99 ms | backends | notes |\n")
 	b.WriteString("|---|---|--:|--:|--:|--:|--:|---|\n")

@@ -49,7 +49,11 @@ func (e *env) runTenants(ctx context.Context, t *target) Sample {
 		defer p.stop()
 		addr = p.addr
 	}
-	watch := e.watchBackends(ctx, t.tenantsRole())
+	prefix := ""
+	if t.name == TargetPgtenant && !t.external {
+		prefix = e.tenantRolePrefix()
+	}
+	watch := e.watchBackendsOf(ctx, t.tenantsRole(), prefix)
 	res := e.tenantLoad(ctx, t, addr)
 	backends, counted := watch()
 	return sampleOf(res, len(e.tenants), backends, counted)

@@ -71,6 +71,28 @@ const (
 	ClientTLSRequire = "require" // refuse clients that do not use TLS
 )
 
+// Isolation modes, the values of --isolation.
+const (
+	// IsolationSchema runs every tenant's traffic as the backend DSN's role,
+	// each tenant's schema first on its search_path: isolation for
+	// cooperative applications, not a security boundary.
+	IsolationSchema = "schema"
+	// IsolationRole runs each tenant's traffic as a LOGIN role of its own
+	// (router.TenantRoleName) that owns the tenant's schema and nothing
+	// else, so PostgreSQL itself refuses whatever crosses tenants.
+	IsolationRole = "role"
+)
+
+// RoleSecretEnv is the variable that holds the role secret (see
+// Config.RoleSecret). It is read only from the environment or from
+// --role-secret-file, never from a flag value, so the secret stays out of
+// process listings.
+const RoleSecretEnv = "PGTENANT_ROLE_SECRET"
+
+// MinRoleSecretLen is the shortest role secret accepted: every tenant
+// role's password derives from it.
+const MinRoleSecretLen = 16
+
 // The range of MaxMessageSize. Below 1 KiB ordinary queries would be
 // refused; 1 GiB is PostgreSQL's own limit on a message (MaxAllocSize).
 const (
@@ -207,6 +229,17 @@ type Config struct {
 	// resets every backend at every checkout (which also undoes changes
 	// made inside functions, which pgtenant cannot see).
 	PinReuse bool
+	// Isolation is schema (default) or role; see IsolationSchema and
+	// IsolationRole.
+	Isolation string
+	// RoleSecretFile names a file holding the role secret (surrounding
+	// blanks and newlines are dropped). It wins over RoleSecretEnv.
+	RoleSecretFile string
+	// RoleSecret is the operator secret every tenant role's password
+	// derives from (auth.TenantRolePassword), read from RoleSecretFile or
+	// RoleSecretEnv by FromContext; tests set it directly. Required in
+	// role mode, at least MinRoleSecretLen bytes.
+	RoleSecret string
 	// LogFormat is text (default) or json.
 	LogFormat string
 	// LogLevel is debug, info (default), warn or error.
@@ -237,6 +270,7 @@ func Default() Config {
 		Unpoolable:            UnpoolablePin,
 		ClientTLS:             ClientTLSAllow,
 		PinReuse:              true,
+		Isolation:             IsolationSchema,
 		LogFormat:             "text",
 		LogLevel:              "info",
 	}
@@ -393,6 +427,16 @@ func (c Config) Validate() error {
 		if !sharedSchemaPattern.MatchString(s) {
 			errs = append(errs, fmt.Errorf("shared-schemas: %q is not a plain schema name (lower-case letters, digits, _)", s))
 		}
+	}
+	switch c.Isolation {
+	case IsolationSchema:
+	case IsolationRole:
+		if len(c.RoleSecret) < MinRoleSecretLen {
+			errs = append(errs, fmt.Errorf("isolation role needs the role secret that tenant role passwords derive from, at least %d bytes: set %s or role-secret-file",
+				MinRoleSecretLen, RoleSecretEnv))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("isolation must be schema or role, got %q", c.Isolation))
 	}
 	switch c.LogFormat {
 	case "text", "json":

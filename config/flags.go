@@ -106,6 +106,10 @@ var settings = []setting{
 		func(c *Config) *bool { return &c.PinReuse }),
 	listSetting("shared-schemas", "comma-separated schemas every tenant may put on its search_path besides its own and public",
 		func(c *Config) *[]string { return &c.SharedSchemas }),
+	stringSetting("isolation", "schema (tenants share the backend role; for cooperative applications) or role (each tenant's traffic runs as a LOGIN role of its own, made by pgtenant tenant isolate; PostgreSQL refuses whatever crosses tenants)",
+		func(c *Config) *string { return &c.Isolation }),
+	stringSetting("role-secret-file", "file holding the secret tenant role passwords derive from in --isolation role (default: the "+RoleSecretEnv+" variable)",
+		func(c *Config) *string { return &c.RoleSecretFile }),
 	stringSetting("log-format", "log line format: text or json",
 		func(c *Config) *string { return &c.LogFormat }),
 	stringSetting("log-level", "least severe level logged: debug, info, warn or error",
@@ -235,6 +239,37 @@ func BackendFlags() []cli.Flag {
 	return flags
 }
 
+// IsolationFlags returns --isolation, --role-secret-file and
+// --shared-schemas, for the admin commands that make tenant roles (tenant
+// create, tenant isolate). Pair them with BackendFlags on the same command.
+func IsolationFlags() []cli.Flag {
+	var flags []cli.Flag
+	for _, s := range settings {
+		if s.name == "isolation" || s.name == "role-secret-file" || s.name == "shared-schemas" {
+			flags = append(flags, s.newFlag())
+		}
+	}
+	return flags
+}
+
+// RoleSecret reads the role secret as FromContext does: from the file named
+// by --role-secret-file when set, else from RoleSecretEnv. It returns ""
+// when neither is set and an error when the file cannot be read.
+func RoleSecret(c *cli.Context) (string, error) {
+	return readRoleSecret(c.String("role-secret-file"))
+}
+
+func readRoleSecret(file string) (string, error) {
+	if file == "" {
+		return os.Getenv(RoleSecretEnv), nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("role-secret-file: %w", err)
+	}
+	return strings.TrimSpace(string(data)), nil
+}
+
 // LoadConfigFile returns the Before func that fills flags from the TOML file
 // named by --config (or PGTENANT_CONFIG); without one it does nothing.
 //
@@ -312,6 +347,11 @@ func FromContext(c *cli.Context) (Config, error) {
 			s.load(c, &cfg)
 		}
 	}
+	secret, err := readRoleSecret(cfg.RoleSecretFile)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg.RoleSecret = secret
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}

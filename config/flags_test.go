@@ -26,6 +26,8 @@ func clearEnv(t *testing.T) {
 			os.Unsetenv(name)
 		}
 	}
+	t.Setenv(RoleSecretEnv, "")
+	os.Unsetenv(RoleSecretEnv)
 }
 
 // runCommand runs `pgtenant <command...> <args...>` with flags and
@@ -284,7 +286,13 @@ func TestServeErrors(t *testing.T) {
 // field kept its default.
 func TestEveryFieldHasAFlag(t *testing.T) {
 	clearEnv(t)
+	secretFile := t.TempDir() + "/role-secret"
+	if err := os.WriteFile(secretFile, []byte("0123456789abcdef0123"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	values := map[string]string{
+		"isolation":                  "role",
+		"role-secret-file":           secretFile,
 		"listen":                     "0.0.0.0:7000",
 		"backend":                    "postgres://localhost/registry",
 		"registry":                   "postgres://admin@localhost/registry",
@@ -334,7 +342,8 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		}
 		args = append(args, "--"+name+"="+v)
 	}
-	if fields := reflect.TypeFor[Config]().NumField(); len(args) != fields || len(values) != fields {
+	// RoleSecret comes from --role-secret-file (or the environment).
+	if fields := reflect.TypeFor[Config]().NumField() - 1; len(args) != fields || len(values) != fields {
 		t.Fatalf("%d flags and %d test values for %d Config fields", len(args), len(values), fields)
 	}
 	got, err := runServe(t, args...)
@@ -462,6 +471,60 @@ func TestNewLogger(t *testing.T) {
 		log.Info("kept")
 		if got := buf.String(); strings.Contains(got, "dropped") || !strings.Contains(got, "msg=kept") {
 			t.Errorf("got %q", got)
+		}
+	})
+}
+
+// Role mode needs the role secret, which comes from --role-secret-file or
+// PGTENANT_ROLE_SECRET (never a flag value), the file winning.
+func TestIsolationRoleSecret(t *testing.T) {
+	backend := []string{"--backend", "postgres://x/y"}
+	t.Run("schema mode needs none", func(t *testing.T) {
+		clearEnv(t)
+		got, err := runServe(t, backend...)
+		if err != nil || got.Isolation != IsolationSchema || got.RoleSecret != "" {
+			t.Fatalf("got %q/%q, %v", got.Isolation, got.RoleSecret, err)
+		}
+	})
+	t.Run("role mode without a secret", func(t *testing.T) {
+		clearEnv(t)
+		_, err := runServe(t, append(backend, "--isolation", "role")...)
+		if err == nil || !strings.Contains(err.Error(), RoleSecretEnv) {
+			t.Fatalf("err = %v, want one naming %s", err, RoleSecretEnv)
+		}
+	})
+	t.Run("too short", func(t *testing.T) {
+		clearEnv(t)
+		t.Setenv(RoleSecretEnv, "short")
+		if _, err := runServe(t, append(backend, "--isolation", "role")...); err == nil {
+			t.Fatal("a 5-byte secret was accepted")
+		}
+	})
+	t.Run("from the environment", func(t *testing.T) {
+		clearEnv(t)
+		t.Setenv(RoleSecretEnv, "0123456789abcdef-env")
+		got, err := runServe(t, append(backend, "--isolation", "role")...)
+		if err != nil || got.Isolation != IsolationRole || got.RoleSecret != "0123456789abcdef-env" {
+			t.Fatalf("got %q/%q, %v", got.Isolation, got.RoleSecret, err)
+		}
+	})
+	t.Run("the file wins", func(t *testing.T) {
+		clearEnv(t)
+		t.Setenv(RoleSecretEnv, "0123456789abcdef-env")
+		file := t.TempDir() + "/secret"
+		if err := os.WriteFile(file, []byte("0123456789abcdef-file\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := runServe(t, append(backend, "--isolation", "role", "--role-secret-file", file)...)
+		if err != nil || got.RoleSecret != "0123456789abcdef-file" {
+			t.Fatalf("got %q, %v", got.RoleSecret, err)
+		}
+	})
+	t.Run("unknown mode", func(t *testing.T) {
+		clearEnv(t)
+		if _, err := runServe(t, append(backend, "--isolation", "table")...); err == nil ||
+			!strings.Contains(err.Error(), "isolation must be schema or role") {
+			t.Fatalf("err = %v", err)
 		}
 	})
 }

@@ -38,6 +38,9 @@ type Conn struct {
 	// the session state on the server (the proxy stores the pin it applied,
 	// or "" when it does not know). The pool only carries it.
 	State string
+	// Role is the role the connection logged in as when it came from
+	// CheckoutAs; "" for the Dialer's own login. Set by the pool.
+	Role string
 
 	createdAt time.Time
 	expiresAt time.Time // zero: never

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,21 @@ import (
 // to the network: tests substitute it to inject faults.
 type Dialer interface {
 	Dial(ctx context.Context) (*Conn, error)
+}
+
+// RoleDialer is a Dialer that can also log in as a given role, on the same
+// server and database (CheckoutAs).
+type RoleDialer interface {
+	Dialer
+	DialAs(ctx context.Context, role string) (*Conn, error)
+}
+
+// roleRefused says whether a dial error is the server refusing one role's
+// login (SQLSTATE class 28: the role does not exist or may not log in, the
+// password is wrong, pg_hba rejects it), as opposed to the server failing.
+func roleRefused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "28")
 }
 
 // PgDialer logs in with pgconn (which handles every authentication method
@@ -30,6 +46,9 @@ type PgDialer struct {
 	// Log receives what the dial's check of role settings removed or
 	// refused (rolesettings.go); nil logs nothing.
 	Log *slog.Logger
+	// RolePassword, when set, gives the password of a role for DialAs
+	// (role isolation derives it from a secret). Nil: DialAs is refused.
+	RolePassword func(role string) string
 }
 
 // NewPgDialer parses a libpq URL or key=value DSN.
@@ -57,11 +76,31 @@ func NewPgDialer(dsn string) (*PgDialer, error) {
 	return &PgDialer{Config: cfg, checkIntervalAdded: added}, nil
 }
 
-// Dial implements Dialer. Each new backend is checked for settings of its
-// role or database before anyone uses it (see rolesettings.go).
+// Dial implements Dialer.
 func (d *PgDialer) Dial(ctx context.Context) (*Conn, error) {
+	return d.dial(ctx, nil)
+}
+
+// DialAs implements RoleDialer: the same server, database and settings as
+// the DSN, logged in as role with RolePassword's password.
+func (d *PgDialer) DialAs(ctx context.Context, role string) (*Conn, error) {
+	if d.RolePassword == nil {
+		return nil, errors.New("no password source for role logins")
+	}
+	return d.dial(ctx, func(cfg *pgconn.Config) {
+		cfg.User = role
+		// pgconn logs every host of the DSN (its fallbacks) in with
+		// these two.
+		cfg.Password = d.RolePassword(role)
+	})
+}
+
+// dial logs in with the DSN's config, changed by as when it is set. Each
+// new backend is checked for settings of its role or database before anyone
+// uses it (see rolesettings.go).
+func (d *PgDialer) dial(ctx context.Context, as func(*pgconn.Config)) (*Conn, error) {
 	for attempt := 1; ; attempt++ {
-		pc, err := d.login(ctx)
+		pc, err := d.login(ctx, as)
 		if err != nil {
 			return nil, err
 		}
@@ -99,19 +138,27 @@ func (d *PgDialer) log() *slog.Logger {
 	return d.Log
 }
 
-// login dials and logs in.
-func (d *PgDialer) login(ctx context.Context) (*pgconn.PgConn, error) {
-	cfg := d.Config
-	if d.noCheck.Load() {
-		cfg = d.withoutCheckInterval()
+// login dials and logs in, with the login changed by as when it is set.
+func (d *PgDialer) login(ctx context.Context, as func(*pgconn.Config)) (*pgconn.PgConn, error) {
+	connect := func() (*pgconn.PgConn, error) {
+		cfg := d.Config
+		if d.noCheck.Load() {
+			cfg = d.withoutCheckInterval()
+		} else if as != nil {
+			cfg = cfg.Copy()
+		}
+		if as != nil {
+			as(cfg)
+		}
+		return pgconn.ConnectConfig(ctx, cfg)
 	}
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	pc, err := connect()
 	var pe *pgconn.PgError
 	if err != nil && d.checkIntervalAdded && !d.noCheck.Load() && errors.As(err, &pe) && pe.Code == "42704" {
 		// "unrecognized configuration parameter": a server before
 		// PostgreSQL 14. Log in without the check from now on.
 		d.noCheck.Store(true)
-		pc, err = pgconn.ConnectConfig(ctx, d.withoutCheckInterval())
+		pc, err = connect()
 	}
 	return pc, err
 }

@@ -20,6 +20,19 @@
 // holder did: returning a dirty connection is the holder's bug, so when in
 // doubt the holder destroys.
 //
+// # Connections of many roles
+//
+// For role isolation each tenant's backends log in as the tenant's own role
+// (CheckoutAs, with a RoleDialer). Size still caps every role together. A
+// checkout takes its own role's most recently used idle connection; else
+// dials while fewer than Size exist; else closes the least recently used
+// idle connection of another role and dials in its slot (Stats.Evictions);
+// else waits in the same first-come queue. A released connection goes to
+// the oldest waiter whatever its role: one of another role closes it and
+// dials its own in the slot, so a busy role cannot keep the slots from the
+// others. A login the server refuses for one role (SQLSTATE class 28) fails
+// that checkout alone and is no sign of the server failing.
+//
 // # Dial failures
 //
 // A server may refuse a dial (max_connections reached: "53300 sorry, too

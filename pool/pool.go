@@ -53,6 +53,10 @@ type Stats struct {
 	// DialFailures counts dials that failed (not those whose caller gave
 	// up).
 	DialFailures uint64
+	// Evictions counts idle connections of one role closed to make room
+	// for a connection of another (CheckoutAs); they count as Destroys
+	// too.
+	Evictions uint64
 }
 
 // grant is what a waiter receives: a connection, the right to dial one (a
@@ -65,10 +69,21 @@ type grant struct {
 }
 
 type waiter struct {
-	ch chan grant // buffered 1: the granter never blocks
+	ch   chan grant // buffered 1: the granter never blocks
+	role string     // the login the waiter wants ("" for the Dialer's own)
 }
 
 // Pool is a set of at most Size backend connections shared by every holder.
+//
+// Connections may be logged in as different roles (CheckoutAs, for role
+// isolation, where each tenant logs in as a role of its own); Size caps
+// them all together. A checkout takes an idle connection of its own role
+// first (the most recently used), else dials one if there is room, else
+// closes the least recently used idle connection of another role and dials
+// in its slot, else waits. Waiters are served in order: a released
+// connection goes to the oldest waiter, which closes it and dials its own
+// role in the slot when the roles differ, so that a busy role cannot keep
+// the slots from the others.
 type Pool struct {
 	cfg    Config
 	dialer Dialer
@@ -77,7 +92,7 @@ type Pool struct {
 	now func() time.Time
 
 	mu      sync.Mutex
-	idle    []*Conn   // LIFO
+	idle    []*Conn   // by release time: the last is the most recently used
 	waiters []*waiter // FIFO, but a caller whose dial failed goes first
 	open    int       // connections open or being dialled
 	dialing int       // of open, the dials in progress
@@ -113,16 +128,61 @@ func New(cfg Config, dialer Dialer) (*Pool, error) {
 // Checkout returns a connection for the caller's exclusive use, waiting up
 // to Config.WaitTimeout (or until ctx ends) when all are busy.
 func (p *Pool) Checkout(ctx context.Context) (*Conn, error) {
-	return p.checkout(ctx, true)
+	return p.checkout(ctx, "", true)
 }
 
 // TryCheckout is Checkout without the wait: when every connection is in
 // use it returns ErrBusy at once. It may still dial a new connection.
 func (p *Pool) TryCheckout(ctx context.Context) (*Conn, error) {
-	return p.checkout(ctx, false)
+	return p.checkout(ctx, "", false)
 }
 
-func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
+// CheckoutAs is Checkout of a connection logged in as role, which the
+// pool's Dialer must be able to dial (RoleDialer). When the pool is full
+// and no connection of role is idle, the least recently used idle
+// connection of another role is closed to make room. A dial that the
+// server refuses for role alone (SQLSTATE class 28: no such role, wrong
+// password) returns its error to this caller only: it does not count as
+// the server failing.
+func (p *Pool) CheckoutAs(ctx context.Context, role string) (*Conn, error) {
+	if err := p.checkRole(role); err != nil {
+		return nil, err
+	}
+	return p.checkout(ctx, role, true)
+}
+
+// TryCheckoutAs is CheckoutAs without the wait, as TryCheckout is to
+// Checkout.
+func (p *Pool) TryCheckoutAs(ctx context.Context, role string) (*Conn, error) {
+	if err := p.checkRole(role); err != nil {
+		return nil, err
+	}
+	return p.checkout(ctx, role, false)
+}
+
+func (p *Pool) checkRole(role string) error {
+	if role == "" {
+		return errors.New("pool: CheckoutAs needs a role")
+	}
+	if _, ok := p.dialer.(RoleDialer); !ok {
+		return errors.New("pool: the dialer cannot log in as another role")
+	}
+	return nil
+}
+
+// takeIdleLocked removes and returns the most recently used idle
+// connection of role, or nil.
+func (p *Pool) takeIdleLocked(role string) *Conn {
+	for i := len(p.idle) - 1; i >= 0; i-- {
+		if c := p.idle[i]; c.Role == role {
+			p.idle = slices.Delete(p.idle, i, i+1)
+			return c
+		}
+	}
+	return nil
+}
+
+func (p *Pool) checkout(ctx context.Context, role string, wait bool) (*Conn, error) {
 	deadline := time.Now().Add(p.cfg.WaitTimeout)
 	// dialErr is this caller's own failed dial. While other connections
 	// exist it does not end the checkout: the caller queues again, first
@@ -134,10 +194,7 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 			p.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if n := len(p.idle); n > 0 {
-			c := p.idle[n-1]
-			p.idle[n-1] = nil
-			p.idle = p.idle[:n-1]
+		if c := p.takeIdleLocked(role); c != nil {
 			p.mu.Unlock()
 			if c.usable(p.cfg.CheckIdle) {
 				return c, nil
@@ -153,7 +210,25 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 			p.open++
 			p.dialing++
 			p.mu.Unlock()
-			c, done, err := p.dialForCheckout(ctx)
+			c, done, err := p.dialForCheckout(ctx, role)
+			if done {
+				return c, err
+			}
+			dialErr = err
+			continue
+		}
+		if len(p.waiters) == 0 && len(p.idle) > 0 && p.healthAllowsDialLocked(now) {
+			// Full, and what is idle is another role's (this role's
+			// would have been taken above): close the least recently
+			// used and dial in its slot.
+			victim := p.idle[0]
+			p.idle = slices.Delete(p.idle, 0, 1)
+			p.stats.Evictions++
+			p.stats.Destroys++
+			p.dialing++
+			p.mu.Unlock()
+			_ = victim.NetConn.Close()
+			c, done, err := p.dialForCheckout(ctx, role)
 			if done {
 				return c, err
 			}
@@ -182,7 +257,7 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 			p.mu.Unlock()
 			return nil, err
 		}
-		w := &waiter{ch: make(chan grant, 1)}
+		w := &waiter{ch: make(chan grant, 1), role: role}
 		if dialErr != nil {
 			// This caller's turn went to a dial that failed; it keeps
 			// its turn for what comes next.
@@ -199,21 +274,25 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 			return nil, err
 		case g.err != nil:
 			return nil, g.err
-		case !g.dial && g.conn.usable(p.cfg.CheckIdle):
+		case !g.dial && g.conn.Role == role && g.conn.usable(p.cfg.CheckIdle):
 			return g.conn, nil
 		case !g.dial:
-			// The slot of the dead connection is ours: close it and
-			// dial in its place, so this waiter keeps its turn
-			// (Destroy would hand the slot to the next waiter and send
-			// this one back to the queue).
+			// The slot of the dead connection, or of one logged in as
+			// another role, is ours: close it and dial in its place, so
+			// this waiter keeps its turn (Destroy would hand the slot to
+			// the next waiter and send this one back to the queue).
 			_ = g.conn.NetConn.Close()
 			p.mu.Lock()
 			p.stats.Destroys++
-			p.stats.DeadAtCheckout++
+			if g.conn.Role == role {
+				p.stats.DeadAtCheckout++
+			} else {
+				p.stats.Evictions++
+			}
 			p.dialing++
 			p.mu.Unlock()
 		}
-		c, done, err := p.dialForCheckout(ctx)
+		c, done, err := p.dialForCheckout(ctx, role)
 		if done {
 			return c, err
 		}
@@ -224,21 +303,25 @@ func (p *Pool) checkout(ctx context.Context, wait bool) (*Conn, error) {
 // dialForCheckout dials in a checkout's slot. done says the checkout is
 // over: it has a connection, or its context ended; otherwise the dial
 // failed and the caller goes back to the queue with err.
-func (p *Pool) dialForCheckout(ctx context.Context) (c *Conn, done bool, err error) {
-	c, err = p.dial(ctx)
+func (p *Pool) dialForCheckout(ctx context.Context, role string) (c *Conn, done bool, err error) {
+	c, err = p.dial(ctx, role)
 	if err == nil {
 		return c, true, nil
 	}
-	return nil, ctx.Err() != nil, err
+	// A login refused for this role alone will be refused again: waiting
+	// for another turn would only delay the error.
+	return nil, ctx.Err() != nil || (role != "" && roleRefused(err)), err
 }
 
 // mayDialLocked says whether a new connection may be dialled now: there is
 // room, and dials are not failing, or their backoff has passed and no other
 // dial is already trying the server.
 func (p *Pool) mayDialLocked(now time.Time) bool {
-	if p.open >= p.cfg.Size {
-		return false
-	}
+	return p.open < p.cfg.Size && p.healthAllowsDialLocked(now)
+}
+
+// healthAllowsDialLocked says whether the backoff lets a dial start now.
+func (p *Pool) healthAllowsDialLocked(now time.Time) bool {
 	return !p.health.failing || (p.dialing == 0 && !now.Before(p.health.next))
 }
 
@@ -278,17 +361,30 @@ func (p *Pool) wait(ctx context.Context, w *waiter, deadline time.Time) (grant, 
 // p.dialing. A failure frees the slot and feeds the backoff; when it leaves
 // no connection at all, the waiters get the error too, since none could be
 // served.
-func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+func (p *Pool) dial(ctx context.Context, role string) (*Conn, error) {
 	started := p.now()
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
-	c, err := p.dialer.Dial(dctx)
+	var (
+		c   *Conn
+		err error
+	)
+	if role == "" {
+		c, err = p.dialer.Dial(dctx)
+	} else {
+		c, err = p.dialer.(RoleDialer).DialAs(dctx, role)
+	}
 	cancel()
 	if err != nil {
-		err = fmt.Errorf("connect to backend: %w", err)
-		p.dialFailed(ctx, err)
+		if role != "" {
+			err = fmt.Errorf("connect to backend as role %s: %w", role, err)
+		} else {
+			err = fmt.Errorf("connect to backend: %w", err)
+		}
+		p.dialFailed(ctx, err, role != "" && roleRefused(err))
 		return nil, err
 	}
 	c.pool = p
+	c.Role = role
 	c.Statements = newStatements(p.cfg.MaxStatements)
 	if p.cfg.MaxLifetime > 0 {
 		jitter := time.Duration(rand.Int64N(int64(p.cfg.MaxLifetime)/10 + 1))
@@ -311,13 +407,15 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	return c, nil
 }
 
-// dialFailed gives back the slot of a failed dial.
-func (p *Pool) dialFailed(ctx context.Context, err error) {
+// dialFailed gives back the slot of a failed dial. forRole says the server
+// refused the login of that dial's role alone.
+func (p *Pool) dialFailed(ctx context.Context, err error, forRole bool) {
 	p.mu.Lock()
 	p.dialing--
 	p.open--
-	if ctx.Err() != nil {
-		// The caller gave up; that says nothing about the server.
+	if ctx.Err() != nil || forRole {
+		// The caller gave up, or the server refused one role: that says
+		// nothing about the server.
 		p.serveWaitersLocked()
 		p.mu.Unlock()
 		return
@@ -364,6 +462,24 @@ func (p *Pool) serveWaitersLocked() {
 		p.open++
 		p.dialing++
 		w.ch <- grant{dial: true}
+	}
+	// Full, yet connections of other roles sit idle while someone waits:
+	// that happens only when dials were failing as the waiter came
+	// (CheckoutAs does not wait while it may evict). The waiter gets the
+	// least recently used one and dials its own role in that slot, one
+	// dial at a time while they fail.
+	for len(p.waiters) > 0 && len(p.idle) > 0 && p.healthAllowsDialLocked(now) {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		c := p.takeIdleLocked(w.role)
+		if c == nil {
+			c = p.idle[0]
+			p.idle = slices.Delete(p.idle, 0, 1)
+		}
+		w.ch <- grant{conn: c}
+		if p.health.failing {
+			break
+		}
 	}
 	p.armRetryLocked(now)
 }

@@ -111,7 +111,7 @@ func (s *session) relayClient(ctx context.Context) error {
 
 		st, flush := s.routeMsg(ctx, &m, nil, nil)
 		if st == stepCheckout {
-			be, err := s.srv.pool.Checkout(ctx)
+			be, err := s.checkout(ctx, true)
 			st, flush = s.routeMsg(ctx, &m, be, err)
 		}
 		if flush {
@@ -429,7 +429,7 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 		}
 		// Only when no backend is free: a free one answers exactly as
 		// PostgreSQL would (a syntax error at once, not at first use).
-		if be, err := s.srv.pool.TryCheckout(ctx); err == nil {
+		if be, err := s.checkout(ctx, false); err == nil {
 			s.reserved = be
 			return false
 		}

@@ -428,7 +428,11 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	if err != nil {
 		return err
 	}
-	dialer.Log = log.With("component", "pool")
+	if cfg.Isolation == config.IsolationRole {
+		// Tenant roles log in with the password derived from the role
+		// secret, as `pgtenant tenant isolate` set it.
+		dialer.RolePassword = func(role string) string { return auth.TenantRolePassword(cfg.RoleSecret, role) }
+	}
 	p, err := pool.New(pool.Config{
 		Size:           cfg.PoolSize,
 		WaitTimeout:    cfg.QueryWaitTimeout,
@@ -465,7 +469,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
 		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),
-		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess(),
+		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess(), "isolation", cfg.Isolation,
 		"client_tls", clientTLSMode(clientTLS))
 	return srv.Serve(ctx, ln)
 }

@@ -376,7 +376,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	var be *pool.Conn
 	if !known || s.mode == config.PoolSession {
 		var err error
-		if be, err = s.srv.pool.Checkout(ctx); err != nil {
+		if be, err = s.checkout(ctx, true); err != nil {
 			return asFatal(err)
 		}
 		if greeting, err = s.checkOnBackend(be); err != nil {
@@ -554,7 +554,13 @@ func asFatal(err error) *pgError {
 
 // checkoutError says why no backend connection could be had.
 func checkoutError(err error) *pgError {
+	var pe *pgError
 	switch {
+	case errors.As(err, &pe):
+		// Already what the client should read (a tenant role's login
+		// refused, see roleLoginError); a copy, since asFatal changes it.
+		e := *pe
+		return &e
 	case errors.Is(err, pool.ErrTimeout):
 		return errorf(codeQueryCanceled, "pgtenant: no server connection became free within query-wait-timeout")
 	case errors.Is(err, pool.ErrClosed), errors.Is(err, context.Canceled):

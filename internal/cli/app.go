@@ -91,6 +91,7 @@ func app() *cli.App {
 		Name: "pool-role", Usage: "role that runs tenant traffic (serve's --backend role), recorded once in the registry; " +
 			"it gets USAGE and CREATE on every tenant schema and all privileges on what is in them, nothing on the registry",
 	})
+	createFlags = append(createFlags, config.IsolationFlags()...)
 	listFlags := config.BackendFlags()
 	return &cli.App{
 		Name:  "pgtenant",
@@ -122,6 +123,7 @@ func app() *cli.App {
 						Before: config.LoadConfigFile(listFlags),
 						Action: tenantList,
 					},
+					tenantIsolateCommand(),
 					tenantGrantCommand(),
 					tenantRevokeCommand(),
 					tenantAliasCommand(),
@@ -202,6 +204,10 @@ func tenantCreate(c *cli.Context) error {
 			return cli.Exit(err, exitUsage)
 		}
 	}
+	secret, err := createSecret(c)
+	if err != nil {
+		return err
+	}
 	return withAdminConn(c, func(conn *pgx.Conn) error {
 		var opts []router.CreateOption
 		if c.Bool("adopt-schema") {
@@ -219,7 +225,7 @@ func tenantCreate(c *cli.Context) error {
 		} else {
 			fmt.Printf("tenant %s already exists (schema %s)\n", t.Name, t.Schema)
 		}
-		return nil
+		return isolateCreated(c, conn, t, secret)
 	})
 }
 

@@ -38,6 +38,10 @@ type Conn struct {
 	// the session state on the server (the proxy stores the pin it applied,
 	// or "" when it does not know). The pool only carries it.
 	State string
+	// Tenant names the tenant whose prepared statements the server holds
+	// (Statements); the proxy drops them all when another tenant's client
+	// takes the connection. The pool only carries it.
+	Tenant string
 
 	createdAt time.Time
 	expiresAt time.Time // zero: never

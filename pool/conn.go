@@ -41,6 +41,10 @@ type Conn struct {
 	// Role is the role the connection logged in as when it came from
 	// CheckoutAs; "" for the Dialer's own login. Set by the pool.
 	Role string
+	// Tenant names the tenant whose prepared statements the server holds
+	// (Statements); the proxy drops them all when another tenant's client
+	// takes the connection. The pool only carries it.
+	Tenant string
 
 	createdAt time.Time
 	expiresAt time.Time // zero: never

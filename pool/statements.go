@@ -27,6 +27,12 @@ type Statements struct {
 	closeLater []string
 }
 
+// StatementPrefix begins the name of every statement Statements names on a
+// server. The proxy refuses clients' SQL that names one (PREPARE, EXECUTE,
+// DEALLOCATE), so that no client can run or replace a statement prepared for
+// another.
+const StatementPrefix = "pgt_"
+
 func newStatements(max int) *Statements {
 	if max < 1 {
 		max = DefaultMaxStatements
@@ -60,7 +66,7 @@ func (st *Statements) Lookup(key string) (name string, tag uint64, ok bool) {
 // statements made stale by DDL are prepared again).
 func (st *Statements) Add(key string, tag uint64) (name string, evicted []string) {
 	st.next++
-	name = "pgt_" + strconv.FormatUint(st.next, 10)
+	name = StatementPrefix + strconv.FormatUint(st.next, 10)
 	st.evicted = st.evicted[:0]
 	if old, ok := st.lru.Peek(key); ok {
 		// The key's statement is replaced: the server's copy must be

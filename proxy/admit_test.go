@@ -374,7 +374,7 @@ func TestTenantOptionNeverInPin(t *testing.T) {
 	if perr != nil {
 		t.Fatal(perr)
 	}
-	p := buildPin("acme", checked)
+	p := buildPin(pinOwner("acme", "u"), "acme", checked)
 	if bytes.Contains(bytes.ToLower(p.msgs), []byte("pgtenant.tenant")) {
 		t.Fatalf("the pin carries pgtenant.tenant: %q", p.msgs)
 	}

@@ -298,13 +298,13 @@ func FuzzCheckParams(f *testing.F) {
 		}
 		// Whatever was accepted renders into a pin that is exactly the
 		// statements it means.
-		pn := buildPin("acme", params)
-		queries := pinQueries(t, pn.msgs)
-		if len(queries) != pn.queries {
-			t.Fatalf("pin has %d queries, says %d", len(queries), pn.queries)
+		pn := buildPin(pinOwner("acme", "u"), "acme", params)
+		_, sets := pinParts(t, pn)
+		if len(sets) != len(params) {
+			t.Fatalf("pin has %d settings for %d parameters: %q", len(sets), len(params), sets)
 		}
 		if len(params) > 0 {
-			scanPinParams(t, queries[1], params)
+			scanPinParams(t, strings.Join(sets, "; "), params)
 		}
 	})
 }

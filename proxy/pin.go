@@ -4,8 +4,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-
-	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // The pin puts a backend connection into one client's session state before
@@ -14,47 +12,103 @@ import (
 // swallowed by the relay and never reach the client.
 //
 // Whatever the previous holder changed is undone by the pin itself rather
-// than by a separate reset at release (resetSQL): settings go back to the
-// connection's login values, and session objects the previous holder left
-// are dropped. That is DISCARD ALL taken apart, because DISCARD ALL may not
-// run inside the implicit transaction of a multi-statement Query. Each step
-// costs next to nothing when there is nothing to undo. Folding the reset
-// into the next pin means a released connection is free for the next client
-// at once, and nothing of one tenant's session (a temporary table, which
-// would shadow the next tenant's table of the same name since pg_temp is
-// searched first; a prepared statement; a WITH HOLD cursor; a LISTEN; an
-// advisory lock) is ever visible to another.
+// than by a separate reset at release: settings go back to the connection's
+// login values, and session objects the previous holder left are dropped.
+// That is DISCARD ALL taken apart, because DISCARD ALL may not run inside a
+// transaction. Folding the reset into the next pin means a released
+// connection is free for the next client at once, and nothing of one
+// tenant's session (a temporary table, which would shadow the next tenant's
+// table of the same name since pg_temp is searched first; a prepared
+// statement; a WITH HOLD cursor; a LISTEN; an advisory lock) is ever visible
+// to another.
 //
-// The pin is two Query messages, not one, on purpose: the statements of one
-// Query message share an implicit transaction, so a failure of a client
-// parameter (say an invalid TimeZone) would roll back the search_path with
-// it, and the client's own message, already sent behind the pin, would run
-// with the previous holder's search_path. In the first message nothing can
-// fail for a reason a client controls; the client's parameters follow in the
-// second, and are checked once at startup before the client is admitted.
+// Two rules hold whatever the previous holder did, including what it did
+// inside functions that pgtenant cannot see:
+//
+//   - No client message runs unless the whole pin succeeded. The pin is
+//     extended-protocol messages (Parse, Bind, Execute of the unnamed
+//     statement, one statement each) with no Sync of its own, sent ahead of
+//     the client's messages. When one of its statements fails, the server
+//     skips every message up to the next Sync, the client's included: they
+//     never run. The relay then closes that server connection and tells the
+//     client (relay.go, failPin); it lets no message of the client's past
+//     its first Sync or Query go out before the pin is confirmed, because
+//     the server would run those after the Sync. The statements run in one
+//     transaction (BEGIN ... COMMIT), so the pin is applied whole or not at
+//     all, and is committed before anything of the client's starts: a
+//     client's ROLLBACK cannot undo it.
+//   - The pin cannot be subverted by what it resets. search_path is set
+//     before anything that resolves a name, and every function it calls is
+//     schema-qualified (pg_catalog), so no function or operator a tenant
+//     created can run inside it. Its own lock_timeout and statement_timeout
+//     (local to its transaction) bound it: a previous holder that arranged
+//     for DISCARD TEMP to wait on a lock makes the pin fail, not hang.
 
 // pin is a client's session state, rendered once per client.
 type pin struct {
-	// msgs are the encoded Query messages.
+	// msgs are the encoded messages (Parse, Bind, Execute per statement).
 	msgs []byte
-	// queries is how many ReadyForQuery replies the pin produces.
-	queries int
+	// statements is how many statements msgs holds.
+	statements int
 	// key identifies the state the pin leaves, stored on the backend
-	// connection (pool.Conn.State).
+	// connection (pool.Conn.State). It starts with the tenant and the user,
+	// so a backend is only ever reused without a pin by a client of the
+	// same tenant and user.
 	key string
 }
 
-// resetSQL undoes a previous holder's session. SET SESSION AUTHORIZATION
-// DEFAULT comes first because RESET ALL leaves the session user and role
-// alone; CLOSE ALL comes before DISCARD TEMP because an open cursor would
-// keep a temporary table in use.
+// resetStatements undo a previous holder's session, in order. SET SESSION
+// AUTHORIZATION DEFAULT comes first because RESET ALL leaves the session
+// user and role alone; search_path is set (by the pin, right after these)
+// before any statement that resolves a name; CLOSE ALL comes before DISCARD
+// TEMP because an open cursor would keep a temporary table in use.
 //
-// Named prepared statements are not deallocated: protocol-level ones belong
-// to pgtenant's per-backend cache (stmt.go), keyed by tenant schema so no
-// tenant ever uses another's; SQL-level PREPARE pins its client to the
-// backend, which DISCARD ALL cleans when the client leaves.
-const resetSQL = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; " +
-	"SELECT pg_advisory_unlock_all(); DISCARD TEMP; "
+// Named prepared statements are not deallocated here: protocol-level ones
+// belong to pgtenant's per-backend cache (stmt.go), which is dropped with
+// DEALLOCATE ALL when the backend changes tenants (deallocatePin); SQL-level
+// PREPARE pins its client to the backend, which DISCARD ALL cleans when the
+// client leaves.
+var resetStatements = []string{
+	"BEGIN",
+	"SET SESSION AUTHORIZATION DEFAULT",
+	"RESET ALL",
+}
+
+// cleanupStatements run once search_path is the client's: its own timeouts first
+// (local to the pin's transaction), then the session objects a previous
+// holder may have left.
+var cleanupStatements = []string{
+	"SELECT pg_catalog.set_config('lock_timeout', '" + pinLockTimeout + "', true), " +
+		"pg_catalog.set_config('statement_timeout', '" + pinStatementTimeout + "', true), " +
+		"pg_catalog.pg_advisory_unlock_all()",
+	"CLOSE ALL",
+	"UNLISTEN *",
+	"DISCARD TEMP",
+}
+
+// The pin's own bounds. A pin waits on a lock only when a previous holder
+// arranged it (a temporary object that a DISCARD TEMP cannot drop while
+// another session holds a lock on something that depends on it).
+const (
+	pinLockTimeout      = "2s"
+	pinStatementTimeout = "5s"
+)
+
+// deallocatePin drops every prepared statement on the server. It goes in
+// front of the pin when the backend last served another tenant, so that no
+// tenant ever sees or runs another tenant's statements: not through
+// pg_prepared_statements, and not through a statement a hostile client
+// replaced with its own under pgtenant's name (DEALLOCATE and PREPARE from a
+// DO block, which pgtenant cannot see).
+var deallocatePin = appendStatement(nil, "DEALLOCATE ALL")
+
+// appendStatement appends Parse, Bind and Execute of text as the unnamed
+// statement and portal.
+func appendStatement(dst []byte, text string) []byte {
+	dst = appendParse(dst, "", append(append([]byte(text), 0), 0, 0))
+	dst = append(dst, bindUnnamed...)
+	return append(dst, executeUnnamed...)
+}
 
 // paramName is what pgtenant accepts as a run-time parameter name from a
 // client: a plain or dotted (extension) GUC name.
@@ -73,46 +127,59 @@ var reservedParams = map[string]string{
 // and its value already rendered as SQL.
 type renderedSetting struct{ name, sql string }
 
-// buildPin renders the pin for a tenant schema and the client's startup
-// parameters. params must already be validated by checkParams.
-func buildPin(schema string, params []startupParam) pin {
+// buildPin renders the pin for a client of a tenant (name and schema) and
+// its startup parameters. params must already be validated by checkParams.
+func buildPin(owner, schema string, params []startupParam) pin {
 	sets := make([]renderedSetting, len(params))
 	for i, p := range params {
 		sets[i] = renderedSetting{name: p.Name, sql: quoteLiteral(p.Value)}
 	}
-	return buildPinSQL(schema, "", sets)
+	return buildPinSQL(owner, schema, "", sets)
+}
+
+// pinOwner is the part of a pin key that says whose it is: the tenant and
+// the user. Two clients share a key only when both agree.
+func pinOwner(tenant, user string) string {
+	return tenant + "\x00" + user
 }
 
 // buildPinSQL renders the pin: the reset, search_path (the tenant's default
-// when searchPath is empty, else the client's own, already checked), then
-// the settings in order.
-func buildPinSQL(schema, searchPath string, sets []renderedSetting) pin {
+// when searchPath is empty, else the client's own, already checked), the
+// cleanup, then the settings in order, in one transaction.
+func buildPinSQL(owner, schema, searchPath string, sets []renderedSetting) pin {
 	var p pin
 	if searchPath == "" {
 		searchPath = quoteIdent(schema) + ", public"
 	}
-	p.msgs, _ = (&pgproto3.Query{String: resetSQL + "SET search_path TO " + searchPath}).Encode(p.msgs)
-	p.queries = 1
-	var key strings.Builder
-	key.WriteString(searchPath)
-	if len(sets) > 0 {
-		var sb strings.Builder
-		for i, st := range sets {
-			if i > 0 {
-				sb.WriteString("; ")
-			}
-			sb.WriteString("SET ")
-			sb.WriteString(quoteIdent(st.name))
-			sb.WriteString(" TO ")
-			sb.WriteString(st.sql)
-			key.WriteByte(0)
-			key.WriteString(st.name)
-			key.WriteByte('=')
-			key.WriteString(st.sql)
-		}
-		p.msgs, _ = (&pgproto3.Query{String: sb.String()}).Encode(p.msgs)
-		p.queries++
+	add := func(text string) {
+		p.msgs = appendStatement(p.msgs, text)
+		p.statements++
 	}
+	for _, st := range resetStatements {
+		add(st)
+	}
+	add("SET search_path TO " + searchPath)
+	for _, st := range cleanupStatements {
+		add(st)
+	}
+	var key strings.Builder
+	key.WriteString(owner)
+	key.WriteByte(0)
+	key.WriteString(searchPath)
+	for _, st := range sets {
+		add("SET " + quoteIdent(st.name) + " TO " + st.sql)
+		key.WriteByte(0)
+		key.WriteString(st.name)
+		key.WriteByte('=')
+		key.WriteString(st.sql)
+	}
+	add("COMMIT")
+	// The server buffers replies to extended-protocol messages until a
+	// Sync or Flush. Without this Flush the pin's replies would wait
+	// behind the client's first command, however long it runs, and with
+	// them the confirmation that a cancel (startCancel) and the client's
+	// pipelined messages (waitPin) wait for.
+	p.msgs = append(p.msgs, flushMsg...)
 	p.key = key.String()
 	return p
 }

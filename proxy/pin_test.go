@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"reflect"
 	"strings"
@@ -122,116 +123,163 @@ func TestCheckParamsPrecedence(t *testing.T) {
 	})
 }
 
-// pinQueries splits the pin's bytes into messages and decodes each with
-// pgproto3, as the server would.
+// pinQueries splits the pin's bytes into its statements, checking that
+// each is a Parse, Bind and Execute of the unnamed statement and portal with
+// nothing else (no Sync: the pin's failure must make the server skip the
+// client's messages), and decoding them with pgproto3, as the server would.
 func pinQueries(t *testing.T, msgs []byte) []string {
 	t.Helper()
 	var out []string
-	for len(msgs) > 0 {
-		if len(msgs) < 5 || msgs[0] != 'Q' {
-			t.Fatalf("pin is not a run of Query messages: %q", msgs)
+	next := func(typ byte) []byte {
+		t.Helper()
+		if len(msgs) < 5 || msgs[0] != typ {
+			t.Fatalf("pin: want message %q, have %q", typ, msgs)
 		}
 		n := int(binary.BigEndian.Uint32(msgs[1:5]))
 		if n < 4 || 1+n > len(msgs) {
 			t.Fatalf("pin message length %d does not fit %d bytes", n, len(msgs))
 		}
-		var q pgproto3.Query
-		if err := q.Decode(msgs[5 : 1+n]); err != nil {
-			t.Fatalf("pin message does not decode: %v (%q)", err, msgs[:1+n])
-		}
-		out = append(out, q.String)
+		body := msgs[5 : 1+n]
 		msgs = msgs[1+n:]
+		return body
+	}
+	if !bytes.HasSuffix(msgs, flushMsg) {
+		t.Fatalf("pin does not end with a Flush: %q", msgs)
+	}
+	msgs = msgs[:len(msgs)-len(flushMsg)]
+	for len(msgs) > 0 {
+		var p pgproto3.Parse
+		if err := p.Decode(next('P')); err != nil || p.Name != "" || len(p.ParameterOIDs) != 0 {
+			t.Fatalf("pin Parse: %v %+v", err, p)
+		}
+		var b pgproto3.Bind
+		if err := b.Decode(next('B')); err != nil || b.DestinationPortal != "" || b.PreparedStatement != "" || len(b.Parameters) != 0 {
+			t.Fatalf("pin Bind: %v %+v", err, b)
+		}
+		var e pgproto3.Execute
+		if err := e.Decode(next('E')); err != nil || e.Portal != "" || e.MaxRows != 0 {
+			t.Fatalf("pin Execute: %v %+v", err, e)
+		}
+		out = append(out, p.Query)
 	}
 	return out
 }
 
+// pinParts checks the pin's fixed frame (resetStatements, search_path,
+// cleanupStatements, the client's settings, COMMIT) and returns the
+// search_path value and the settings' statements.
+func pinParts(t *testing.T, p pin) (searchPath string, sets []string) {
+	t.Helper()
+	got := pinQueries(t, p.msgs)
+	if len(got) != p.statements {
+		t.Fatalf("pin has %d statements, says %d", len(got), p.statements)
+	}
+	fixed := len(resetStatements) + 1 + len(cleanupStatements)
+	if len(got) < fixed+1 {
+		t.Fatalf("pin too short: %q", got)
+	}
+	if !reflect.DeepEqual(got[:len(resetStatements)], resetStatements) {
+		t.Fatalf("pin does not start with the reset: %q", got)
+	}
+	sp := got[len(resetStatements)]
+	if !strings.HasPrefix(sp, "SET search_path TO ") {
+		t.Fatalf("search_path is not set right after the reset: %q", got)
+	}
+	if !reflect.DeepEqual(got[len(resetStatements)+1:fixed], cleanupStatements) {
+		t.Fatalf("pin cleanup: %q", got)
+	}
+	if got[len(got)-1] != "COMMIT" {
+		t.Fatalf("pin does not end with COMMIT: %q", got)
+	}
+	return strings.TrimPrefix(sp, "SET search_path TO "), got[fixed : len(got)-1]
+}
+
 func TestBuildPin(t *testing.T) {
-	// The reset in front is the pin's own business (resetSQL); what these
-	// cases check is how the schema and the client's values are quoted.
-	const reset = resetSQL + "SET search_path TO "
+	// The reset and cleanup around are the pin's own business (pinParts
+	// checks them); what these cases check is how the schema and the
+	// client's values are quoted.
 	tests := []struct {
-		name    string
-		schema  string
-		params  []startupParam
-		queries []string
-		key     string
+		name       string
+		schema     string
+		params     []startupParam
+		searchPath string
+		sets       []string
+		key        string
 	}{
 		{
-			name:    "no parameters",
-			schema:  "acme",
-			queries: []string{reset + `"acme", public`},
-			key:     "acme",
+			name:       "no parameters",
+			schema:     "acme",
+			searchPath: `"acme", public`,
+			key:        "acme\x00u\x00\"acme\", public",
 		},
 		{
-			name:    "schema with a double quote",
-			schema:  `we"ird`,
-			queries: []string{reset + `"we""ird", public`},
-			key:     `we"ird`,
+			name:       "schema with a double quote",
+			schema:     `we"ird`,
+			searchPath: `"we""ird", public`,
+			key:        "acme\x00u\x00\"we\"\"ird\", public",
 		},
 		{
-			name:    "schema that tries to close the identifier",
-			schema:  `x", pg_catalog; DROP TABLE t; --`,
-			queries: []string{reset + `"x"", pg_catalog; DROP TABLE t; --", public`},
-			key:     `x", pg_catalog; DROP TABLE t; --`,
+			name:       "schema that tries to close the identifier",
+			schema:     `x", pg_catalog; DROP TABLE t; --`,
+			searchPath: `"x"", pg_catalog; DROP TABLE t; --", public`,
 		},
 		{
-			name:   "parameters",
-			schema: "acme",
-			params: []startupParam{{"application_name", "psql"}, {"timezone", "UTC"}},
-			queries: []string{
-				reset + `"acme", public`,
-				`SET "application_name" TO 'psql'; SET "timezone" TO 'UTC'`,
-			},
-			key: "acme\x00application_name=psql\x00timezone=UTC",
+			name:       "parameters",
+			schema:     "acme",
+			params:     []startupParam{{"application_name", "psql"}, {"timezone", "UTC"}},
+			searchPath: `"acme", public`,
+			sets:       []string{`SET "application_name" TO 'psql'`, `SET "timezone" TO 'UTC'`},
+			key:        "acme\x00u\x00\"acme\", public\x00application_name='psql'\x00timezone='UTC'",
 		},
 		{
-			name:    "value with a single quote",
-			schema:  "acme",
-			params:  []startupParam{{"application_name", "it's"}},
-			queries: []string{reset + `"acme", public`, `SET "application_name" TO 'it''s'`},
-			key:     "acme\x00application_name=it's",
+			name:       "value with a single quote",
+			schema:     "acme",
+			params:     []startupParam{{"application_name", "it's"}},
+			searchPath: `"acme", public`,
+			sets:       []string{`SET "application_name" TO 'it''s'`},
 		},
 		{
-			name:    "value with a backslash",
-			schema:  "acme",
-			params:  []startupParam{{"application_name", `C:\dir`}},
-			queries: []string{reset + `"acme", public`, `SET "application_name" TO E'C:\\dir'`},
-			key:     "acme\x00application_name=C:\\dir",
+			name:       "value with a backslash",
+			schema:     "acme",
+			params:     []startupParam{{"application_name", `C:\dir`}},
+			searchPath: `"acme", public`,
+			sets:       []string{`SET "application_name" TO E'C:\\dir'`},
 		},
 		{
-			name:    "value with both",
-			schema:  "acme",
-			params:  []startupParam{{"application_name", `\'; DROP TABLE t; --`}},
-			queries: []string{reset + `"acme", public`, `SET "application_name" TO E'\\''; DROP TABLE t; --'`},
-			key:     "acme\x00application_name=\\'; DROP TABLE t; --",
+			name:       "value with both",
+			schema:     "acme",
+			params:     []startupParam{{"application_name", `\'; DROP TABLE t; --`}},
+			searchPath: `"acme", public`,
+			sets:       []string{`SET "application_name" TO E'\\''; DROP TABLE t; --'`},
 		},
 		{
-			name:    "dotted name",
-			schema:  "acme",
-			params:  []startupParam{{"myapp.flag", ""}},
-			queries: []string{reset + `"acme", public`, `SET "myapp.flag" TO ''`},
-			key:     "acme\x00myapp.flag=",
+			name:       "dotted name",
+			schema:     "acme",
+			params:     []startupParam{{"myapp.flag", ""}},
+			searchPath: `"acme", public`,
+			sets:       []string{`SET "myapp.flag" TO ''`},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := buildPin(tt.schema, tt.params)
-			if p.queries != len(tt.queries) {
-				t.Errorf("queries = %d, want %d", p.queries, len(tt.queries))
+			p := buildPin(pinOwner("acme", "u"), tt.schema, tt.params)
+			sp, sets := pinParts(t, p)
+			if sp != tt.searchPath {
+				t.Errorf("search_path %q, want %q", sp, tt.searchPath)
 			}
-			got := pinQueries(t, p.msgs)
-			if !reflect.DeepEqual(got, tt.queries) {
-				t.Errorf("pin queries =\n%q\nwant\n%q", got, tt.queries)
+			if len(sets) == 0 {
+				sets = nil
 			}
-			// RESET ALL leaves the session user and role alone: the
-			// previous holder's SET ROLE must be undone before anything else.
-			if len(got) == 0 || !strings.HasPrefix(got[0], "SET SESSION AUTHORIZATION DEFAULT;") {
-				t.Errorf("the pin does not start by restoring the session authorization: %q", got)
+			if !reflect.DeepEqual(sets, tt.sets) {
+				t.Errorf("pin settings =\n%q\nwant\n%q", sets, tt.sets)
+			}
+			if tt.key != "" && p.key != tt.key {
+				t.Errorf("key %q, want %q", p.key, tt.key)
 			}
 			// The key is an opaque label: what matters is that it is the
 			// same for the same state (here) and differs between states
 			// (TestBuildPinKeyDistinguishesStates).
-			if again := buildPin(tt.schema, tt.params); again.key != p.key {
+			if again := buildPin(pinOwner("acme", "u"), tt.schema, tt.params); again.key != p.key {
 				t.Errorf("key not deterministic: %q then %q", p.key, again.key)
 			}
 		})
@@ -242,21 +290,26 @@ func TestBuildPin(t *testing.T) {
 // never share a key, or a backend would be taken as already pinned for a
 // client whose settings it does not have.
 func TestBuildPinKeyDistinguishesStates(t *testing.T) {
+	// The same schema and settings for two tenants, or two users of one
+	// tenant, are different states too: reuse never crosses them.
 	pins := []struct {
-		schema string
-		params []startupParam
+		owner, schema string
+		params        []startupParam
 	}{
-		{"acme", nil},
-		{"acme", []startupParam{{"a", ""}}},
-		{"acme", []startupParam{{"a", "b"}}},
-		{"acme", []startupParam{{"a", "b=c"}}},
-		{"acme", []startupParam{{"a", "b"}, {"c", ""}}},
-		{"acme", []startupParam{{"a", "b"}, {"c", "d"}}},
-		{"acme2", nil},
+		{pinOwner("acme", "u"), "acme", nil},
+		{pinOwner("acme", "u"), "acme", []startupParam{{"a", ""}}},
+		{pinOwner("acme", "u"), "acme", []startupParam{{"a", "b"}}},
+		{pinOwner("acme", "u"), "acme", []startupParam{{"a", "b=c"}}},
+		{pinOwner("acme", "u"), "acme", []startupParam{{"a", "b"}, {"c", ""}}},
+		{pinOwner("acme", "u"), "acme", []startupParam{{"a", "b"}, {"c", "d"}}},
+		{pinOwner("acme", "u"), "acme2", nil},
+		{pinOwner("globex", "u"), "acme", nil},
+		{pinOwner("acme", "v"), "acme", nil},
+		{pinOwner("acme\x00u", ""), "acme", nil},
 	}
 	seen := map[string]int{}
 	for i, p := range pins {
-		k := buildPin(p.schema, p.params).key
+		k := buildPin(p.owner, p.schema, p.params).key
 		if j, ok := seen[k]; ok {
 			t.Fatalf("pins %d and %d share key %q", j, i, k)
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"strings"
@@ -67,6 +68,7 @@ const (
 	stepSend     step = iota // write it to the attached backend
 	stepDrop                 // discard it (answered, skipped, or meaningless)
 	stepCheckout             // get a backend first, then decide again
+	stepWaitPin              // flush, wait for the pin to be confirmed, then decide again
 	stepEnd                  // the session is over
 )
 
@@ -96,7 +98,7 @@ func (s *session) relayClient(ctx context.Context) error {
 		switch typ {
 		case 'X':
 			return nil
-		case 'Q', 'P', 'B', 'D', 'C', 'E':
+		case 'Q', 'P', 'B', 'D', 'C', 'E', 'F':
 			if err := s.inspect(&m); err != nil {
 				var pe *pgError
 				if errors.As(err, &pe) {
@@ -104,12 +106,23 @@ func (s *session) relayClient(ctx context.Context) error {
 				}
 				return err
 			}
-		case 'S', 'H', 'F', 'd', 'c', 'f':
+		case 'S', 'H', 'd', 'c', 'f':
 		default:
 			return s.violation(fatalf(codeProtocolViolation, "invalid frontend message type %q", typ))
 		}
 
 		st, flush := s.routeMsg(ctx, &m, nil, nil)
+		for st == stepWaitPin {
+			// The pin and what the client sent behind it must reach the
+			// server before its confirmation can come back.
+			if pending {
+				_ = s.bw.Flush()
+				s.flushedToBackend()
+				pending = false
+			}
+			s.waitPin()
+			st, flush = s.routeMsg(ctx, &m, nil, nil)
+		}
 		if st == stepCheckout {
 			be, err := s.checkout(ctx, true)
 			st, flush = s.routeMsg(ctx, &m, be, err)
@@ -145,6 +158,16 @@ func (s *session) flushedToBackend() {
 	s.unsent = false
 	if s.parked {
 		s.cond.Broadcast()
+	}
+}
+
+// waitPin waits until the attached backend's pin is confirmed or the
+// backend is gone.
+func (s *session) waitPin() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.link == linkAttached && s.pinPending {
+		s.cond.Wait()
 	}
 }
 
@@ -212,6 +235,11 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 		// Attached meanwhile (cannot happen: only this goroutine
 		// attaches); give the extra one back.
 		s.srv.pool.Release(be)
+	}
+	if s.pinPending && s.pinBoundary {
+		// The client's first Sync or Query is out behind an unconfirmed
+		// pin: if the pin failed, the server would run this message.
+		return stepWaitPin, false
 	}
 	s.out = s.out[:0]
 	if !s.accountLocked(m) {
@@ -355,6 +383,23 @@ func (s *session) inspect(m *clientMsg) error {
 			return bad()
 		}
 		m.portal = portal
+	case 'F':
+		body, err := s.body(m)
+		if err != nil {
+			return err
+		}
+		if len(body) < 4 {
+			return bad()
+		}
+		// A function called this way may change anything a SELECT of it
+		// could; pgtenant reads no arguments, so the backend is pinned
+		// afresh for the next holder.
+		m.dirty = true
+		if what, ok := refusedFunctionCalls[binary.BigEndian.Uint32(body)]; ok {
+			m.res.refuse = &pgError{Severity: "ERROR", Code: codeFeatureUnsupported,
+				Message: "pgtenant: " + what + " cannot be called through a FunctionCall message",
+				Hint:    "Call it in a query (SELECT ...), where pgtenant can see what it changes."}
+		}
 	case 'D', 'C':
 		body, err := s.body(m)
 		if err != nil {
@@ -373,6 +418,18 @@ func (s *session) inspect(m *clientMsg) error {
 		}
 	}
 	return nil
+}
+
+// refusedFunctionCalls are functions, by OID (fixed in PostgreSQL's
+// catalog), that a FunctionCall message may not call: each changes session
+// state pgtenant tracks from query texts (state.go), which it cannot read
+// from a FunctionCall's binary arguments.
+var refusedFunctionCalls = map[uint32]string{
+	2078: "set_config",
+	2880: "pg_advisory_lock", 2881: "pg_advisory_lock_shared",
+	2882: "pg_try_advisory_lock", 2883: "pg_try_advisory_lock_shared",
+	2886: "pg_advisory_lock", 2887: "pg_advisory_lock_shared",
+	2888: "pg_try_advisory_lock", 2889: "pg_try_advisory_lock_shared",
 }
 
 // scan classifies a statement text; the quick check needs no copy.
@@ -457,6 +514,10 @@ var (
 	// no parameters and text results; executeUnnamed runs it to the end.
 	bindUnnamed    = []byte{'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0}
 	executeUnnamed = []byte{'E', 0, 0, 0, 9, 0, 0, 0, 0, 0}
+	// syncMsg ends an extended-protocol batch; flushMsg asks the server
+	// to send what it has buffered.
+	syncMsg  = []byte{'S', 0, 0, 0, 4}
+	flushMsg = []byte{'H', 0, 0, 0, 4}
 )
 
 // ensureUnnamedLocked re-prepares the client's unnamed statement on a
@@ -502,6 +563,9 @@ const deallocateAllStandIn = "RESET pgtenant.deallocate_all"
 func (s *session) accountLocked(m *clientMsg) bool {
 	if m.dirty {
 		s.dirty = true
+	}
+	if s.pinPending && (m.typ == 'S' || m.typ == 'Q' || m.typ == 'F') {
+		s.pinBoundary = true
 	}
 	if !s.rm.skipping && !s.rm.copyIn {
 		// Statements a confirmed Parse replaced (promoteLocked) are
@@ -552,6 +616,9 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			s.expectLocked(entry{kind: replyQuery, own: true, soft: true})
 		}
 	case 'F':
+		if m.res.refuse != nil {
+			m.replace, _ = (&pgproto3.Query{String: raiseSQL(m.res.refuse)}).Encode(nil)
+		}
 		s.expectLocked(entry{kind: replyQuery})
 	case 'S':
 		s.open = false
@@ -830,16 +897,34 @@ func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 	s.queryTagged = false
 	s.curClient, s.curQuery = false, false
 	s.bw.Reset(be.NetConn)
+	s.pinPending, s.pinBoundary = false, false
 	if pinNow && !s.srv.noPin && !(s.srv.cfg.PinReuse && be.State == s.pin.key) {
-		_, _ = s.bw.Write(s.pin.msgs)
-		for i := 0; i < s.pin.queries; i++ {
-			s.expectLocked(entry{kind: replyQuery, own: true})
+		msgs, statements := s.pinFor(be)
+		_, _ = s.bw.Write(msgs)
+		for i := 0; i < statements; i++ {
+			last := i == statements-1
+			s.expectLocked(entry{kind: replyParse, own: true, pin: true})
+			s.expectLocked(entry{kind: replyBind, own: true, pin: true})
+			s.expectLocked(entry{kind: replyExecute, own: true, pin: true, pinEnd: last})
 		}
 		be.State = s.pin.key
+		s.pinPending = true
 		s.unsent = true
 	}
 	s.backendDone.Add(1)
 	go s.serveBackend(be)
+}
+
+// pinFor returns the pin to send on be and how many statements it holds.
+// A backend that last served another tenant has every prepared statement
+// dropped first (deallocatePin), and its statement cache with it.
+func (s *session) pinFor(be *pool.Conn) ([]byte, int) {
+	if be.Tenant == s.tenant.Name {
+		return s.pin.msgs, s.pin.statements
+	}
+	be.Tenant = s.tenant.Name
+	be.Statements.Clear()
+	return append(append([]byte(nil), deallocatePin...), s.pin.msgs...), s.pin.statements + 1
 }
 
 // serveBackend relays the attached backend's replies to the client until
@@ -898,8 +983,10 @@ type replyAction struct {
 	// have reached a safe point; own: one of pgtenant's.
 	ready, ownReady bool
 	// lose: the backend cannot be trusted (a reply that fits no entry, a
-	// failed pin); the error says why.
+	// failed query of pgtenant's); the error says why.
 	lose error
+	// pinFailed: the pin failed with this error (failPin).
+	pinFailed *pgproto3.ErrorResponse
 }
 
 // onReply handles one reply that needs the reply model. It returns true
@@ -941,6 +1028,10 @@ func (s *session) onReply(be *pool.Conn, typ byte, n int) bool {
 		return true
 	}
 	act := s.decideReply(be, typ, body, er, rollback, restoring)
+	if act.pinFailed != nil {
+		s.failPin(be, act.pinFailed)
+		return true
+	}
 	if act.lose != nil {
 		s.lose(be, nil, act.lose)
 		return true
@@ -1058,6 +1149,11 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		act.ready = true
 		return act
 	case 'E':
+		if e.pin {
+			// The server now skips to the next Sync: nothing the client
+			// sent behind the pin runs (pin.go).
+			return replyAction{pinFailed: er}
+		}
 		if e.own && e.soft && e.kind == replyQuery {
 			// The client's own statement failed first (its transaction
 			// is aborted) and the server said so to the client.
@@ -1117,6 +1213,12 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			s.promoteLocked(e.stmt)
 		}
 	case 'C':
+		if e.pinEnd && v.done {
+			// The pin is confirmed: the client's messages held back
+			// (waitPin) and a cancel waiting for it (startCancel) go on.
+			s.pinPending = false
+			s.cond.Broadcast()
+		}
 		if !e.own {
 			// Remembered for the next ReadyForQuery, as on the hot path.
 			s.queryRollback, s.queryTagged = rollback, true
@@ -1321,6 +1423,62 @@ func (s *session) finishLose(carryOn bool) {
 		return
 	}
 	s.setLinkLocked(linkLost)
+}
+
+// failPin handles a pin that failed on the server. The server skips what
+// the client sent behind it up to a Sync, so none of it ran; the backend,
+// in a state nobody knows, is closed, and the client hears one error in
+// place of the first thing it sent, as if that had failed:
+//   - when its Sync or Query is already out, the error and ReadyForQuery
+//     now (waitPin held back anything the client sent after it);
+//   - otherwise the rest of its batch is discarded up to its Sync, which is
+//     answered with the error and ReadyForQuery (skipTillSync).
+//
+// The client was idle when the pin was sent (a backend is checked out only
+// between transactions), so it goes on: its next message gets another
+// backend, pinned afresh.
+func (s *session) failPin(be *pool.Conn, er *pgproto3.ErrorResponse) {
+	e := &pgError{Severity: "ERROR", Code: codeConnectionFailure,
+		Message: "pgtenant: could not prepare a server connection for this transaction: " + er.Message,
+		Detail:  "Nothing this transaction sent ran; it can be retried."}
+	answer, ok := s.beginPinFailure(be, e)
+	if !ok {
+		return
+	}
+	s.srv.pool.Destroy(be)
+	if answer {
+		// The link is failing: this goroutine owns cw until finishLose.
+		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = writeMsg(s.cw, e.response())
+		_, _ = s.cw.Write(readyForQuery('I'))
+		_ = s.cw.Flush()
+		_ = s.nc.SetWriteDeadline(time.Time{})
+	}
+	s.finishLose(true)
+	s.logger().Warn("the pin failed on the server; closed the server connection, the client's transaction did not run",
+		"sqlstate", er.Code, "err", er.Message)
+}
+
+// beginPinFailure moves the link to failing for failPin and says whether
+// the client is to be answered now.
+func (s *session) beginPinFailure(be *pool.Conn, e *pgError) (answer, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.be != be || s.link != linkAttached {
+		return false, false
+	}
+	answer = s.pinBoundary && !s.clientGone
+	if !s.pinBoundary && s.open {
+		s.skipTillSync, s.skipErr = true, e
+	}
+	s.rm.reset()
+	s.setLinkLocked(linkFailing)
+	s.be = nil
+	s.curClient, s.curQuery = false, false
+	s.open, s.pinErr, s.unsent = false, nil, false
+	s.pinPending, s.pinBoundary = false, false
+	s.txnChanges = s.txnChanges[:0]
+	return answer, true
 }
 
 var errClosedByUs = errors.New("closed by pgtenant")

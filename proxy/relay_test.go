@@ -25,13 +25,93 @@ import (
 // fakeServer answers one frontend message; it may write replies to be.
 type fakeServer func(be *pgproto3.Backend, msg pgproto3.FrontendMessage) error
 
-// fakeBackends dials fake backends and keeps what each received.
+// fakeBackends dials fake backends and keeps what each received. Each
+// answers pgtenant's pin itself, like a server (fakePin).
 type fakeBackends struct {
 	t      *testing.T
 	script fakeServer
 	mu     sync.Mutex
 	got    [][]string // per backend, the frontend messages received
 	conns  []net.Conn
+	// failPin: the pin statement that fails on the next backend dialed;
+	// "" none.
+	failPin string
+}
+
+// fakePin is one fake backend's handling of the pin: Parse, Bind and
+// Execute of a pin statement are answered as a server would, and after
+// an error the backend skips every message up to Sync, as PostgreSQL does.
+type fakePin struct {
+	stmt     string // the pin statement parsed, awaiting Bind and Execute
+	skipping bool
+}
+
+// isPinStatement says whether a Parse text is one of the pin's.
+func isPinStatement(q string) bool {
+	for _, st := range append(append([]string{"COMMIT", "DEALLOCATE ALL"}, resetStatements...), cleanupStatements...) {
+		if q == st {
+			return true
+		}
+	}
+	return strings.HasPrefix(q, "SET search_path TO ") || strings.HasPrefix(q, `SET "`)
+}
+
+// fakeHandled is what fakePin did with a message.
+type fakeHandled uint8
+
+const (
+	notPin      fakeHandled = iota // the script's to answer
+	pinMsg                         // a message of the pin, answered
+	skippedMsg                     // skipped after an error, unanswered
+	skipEndSync                    // the Sync that ends a skip, answered
+)
+
+// handle answers msg if it is the pin's, or skips it after an error.
+func (p *fakePin) handle(be *pgproto3.Backend, msg pgproto3.FrontendMessage, fail string) (fakeHandled, error) {
+	if _, ok := msg.(*pgproto3.Sync); ok && p.skipping {
+		p.skipping = false
+		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		return skipEndSync, be.Flush()
+	}
+	if p.skipping {
+		return skippedMsg, nil
+	}
+	switch m := msg.(type) {
+	case *pgproto3.Flush:
+		return pinMsg, be.Flush()
+	case *pgproto3.Parse:
+		if m.Name == "" && isPinStatement(m.Query) {
+			p.stmt = m.Query
+			be.Send(&pgproto3.ParseComplete{})
+			return pinMsg, nil
+		}
+	case *pgproto3.Bind:
+		if p.stmt != "" {
+			be.Send(&pgproto3.BindComplete{})
+			return pinMsg, nil
+		}
+	case *pgproto3.Execute:
+		if p.stmt != "" {
+			st := p.stmt
+			p.stmt = ""
+			if st == fail {
+				be.Send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "55P03", Message: "canceling statement due to lock timeout"})
+				p.skipping = true
+				return pinMsg, be.Flush()
+			}
+			tag := st
+			if i := strings.IndexByte(tag, ' '); i > 0 {
+				tag = tag[:i]
+			}
+			if tag == "SELECT" {
+				be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte("x"), []byte("x"), []byte("")}})
+				tag = "SELECT 1"
+			}
+			be.Send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+			return pinMsg, be.Flush()
+		}
+	}
+	return notPin, nil
 }
 
 func (f *fakeBackends) Dial(ctx context.Context) (*pool.Conn, error) {
@@ -40,18 +120,40 @@ func (f *fakeBackends) Dial(ctx context.Context) (*pool.Conn, error) {
 	idx := len(f.got)
 	f.got = append(f.got, nil)
 	f.conns = append(f.conns, serverSide)
+	fail := f.failPin
+	f.failPin = "" // the first backend dialed only
 	f.mu.Unlock()
 	go func() {
 		defer serverSide.Close()
 		be := pgproto3.NewBackend(serverSide, serverSide)
+		var pin fakePin
 		for {
 			msg, err := be.Receive()
 			if err != nil {
 				return
 			}
-			f.mu.Lock()
-			f.got[idx] = append(f.got[idx], describeFrontend(msg))
-			f.mu.Unlock()
+			h, err := pin.handle(be, msg, fail)
+			if err != nil {
+				return
+			}
+			d := describeFrontend(msg)
+			switch h {
+			case pinMsg:
+				d = ""
+				if p, ok := msg.(*pgproto3.Parse); ok {
+					d = "pin " + p.Query
+				}
+			case skippedMsg:
+				d = "skipped " + d
+			}
+			if d != "" {
+				f.mu.Lock()
+				f.got[idx] = append(f.got[idx], d)
+				f.mu.Unlock()
+			}
+			if h != notPin {
+				continue
+			}
 			if err := f.script(be, msg); err != nil {
 				return
 			}
@@ -114,7 +216,7 @@ func newRelayRig(t *testing.T, script fakeServer) *relayRig {
 	proxySide, clientSide := net.Pipe()
 	s := newSession(srv, proxySide)
 	s.tenant = router.Tenant{Name: "acme", Schema: "acme", Active: true}
-	s.pin = buildPin("acme", nil)
+	s.pin = buildPin(pinOwner("acme", "u"), "acme", nil)
 	rig := &relayRig{s: s, fe: pgproto3.NewFrontend(clientSide, clientSide), cnc: clientSide, fake: fake, done: make(chan error, 1)}
 	go func() {
 		err := s.relayClient(context.Background())
@@ -171,22 +273,11 @@ func (r *relayRig) recv(t *testing.T) []string {
 	}
 }
 
-// answerPin answers pgtenant's pin query like a server.
-func answerPin(be *pgproto3.Backend, q *pgproto3.Query) bool {
-	if len(q.String) < 25 || q.String[:25] != "SET SESSION AUTHORIZATION" {
-		return false
-	}
-	be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SET")})
-	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-	_ = be.Flush()
-	return true
-}
-
 // A reply the model does not expect destroys the backend; it never
 // reaches the client as an answer, and the client is told the truth.
 func TestRelayStrayReplyDestroysBackend(t *testing.T) {
 	rig := newRelayRig(t, func(be *pgproto3.Backend, msg pgproto3.FrontendMessage) error {
-		if q, ok := msg.(*pgproto3.Query); ok && !answerPin(be, q) {
+		if q, ok := msg.(*pgproto3.Query); ok {
 			if q.String != "select 1" {
 				be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 2")})
 				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
@@ -223,7 +314,7 @@ func TestRelayStrayReplyDestroysBackend(t *testing.T) {
 // session with the backend destroyed, and leaves no lock held.
 func TestRelayPanicEndsSessionWithoutWedging(t *testing.T) {
 	rig := newRelayRig(t, func(be *pgproto3.Backend, msg pgproto3.FrontendMessage) error {
-		if q, ok := msg.(*pgproto3.Query); ok && !answerPin(be, q) {
+		if _, ok := msg.(*pgproto3.Query); ok {
 			be.Send(&pgproto3.ParameterStatus{Name: "application_name", Value: "x"})
 			be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SET")})
 			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
@@ -299,7 +390,7 @@ func (f dialerFunc) Dial(ctx context.Context) (*pool.Conn, error) { return f(ctx
 func TestRelayLostInTransactionRunsNothingMore(t *testing.T) {
 	rig := newRelayRig(t, func(be *pgproto3.Backend, msg pgproto3.FrontendMessage) error {
 		q, ok := msg.(*pgproto3.Query)
-		if !ok || answerPin(be, q) {
+		if !ok {
 			return nil
 		}
 		switch q.String {
@@ -347,7 +438,7 @@ func TestRelayLostInTransactionRunsNothingMore(t *testing.T) {
 func TestRelayServerFatalOutsideTransactionIsAnError(t *testing.T) {
 	rig := newRelayRig(t, func(be *pgproto3.Backend, msg pgproto3.FrontendMessage) error {
 		q, ok := msg.(*pgproto3.Query)
-		if !ok || answerPin(be, q) {
+		if !ok {
 			return nil
 		}
 		if q.String == "select pg_sleep(10)" {
@@ -367,4 +458,106 @@ func TestRelayServerFatalOutsideTransactionIsAnError(t *testing.T) {
 	if got := rig.recv(t); len(got) != 2 || got[0] != "C SELECT 1" {
 		t.Fatalf("after the loss: %v", got)
 	}
+}
+
+// selectOne answers every Query with one row and ReadyForQuery, and an
+// extended-protocol batch likewise.
+func selectOne(be *pgproto3.Backend, msg pgproto3.FrontendMessage) error {
+	switch msg.(type) {
+	case *pgproto3.Query:
+		be.Send(&pgproto3.CommandComplete{CommandTag: []byte("INSERT 0 1")})
+		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		return be.Flush()
+	case *pgproto3.Parse:
+		be.Send(&pgproto3.ParseComplete{})
+	case *pgproto3.Bind:
+		be.Send(&pgproto3.BindComplete{})
+	case *pgproto3.Execute:
+		be.Send(&pgproto3.CommandComplete{CommandTag: []byte("INSERT 0 1")})
+	case *pgproto3.Sync:
+		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		return be.Flush()
+	}
+	return nil
+}
+
+// Issue 11 A: the pin travels ahead of the client's first message, and when
+// it fails nothing the client sent runs: not on that backend (the server
+// skips to Sync), and not later on it either. The client hears one error,
+// as if its statement had failed, and carries on with a fresh backend.
+func TestRelayPinFailureRunsNothingOfTheClients(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		send []pgproto3.FrontendMessage
+	}{
+		{"query", []pgproto3.FrontendMessage{&pgproto3.Query{String: "insert a"}}},
+		{"extended", []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "insert a"}, &pgproto3.Bind{},
+			&pgproto3.Execute{}, &pgproto3.Sync{}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rig := newRelayRig(t, selectOne)
+			rig.fake.mu.Lock()
+			rig.fake.failPin = "DISCARD TEMP"
+			rig.fake.mu.Unlock()
+			// The client's statement and, pipelined behind it, the next one.
+			rig.send(t, append(tt.send, &pgproto3.Query{String: "insert b"})...)
+			got := rig.recv(t)
+			if len(got) != 2 || got[0] != "ERROR 08006" || got[1] != "ZI" {
+				t.Fatalf("client got %v, want ERROR 08006 then ReadyForQuery", got)
+			}
+			if got := rig.recv(t); len(got) != 2 || got[0] != "C INSERT 0 1" || got[1] != "ZI" {
+				t.Fatalf("the next statement: %v", got)
+			}
+			first, second := rig.fake.received(0), rig.fake.received(1)
+			for _, m := range first {
+				if m == "Q insert a" || m == "P insert a" || m == "Q insert b" {
+					t.Fatalf("the failed pin's backend ran %q: %v", m, first)
+				}
+			}
+			if !strings.HasPrefix(first[0], "pin ") || !strings.HasPrefix(first[len(first)-1], "skipped ") &&
+				first[len(first)-1] != "S" {
+				t.Fatalf("backend 0 got %v, want the pin then the client's messages skipped", first)
+			}
+			if len(second) == 0 || second[len(second)-1] != "Q insert b" || second[0] != "pin DEALLOCATE ALL" {
+				t.Fatalf("backend 1 got %v, want a fresh pin then only insert b", second)
+			}
+			for _, m := range second {
+				if m == "Q insert a" || m == "P insert a" {
+					t.Fatalf("the failed statement ran later on another backend: %v", second)
+				}
+			}
+		})
+	}
+}
+
+// The client's messages of one batch behind the pin go out at once (no
+// round trip for the pin), and the pin is one transaction that starts with
+// the reset and ends before the client's first message.
+func TestRelayPinTravelsWithTheFirstMessage(t *testing.T) {
+	rig := newRelayRig(t, selectOne)
+	rig.send(t, &pgproto3.Query{String: "insert a"})
+	if got := rig.recv(t); len(got) != 2 || got[1] != "ZI" {
+		t.Fatalf("client got %v", got)
+	}
+	got := rig.fake.received(0)
+	want := []string{"pin DEALLOCATE ALL", "pin BEGIN", "pin SET SESSION AUTHORIZATION DEFAULT", "pin RESET ALL",
+		`pin SET search_path TO "acme", public`}
+	if len(got) < len(want) || !slicesEqual(got[:len(want)], want) {
+		t.Fatalf("backend got %v, want it to start %v", got, want)
+	}
+	if got[len(got)-2] != "pin COMMIT" || got[len(got)-1] != "Q insert a" {
+		t.Fatalf("backend got %v, want the pin to end with COMMIT right before the client's query", got)
+	}
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

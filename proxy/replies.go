@@ -129,6 +129,10 @@ type entry struct {
 	// restoreInline: pgtenant inserted its restore statement into this
 	// Query; that statement's result set is swallowed.
 	restoreInline bool
+	// pin: a message of the pin (pin.go); an error in it means the pin
+	// failed. pinEnd: the pin's last message, whose completion confirms
+	// the pin.
+	pin, pinEnd bool
 }
 
 // replyModel is the queue of entries and the server's skip and copy modes.

@@ -273,12 +273,12 @@ func (srv *Server) cancel(pid uint32, secret []byte) {
 // cancel is on its way (cancelling holds the safe point back, see
 // releaseAtSafePoint), so it can never reach a command of whoever holds
 // the backend next; no lock is held while it is sent. pgtenant's own queries
-// are never cancelled: a cancelled pin would leave the client's command
-// running in the previous holder's state.
+// are never cancelled: a cancelled pin fails, and the client's transaction
+// with it, though the cancel was meant for a command of the client's.
 //
 // The server may already be running the client's command while the backend
-// goroutine has yet to read the pin's reply; the cancel then waits (up to
-// ServerConnectTimeout) for that reply rather than being dropped.
+// goroutine has yet to read the pin's confirmation; the cancel then waits
+// (up to ServerConnectTimeout) for it rather than being dropped.
 func (s *session) cancelRunning() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.ServerConnectTimeout)
 	defer cancel()
@@ -312,13 +312,15 @@ func (s *session) startCancel(ctx context.Context) *pool.Conn {
 	defer s.mu.Unlock()
 	for {
 		f := s.rm.front()
-		if s.link != linkAttached || f == nil || !f.own || f.kind != replyQuery || ctx.Err() != nil {
+		ownQuery := f != nil && f.own && f.kind == replyQuery
+		if s.link != linkAttached || !(s.pinPending || ownQuery) || ctx.Err() != nil {
 			break
 		}
 		s.cond.Wait()
 	}
 	f := s.rm.front()
-	if s.link != linkAttached || s.cancelling || (s.rm.clientWait == 0 && !s.open) || (f != nil && f.own && f.kind == replyQuery) {
+	if s.link != linkAttached || s.cancelling || (s.rm.clientWait == 0 && !s.open) || s.pinPending ||
+		(f != nil && f.own && f.kind == replyQuery) {
 		return nil
 	}
 	s.cancelling = true

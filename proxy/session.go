@@ -80,6 +80,12 @@ type session struct {
 	rm replyModel
 	// open: the client sent extended-protocol messages after its last Sync.
 	open bool
+	// pinPending: the pin was sent with the client's first message and is
+	// not confirmed yet (its last statement has not completed).
+	// pinBoundary: meanwhile the client sent a Sync, Query or FunctionCall;
+	// nothing more of the client's is sent until the pin is confirmed,
+	// since the server would run it even if the pin failed (pin.go).
+	pinPending, pinBoundary bool
 	// unsent: the client goroutine accounted a message it has not yet
 	// written out and flushed to the backend; the backend must not change
 	// hands before it is. parked: the backend goroutine waits for that.
@@ -365,7 +371,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		return perr
 	}
 	s.params = params
-	s.pin = buildPin(t.Schema, params)
+	s.pin = buildPin(pinOwner(t.Name, s.user), t.Schema, params)
 
 	// The parameters are checked on a backend once per distinct set: the
 	// ParameterStatus messages the server reported for it are kept
@@ -379,7 +385,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		if be, err = s.checkout(ctx, true); err != nil {
 			return asFatal(err)
 		}
-		if greeting, err = s.checkOnBackend(be); err != nil {
+		if be, greeting, err = s.checkOnBackend(ctx, be); err != nil {
 			return err
 		}
 		s.srv.greetings.Add(s.pin.key, greeting)
@@ -418,25 +424,39 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 // the server rejects (the client then gets the server's error, FATAL, as
 // PostgreSQL would give it at login) and, otherwise, the ParameterStatus
 // values the client must be told: what the server reports after the pin,
-// so they are the ones its queries will run with. On error be has been
-// released or destroyed.
-func (s *session) checkOnBackend(be *pool.Conn) ([]byte, error) {
+// so they are the ones its queries will run with. It returns the backend
+// it ended with; on error that has been released or destroyed.
+//
+// A pin that fails may fail for what the backend's previous holder left
+// (pin.go), not for the client's parameters: it is tried once more, on
+// another backend, before the client is refused.
+func (s *session) checkOnBackend(ctx context.Context, be *pool.Conn) (*pool.Conn, []byte, error) {
 	serverErr, err := s.applyPinNow(be)
+	if err == nil && serverErr != nil {
+		s.srv.pool.Destroy(be)
+		s.logger().Warn("the pin failed on the server at startup; trying another server connection",
+			"sqlstate", serverErr.Code, "err", serverErr.Message)
+		if be, err = s.srv.pool.Checkout(ctx); err != nil {
+			return nil, nil, asFatal(err)
+		}
+		serverErr, err = s.applyPinNow(be)
+	}
 	if err != nil {
 		s.srv.pool.Destroy(be)
-		return nil, fatalf(codeConnectionFailure, "pgtenant: server connection failed during startup: %v", err)
+		return nil, nil, fatalf(codeConnectionFailure, "pgtenant: server connection failed during startup: %v", err)
 	}
 	if serverErr != nil {
-		be.State = ""
-		s.srv.pool.Release(be)
-		return nil, &pgError{Severity: "FATAL", Code: serverErr.Code, Message: serverErr.Message,
+		// The pin failed whole (one transaction), but the state the
+		// previous holder left is still there, and may be why.
+		s.srv.pool.Destroy(be)
+		return nil, nil, &pgError{Severity: "FATAL", Code: serverErr.Code, Message: serverErr.Message,
 			Detail: serverErr.Detail, Hint: serverErr.Hint}
 	}
 	if v := be.Params["standard_conforming_strings"]; v != "on" {
 		// The server's own default is off (postgresql.conf or the pool
 		// role): see lexerSafe.
 		s.srv.pool.Release(be)
-		return nil, fatalf(codeFeatureUnsupported,
+		return nil, nil, fatalf(codeFeatureUnsupported,
 			"pgtenant requires standard_conforming_strings = on on the backend (it is %q)", v)
 	}
 	names := make([]string, 0, len(be.Params))
@@ -448,7 +468,7 @@ func (s *session) checkOnBackend(be *pool.Conn) ([]byte, error) {
 	for _, name := range names {
 		greeting, _ = (&pgproto3.ParameterStatus{Name: name, Value: be.Params[name]}).Encode(greeting)
 	}
-	return greeting, nil
+	return be, greeting, nil
 }
 
 // applyPinNow runs the pin on be and waits for its replies, keeping the
@@ -458,11 +478,12 @@ func (s *session) checkOnBackend(be *pool.Conn) ([]byte, error) {
 func (s *session) applyPinNow(be *pool.Conn) (*pgproto3.ErrorResponse, error) {
 	_ = be.NetConn.SetDeadline(time.Now().Add(s.srv.cfg.ServerConnectTimeout))
 	defer be.NetConn.SetDeadline(time.Time{})
-	if _, err := be.NetConn.Write(s.pin.msgs); err != nil {
+	msgs, _ := s.pinFor(be)
+	if _, err := be.NetConn.Write(append(append([]byte(nil), msgs...), syncMsg...)); err != nil {
 		return nil, err
 	}
 	var serverErr *pgproto3.ErrorResponse
-	for left := s.pin.queries; left > 0; {
+	for left := 1; left > 0; {
 		typ, n, err := peekHeader(be.Reader)
 		if err != nil {
 			return nil, err

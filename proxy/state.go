@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/pool"
 	"github.com/pgtenant/pgtenant/proxy/sqlscan"
 )
 
@@ -173,10 +174,17 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 			if start, end, ok := nameRange(text, st); ok {
 				res.refs = append(res.refs, nameRef{start: start, end: end, name: st.Name, drop: st.Kind == sqlscan.Deallocate})
 			}
+		} else if e := reservedStmtName(st.Name); e != nil {
+			res.refuse = e
+			return
 		}
 	case sqlscan.Listen:
 		res.unpoolableOnce("LISTEN")
 	case sqlscan.Prepare:
+		if e := reservedStmtName(st.Name); e != nil {
+			res.refuse = e
+			return
+		}
 		res.unpoolableOnce("PREPARE")
 	case sqlscan.DeclareWithHold:
 		res.unpoolableOnce("DECLARE ... WITH HOLD")
@@ -247,6 +255,19 @@ func (r *scanResult) unpoolableOnce(what string) {
 	if r.unpoolable == "" {
 		r.unpoolable = what
 	}
+}
+
+// reservedStmtName refuses an SQL-level PREPARE, EXECUTE or DEALLOCATE of a
+// name in pgtenant's own namespace (pool.StatementPrefix), where the
+// statements it prepares for every client of a tenant live: no client may
+// run, drop or replace them.
+func reservedStmtName(name string) *pgError {
+	if !strings.HasPrefix(name, pool.StatementPrefix) {
+		return nil
+	}
+	return &pgError{Severity: "ERROR", Code: codeInsufficientPriv,
+		Message: fmt.Sprintf("pgtenant: prepared statement names beginning with %q are reserved for pgtenant", pool.StatementPrefix),
+		Hint:    "Name your statement differently."}
 }
 
 // renderValues renders a SET value list as SQL; "" means the default
@@ -566,7 +587,7 @@ func (s *session) rebuildPinLocked() {
 	for i, name := range names {
 		sets[i] = renderedSetting{name: name, sql: merged[name]}
 	}
-	s.pin = buildPinSQL(s.tenant.Schema, searchPath, sets)
+	s.pin = buildPinSQL(pinOwner(s.tenant.Name, s.user), s.tenant.Schema, searchPath, sets)
 }
 
 // bindParamText returns the text of parameter n (1-based) of a Bind body,

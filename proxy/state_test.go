@@ -35,7 +35,7 @@ func newTestSession(t testing.TB) *session {
 		status:   'I',
 	}
 	s.cond = sync.NewCond(&s.mu)
-	s.pin = buildPin(s.tenant.Schema, nil)
+	s.pin = buildPin(pinOwner(s.tenant.Name, s.user), s.tenant.Schema, nil)
 	return s
 }
 
@@ -604,58 +604,55 @@ func commitText(t *testing.T, s *session, text string) {
 func TestSettleRebuildsPin(t *testing.T) {
 	s := newTestSession(t)
 	s.params = []startupParam{{Name: "application_name", Value: "psql"}, {Name: "datestyle", Value: "ISO"}}
-	s.pin = buildPin(s.tenant.Schema, s.params)
+	s.pin = buildPin(pinOwner(s.tenant.Name, s.user), s.tenant.Schema, s.params)
 
 	commitText(t, s, "SET ROLE reader; SET statement_timeout = 5000; SET SESSION AUTHORIZATION bob; SET datestyle = German")
-	got := pinQueries(t, s.pin.msgs)
-	if len(got) != 2 || s.pin.queries != 2 {
-		t.Fatalf("pin has %d queries (%d counted): %q", len(got), s.pin.queries, got)
-	}
-	if want := resetSQL + `SET search_path TO "acme", public`; got[0] != want {
-		t.Errorf("first query %q, want %q", got[0], want)
+	sp, sets := pinParts(t, s.pin)
+	if want := `"acme", public`; sp != want {
+		t.Errorf("search_path %q, want %q", sp, want)
 	}
 	// session_authorization first, then by name; the client's datestyle
 	// overrides the startup one. SET SESSION AUTHORIZATION ended the SET
 	// ROLE before it, as in PostgreSQL, so no role is set.
-	want := `SET "session_authorization" TO 'bob'; SET "application_name" TO 'psql'; ` +
-		`SET "datestyle" TO 'german'; SET "statement_timeout" TO 5000`
-	if got[1] != want {
-		t.Errorf("second query\n %q\nwant\n %q", got[1], want)
+	want := []string{`SET "session_authorization" TO 'bob'`, `SET "application_name" TO 'psql'`,
+		`SET "datestyle" TO 'german'`, `SET "statement_timeout" TO 5000`}
+	if !reflect.DeepEqual(sets, want) {
+		t.Errorf("settings\n %q\nwant\n %q", sets, want)
 	}
 
-	// The client's search_path replaces the tenant default in the first
-	// query, and never appears in the second.
+	// The client's search_path replaces the tenant default, and is not
+	// among the settings.
 	commitText(t, s, "SET search_path = public, acme")
-	got = pinQueries(t, s.pin.msgs)
-	if want := resetSQL + `SET search_path TO 'public', 'acme'`; got[0] != want {
-		t.Errorf("first query %q, want %q", got[0], want)
+	sp, sets = pinParts(t, s.pin)
+	if want := `'public', 'acme'`; sp != want {
+		t.Errorf("search_path %q, want %q", sp, want)
 	}
-	if strings.Contains(got[1], "search_path") {
-		t.Errorf("search_path in the second query: %q", got[1])
+	if strings.Contains(strings.Join(sets, ";"), "search_path") {
+		t.Errorf("search_path among the settings: %q", sets)
 	}
 	keyWithPath := s.pin.key
 
 	// RESET puts the startup value back, RESET search_path the tenant's.
 	commitText(t, s, "RESET datestyle; RESET search_path; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; RESET statement_timeout")
-	got = pinQueries(t, s.pin.msgs)
-	if want := resetSQL + `SET search_path TO "acme", public`; got[0] != want {
-		t.Errorf("first query %q, want %q", got[0], want)
+	sp, sets = pinParts(t, s.pin)
+	if want := `"acme", public`; sp != want {
+		t.Errorf("search_path %q, want %q", sp, want)
 	}
-	if want := `SET "application_name" TO 'psql'; SET "datestyle" TO 'ISO'`; got[1] != want {
-		t.Errorf("second query %q, want %q", got[1], want)
+	if want := []string{`SET "application_name" TO 'psql'`, `SET "datestyle" TO 'ISO'`}; !reflect.DeepEqual(sets, want) {
+		t.Errorf("settings %q, want %q", sets, want)
 	}
 	if s.pin.key == keyWithPath {
 		t.Error("pin key did not change with the state")
 	}
-	if fresh := buildPin(s.tenant.Schema, s.params); s.pin.key != fresh.key || !bytes.Equal(s.pin.msgs, fresh.msgs) {
+	if fresh := buildPin(pinOwner(s.tenant.Name, s.user), s.tenant.Schema, s.params); s.pin.key != fresh.key || !bytes.Equal(s.pin.msgs, fresh.msgs) {
 		t.Errorf("back to the startup state, the pin differs from the startup pin")
 	}
 
-	// Nothing at all: one query.
+	// Nothing at all: no settings.
 	s.params = nil
 	commitText(t, s, "RESET ALL")
-	if got := pinQueries(t, s.pin.msgs); len(got) != 1 || s.pin.queries != 1 {
-		t.Errorf("empty state pin: %q", got)
+	if _, sets := pinParts(t, s.pin); len(sets) != 0 {
+		t.Errorf("empty state pin: %q", sets)
 	}
 }
 

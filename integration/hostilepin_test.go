@@ -1,0 +1,269 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgtenant/pgtenant/config"
+)
+
+// A hostile tenant against the pin (issue 11 A), in schema mode: a client
+// of acme that controls its own SQL, functions and timing tries to make the
+// pin of the next holder of its backend fail or leave acme's state behind,
+// and to run or replace another tenant's prepared statements. Each test
+// states what must hold: the other tenant's work runs in its own schema or
+// is refused outright, never half-done in acme's state.
+
+// hostileTenants creates tenants <prefix>_acme and <prefix>_globex, each
+// with a table orders(item text) and acme with a table loot(item text).
+func hostileTenants(t *testing.T, prefix string) (acme, globex string) {
+	t.Helper()
+	acme, globex = prefix+"_acme", prefix+"_globex"
+	createTenant(t, acme, "CREATE TABLE orders (item text)", "CREATE TABLE loot (item text)")
+	createTenant(t, globex, "CREATE TABLE orders (item text)")
+	return acme, globex
+}
+
+func countRows(t *testing.T, d *pgx.Conn, table string) int {
+	t.Helper()
+	var n int
+	if err := d.QueryRow(context.Background(), "select count(*) from "+table).Scan(&n); err != nil {
+		t.Fatalf("count %s: %v", table, err)
+	}
+	return n
+}
+
+// Escape 1: acme arms its backend (inside a DO block, which pgtenant cannot
+// read: search_path to acme, a pg_temp trigger function and a trigger on an
+// acme table), then holds a lock that the next pin's DISCARD TEMP must wait
+// for. globex's INSERT INTO orders, sent behind that pin, must never run in
+// acme's state: the pin fails on its own lock_timeout, globex hears an error
+// for a statement that did not run, and its retry lands in globex.orders.
+func TestHostilePinCannotHalfFail(t *testing.T) {
+	t.Parallel()
+	acme, globex := hostileTenants(t, "hpfail")
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// globex's client connects first (its startup check takes a backend
+	// and gives it back).
+	victim := p.Connect(t, globex, pgx.QueryExecModeSimpleProtocol)
+	// One acme client takes a backend and holds a lock on acme.orders,
+	// which dropping the trigger below (DISCARD TEMP drops pg_temp.steal
+	// and the trigger with it) must wait for.
+	holder := p.Connect(t, acme, pgx.QueryExecModeSimpleProtocol)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+acme+".orders IN ACCESS SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	// Another arms the other backend and leaves it idle: the only one
+	// globex can get.
+	armer := p.Connect(t, acme, pgx.QueryExecModeSimpleProtocol)
+	if _, err := armer.Exec(ctx, `DO $$ BEGIN
+		PERFORM pg_catalog.set_config('search_path', '`+acme+`', false);
+		EXECUTE 'CREATE FUNCTION pg_temp.steal() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$';
+		EXECUTE 'CREATE TRIGGER steal BEFORE INSERT ON `+acme+`.orders FOR EACH ROW EXECUTE FUNCTION pg_temp.steal()';
+	END $$`); err != nil {
+		t.Fatalf("arming: %v", err)
+	}
+
+	_, err = victim.Exec(ctx, "INSERT INTO orders VALUES ('globex order')")
+	// acme lets go of its lock: the closed backend, on its way out, drops
+	// its temporary objects and the trigger with them, which waits for it.
+	if rerr := tx.Rollback(ctx); rerr != nil {
+		t.Fatal(rerr)
+	}
+	d := direct(t)
+	if n := countRows(t, d, acme+".orders"); n != 0 {
+		t.Fatalf("globex's INSERT ran in acme's state: %d rows in %s.orders", n, acme)
+	}
+	if err == nil {
+		// The pin did not wait: acme's trigger was gone already. Then
+		// the row must be globex's.
+		if n := countRows(t, d, globex+".orders"); n != 1 {
+			t.Fatalf("INSERT succeeded but %s.orders has %d rows", globex, n)
+		}
+		t.Fatal("the pin did not have to drop acme's trigger; the test did not test the failed pin")
+	}
+	if sqlState(err) != "08006" || !strings.Contains(err.Error(), "Nothing this transaction sent ran") &&
+		!strings.Contains(err.Error(), "could not prepare a server connection") {
+		t.Fatalf("globex got %v (SQLSTATE %s), want 08006 saying nothing ran", err, sqlState(err))
+	}
+	if n := countRows(t, d, globex+".orders"); n != 0 {
+		t.Fatalf("globex was told its INSERT failed, but %s.orders has %d rows", globex, n)
+	}
+	// globex's client carries on: the retry gets a fresh backend.
+	if _, err := victim.Exec(ctx, "INSERT INTO orders VALUES ('globex order')"); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if n := countRows(t, d, globex+".orders"); n != 1 {
+		t.Fatalf("after the retry %s.orders has %d rows, want 1", globex, n)
+	}
+	if n := countRows(t, d, acme+".orders"); n != 0 {
+		t.Fatalf("%s.orders has %d rows", acme, n)
+	}
+
+	// The same trap set for a client that is still connecting: its
+	// startup check of its parameters meets the armed backend, fails, and
+	// is tried once more on another, so the client gets in.
+	tx2, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx2.Rollback(ctx)
+	if _, err := tx2.Exec(ctx, "LOCK TABLE "+acme+".orders IN ACCESS SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := armer.Exec(ctx, `DO $$ BEGIN
+		EXECUTE 'CREATE FUNCTION pg_temp.steal() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$';
+		EXECUTE 'CREATE TRIGGER steal2 BEFORE INSERT ON `+acme+`.orders FOR EACH ROW EXECUTE FUNCTION pg_temp.steal()';
+	END $$`); err != nil {
+		t.Fatalf("arming again: %v", err)
+	}
+	cfg, err := pgx.ParseConfig(p.DSN(globex) + " application_name=late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("a client connecting while only the armed backend was free: %v", err)
+	}
+	defer late.Close(ctx)
+	if err := tx2.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := late.Exec(ctx, "INSERT INTO orders VALUES ('late order')"); err != nil {
+		t.Fatalf("late client: %v", err)
+	}
+	if n := countRows(t, d, globex+".orders"); n != 2 {
+		t.Fatalf("%s.orders has %d rows, want 2", globex, n)
+	}
+	if n := countRows(t, d, acme+".orders"); n != 0 {
+		t.Fatalf("%s.orders has %d rows", acme, n)
+	}
+	if !strings.Contains(p.Logs(), "trying another server connection") {
+		t.Fatalf("the late client's startup did not meet the armed backend; the test did not test it")
+	}
+}
+
+// Escape 2: acme replaces the statements pgtenant prepared (names pgt_N)
+// with its own, from a DO block that pgtenant cannot read, so that globex's
+// cached INSERT would run acme's SQL. A backend that changes tenants drops
+// every prepared statement, so acme never sees globex's statements nor
+// leaves its own for globex; and SQL naming pgtenant's statements is
+// refused where pgtenant can see it.
+func TestHostilePreparedStatementHijack(t *testing.T) {
+	t.Parallel()
+	acme, globex := hostileTenants(t, "hphijack")
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	victim := p.Connect(t, globex, pgx.QueryExecModeCacheStatement)
+	if _, err := victim.Exec(ctx, "INSERT INTO orders VALUES ($1)", "first"); err != nil {
+		t.Fatal(err)
+	}
+	attacker := p.Connect(t, acme, pgx.QueryExecModeSimpleProtocol)
+	var seen int
+	if err := attacker.QueryRow(ctx, "select count(*) from pg_prepared_statements").Scan(&seen); err != nil {
+		t.Fatal(err)
+	}
+	if seen != 0 {
+		t.Errorf("acme sees %d prepared statements of another tenant on its backend", seen)
+	}
+	if _, err := attacker.Exec(ctx, `DO $$ DECLARE i int; BEGIN
+		FOR i IN 1..50 LOOP
+			BEGIN EXECUTE 'DEALLOCATE pgt_' || i; EXCEPTION WHEN OTHERS THEN NULL; END;
+			EXECUTE 'PREPARE pgt_' || i || ' (text) AS INSERT INTO `+acme+`.loot VALUES ($1)';
+		END LOOP;
+	END $$`); err != nil {
+		t.Fatalf("attack: %v", err)
+	}
+	for _, q := range []string{"EXECUTE pgt_1('x')", "DEALLOCATE pgt_1", "PREPARE pgt_99 (text) AS SELECT $1"} {
+		if _, err := attacker.Exec(ctx, q); sqlState(err) != "42501" {
+			t.Errorf("%s: got %v, want 42501", q, err)
+		}
+	}
+	if _, err := victim.Exec(ctx, "INSERT INTO orders VALUES ($1)", "secret"); err != nil {
+		t.Fatalf("globex after the attack: %v", err)
+	}
+	d := direct(t)
+	if n := countRows(t, d, acme+".loot"); n != 0 {
+		t.Fatalf("globex's statement ran acme's SQL: %d rows in %s.loot", n, acme)
+	}
+	if n := countRows(t, d, globex+".orders"); n != 2 {
+		t.Fatalf("%s.orders has %d rows, want 2", globex, n)
+	}
+}
+
+// Escape 3: two tenants whose clients set the same search_path and settings
+// must still not share a pin key: acme changes a setting inside a function
+// (invisible to pgtenant), and globex must not run with it.
+func TestHostilePinKeyNotShared(t *testing.T) {
+	t.Parallel()
+	acme, globex := hostileTenants(t, "hpkey")
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	a := p.Connect(t, acme, pgx.QueryExecModeSimpleProtocol)
+	g := p.Connect(t, globex, pgx.QueryExecModeSimpleProtocol)
+	for _, c := range []*pgx.Conn{a, g} {
+		if _, err := c.Exec(ctx, "SET search_path TO public"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Exec(ctx, `DO $$ BEGIN PERFORM pg_catalog.set_config('application_name', 'acme-was-here', false); END $$`); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	if err := g.QueryRow(ctx, "show application_name").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	if name == "acme-was-here" {
+		t.Fatalf("globex runs with a setting acme made: application_name = %q", name)
+	}
+}
+
+// Escape 7: set_config through a FunctionCall message (oid 2078) would
+// change search_path unseen; it is refused with 0A000, and the session
+// keeps its own schema.
+func TestHostileFunctionCallSetConfig(t *testing.T) {
+	t.Parallel()
+	acme, globex := hostileTenants(t, "hpfcall")
+	p := startProxy(t)
+	nc := rawDial(t, p)
+	fe := rawStartup(t, nc, acme)
+	rawSend(t, nc, &pgproto3.FunctionCall{Function: 2078, ArgFormatCodes: []uint16{0},
+		Arguments: [][]byte{[]byte("search_path"), []byte(globex), []byte("false")}, ResultFormatCode: 0})
+	var code string
+	for done := false; !done; {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			code = m.Code
+		case *pgproto3.FunctionCallResponse:
+			t.Errorf("set_config ran through a FunctionCall: %q", m.Result)
+		case *pgproto3.ReadyForQuery:
+			done = true
+		}
+	}
+	if code != "0A000" {
+		t.Fatalf("FunctionCall set_config: SQLSTATE %q, want 0A000", code)
+	}
+	if got := rawQueryOne(t, nc, fe, "select current_schema()"); got != acme {
+		t.Fatalf("current_schema() = %q after the refused call, want %q", got, acme)
+	}
+}

@@ -317,7 +317,7 @@ func (s *session) inspect(m *clientMsg) error {
 			// on the next backend; the message itself is copied on from
 			// the reader. The buffer is reused: one unnamed statement at
 			// a time.
-			s.unnamedBuf = append(s.unnamedBuf[:0], rest...)
+			s.tr.unnamedBuf = append(s.tr.unnamedBuf[:0], rest...)
 		}
 	case 'B':
 		body, err := s.body(m)
@@ -335,7 +335,7 @@ func (s *session) inspect(m *clientMsg) error {
 		m.name, m.portal = name, portal
 		m.nameEnd = len(portal) + 1 + len(name) + 1
 		m.mapped = name != ""
-		if eff := s.effectsOf(name); eff != nil && len(eff.params) > 0 {
+		if eff := s.tr.effectsOf(name); eff != nil && len(eff.params) > 0 {
 			// set_config values come as parameters: keep the body to
 			// read them.
 			if err := s.consume(m); err != nil {
@@ -343,7 +343,7 @@ func (s *session) inspect(m *clientMsg) error {
 			}
 		}
 	case 'E':
-		if len(s.portalFx) == 0 {
+		if len(s.tr.portalFx) == 0 {
 			return nil // no portal of the client's changes anything
 		}
 		body, err := s.body(m)
@@ -381,22 +381,10 @@ func (s *session) scan(m *clientMsg, text []byte) {
 		return
 	}
 	m.text = string(text)
-	m.res = s.scanText(m.text)
+	m.res = s.tr.scanText(m.text)
 	// The text may change the session: the backend cannot be reused
 	// without a pin once this client is done with it.
 	m.dirty = true
-}
-
-// effectsOf returns the session effects of the client's statement name
-// ("" for the unnamed one), or nil. Client goroutine only.
-func (s *session) effectsOf(name string) *stmtEffects {
-	if name == "" {
-		return &s.unnamed
-	}
-	if cs, ok := s.stmts[name]; ok {
-		return &cs.effects
-	}
-	return nil
 }
 
 // answerDetachedLocked answers, without a backend, a message that needs
@@ -424,7 +412,7 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 		if !m.mapped || res.refuse != nil || res.unpoolable != "" || res.dropStatements || len(res.refs) > 0 {
 			return false
 		}
-		if _, exists := s.stmts[m.name]; exists {
+		if _, exists := s.tr.stmts[m.name]; exists {
 			return false // the server must say 42P05
 		}
 		// Only when no backend is free: a free one answers exactly as
@@ -434,11 +422,11 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 			return false
 		}
 		_, rest, _ := splitName(m.whole)
-		s.addClientStmt(m.name, rest, stmtEffects{changes: res.changes, params: res.params}, true)
+		s.tr.addClientStmt(m.name, rest, stmtEffects{changes: res.changes, params: res.params}, true, s.srv.stmtSeq.Add(1))
 		_, _ = s.cw.Write(parseComplete)
 	case 'C':
 		if m.mapped {
-			delete(s.stmts, m.name)
+			delete(s.tr.stmts, m.name)
 		}
 		_, _ = s.cw.Write(closeComplete)
 	case 'S':
@@ -464,10 +452,10 @@ var (
 // Bind it in the next (pgx's describe-exec mode does), and in between the
 // backend may have changed hands.
 func (s *session) ensureUnnamedLocked() {
-	if s.unnamedHere || s.unnamedParse == nil {
+	if s.unnamedHere || s.tr.unnamedParse == nil {
 		return
 	}
-	s.out = appendParse(s.out, "", s.unnamedParse)
+	s.out = appendParse(s.out, "", s.tr.unnamedParse)
 	s.expectLocked(entry{kind: replyParse, own: true})
 	s.unnamedHere = true
 }
@@ -514,7 +502,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 	switch m.typ {
 	case 'Q':
 		// A simple Query destroys the unnamed statement.
-		s.unnamedParse, s.unnamedHere = nil, false
+		s.tr.unnamedParse, s.unnamedHere = nil, false
 		e := entry{kind: replyQuery}
 		var after string
 		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
@@ -536,9 +524,9 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			case m.res.discardAlone:
 				// DISCARD ALL must be alone in its Query: the client's
 				// defaults follow in a Query of pgtenant's.
-				after = s.restoreSQL(m.res.changes)
+				after = s.tr.restoreSQL(m.res.changes)
 			case len(m.res.resets) > 0:
-				if text = s.inlineRestores(m.text, m.res.resets); text != "" {
+				if text = s.tr.inlineRestores(m.text, m.res.resets); text != "" {
 					e.restoreInline = true
 				}
 			}
@@ -559,11 +547,11 @@ func (s *session) accountLocked(m *clientMsg) bool {
 	case 'E':
 		s.open = true
 		e := entry{kind: replyExecute}
-		if fx, ok := s.portalFx[m.portal]; ok {
+		if fx, ok := s.tr.portalFx[m.portal]; ok {
 			e.changes, e.tag = fx.changes, fx.tag
 		}
 		s.expectLocked(e)
-		if restore := s.restoreSQL(e.changes); restore != "" {
+		if restore := s.tr.restoreSQL(e.changes); restore != "" {
 			// Behind the Execute, in the same segment, so the client's next
 			// statement already sees its defaults. pgtenant's statement is
 			// the unnamed one: the client's is prepared again when next
@@ -599,13 +587,13 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			s.parseNamedLocked(m.name, rest, effects)
 			return true
 		}
-		s.unnamed = effects
+		s.tr.unnamed = effects
 		if body != nil { // refused: replaced
-			_, s.unnamedParse, _ = splitName(body)
+			_, s.tr.unnamedParse, _ = splitName(body)
 			m.replace = appendHeader(nil, 'P', len(body))
 			m.replace = append(m.replace, body...)
 		} else {
-			s.unnamedParse = s.unnamedBuf
+			s.tr.unnamedParse = s.tr.unnamedBuf
 		}
 		s.unnamedHere = true
 		s.expectLocked(entry{kind: replyParse})
@@ -613,14 +601,16 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		s.open = true
 		if m.name == "" {
 			s.ensureUnnamedLocked()
-			if s.unnamedParse == nil && !s.unnamedHere {
+			if s.tr.unnamedParse == nil && !s.unnamedHere {
 				// No unnamed statement of this client's: the backend may
 				// still hold its last holder's, which must not run. Send
 				// a name that exists nowhere; the server answers 26000.
 				m.mapped = true
 			}
 		}
-		s.bindChangesLocked(m)
+		if s.tr.bindChanges(m.name, m.portal, m.whole) {
+			s.dirty = true
+		}
 		e := entry{kind: replyBind}
 		if m.mapped {
 			var name string
@@ -655,10 +645,10 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			// The backend's statement stays for others; the client's is
 			// gone. Closing a name that does not exist is no error, so the
 			// server still answers CloseComplete.
-			delete(s.stmts, m.name)
+			delete(s.tr.stmts, m.name)
 			s.out = appendClose(s.out, 'S', unknownStmtName(m.name))
 		} else if m.kind == 'P' {
-			delete(s.portalFx, m.name)
+			delete(s.tr.portalFx, m.name)
 		}
 		s.expectLocked(entry{kind: replyClose})
 	case 'd', 'c', 'f':
@@ -672,32 +662,6 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		}
 	}
 	return true
-}
-
-// bindChangesLocked records what executing the portal a Bind creates will
-// change in the session: the statement's changes, and set_config values
-// that come as its parameters. A statement that changes the session marks
-// the backend dirty each time it is bound, whether its text was scanned
-// now or when it was prepared.
-func (s *session) bindChangesLocked(m *clientMsg) {
-	eff := s.effectsOf(m.name)
-	if eff == nil || (eff.empty() && eff.tag == "") {
-		if len(s.portalFx) > 0 {
-			delete(s.portalFx, m.portal)
-		}
-		return
-	}
-	s.dirty = true
-	fx := stmtEffects{changes: append([]change(nil), eff.changes...), tag: eff.tag}
-	for _, pc := range eff.params {
-		if v, ok := bindParamText(m.whole, pc.param); ok {
-			fx.changes = append(fx.changes, change{name: pc.name, value: quoteLiteral(v)})
-		}
-	}
-	if s.portalFx == nil {
-		s.portalFx = map[string]stmtEffects{}
-	}
-	s.portalFx[m.portal] = fx
 }
 
 // send writes what accountLocked prepared and then the message itself:
@@ -769,8 +733,8 @@ func (s *session) skippedLocked(e entry) {
 	// A statement pgtenant answered itself (answerDetachedLocked) stays:
 	// the client was told it exists, so each use tries the Parse again
 	// and reports its error.
-	if e.stmt != nil && !e.stmt.answered && s.stmts[e.clientName] == e.stmt {
-		delete(s.stmts, e.clientName)
+	if e.stmt != nil && !e.stmt.answered && s.tr.stmts[e.clientName] == e.stmt {
+		delete(s.tr.stmts, e.clientName)
 	}
 }
 
@@ -830,12 +794,12 @@ func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 	s.queryTagged = false
 	s.curClient, s.curQuery = false, false
 	s.bw.Reset(be.NetConn)
-	if pinNow && !s.srv.cfg.BenchNoPin && !(s.srv.cfg.PinReuse && be.State == s.pin.key) {
-		_, _ = s.bw.Write(s.pin.msgs)
-		for i := 0; i < s.pin.queries; i++ {
+	if pinNow && !s.srv.cfg.BenchNoPin && !(s.srv.cfg.PinReuse && be.State == s.tr.pin.key) {
+		_, _ = s.bw.Write(s.tr.pin.msgs)
+		for i := 0; i < s.tr.pin.queries; i++ {
 			s.expectLocked(entry{kind: replyQuery, own: true})
 		}
-		be.State = s.pin.key
+		be.State = s.tr.pin.key
 		s.unsent = true
 	}
 	s.backendDone.Add(1)
@@ -1038,20 +1002,12 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			}
 			return replyAction{ownReady: true}
 		}
-		if e.kind == replyQuery {
-			if !s.queryFailed {
-				s.txnChanges = append(s.txnChanges, e.changes...)
-			}
-			s.queryFailed = false
-		}
-		if s.queryTagged {
-			// The last CommandComplete of the client's since its last
-			// ReadyForQuery: whether what this one ends was rolled back.
-			s.lastRollback = s.queryRollback
-			s.queryTagged = false
-		}
+		// queryTagged: the last CommandComplete of the client's since its
+		// last ReadyForQuery says whether what this one ends was rolled
+		// back.
+		s.tr.readyForQuery(status, e.kind == replyQuery, e.changes, s.queryTagged, s.queryRollback)
+		s.queryTagged = false
 		s.status = status
-		s.settleLocked(status)
 		if !gone {
 			act.write = readyForQuery(status)
 		}
@@ -1069,10 +1025,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			}
 			return act
 		}
-		s.segmentFailed = true
-		if e.kind == replyQuery {
-			s.queryFailed = true
-		}
+		s.tr.commandFailed(e.kind == replyQuery)
 		if v.failed {
 			switch {
 			case e.kind == replyParse:
@@ -1091,7 +1044,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			// Bind was sent on, say, and was forgotten since.
 			er.Message = `prepared statement "` + e.clientName + `" does not exist`
 		case er.Code == "26000" || er.Code == "42P05":
-			er.Message = s.clientNames(er.Message)
+			er.Message = s.tr.clientNames(er.Message)
 		}
 		if er.Where != "" && strings.HasPrefix(er.Message, "pgtenant: ") {
 			// pgtenant's own refusal, raised by a DO block (raiseSQL):
@@ -1122,7 +1075,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			s.queryRollback, s.queryTagged = rollback, true
 		}
 		if v.done && !e.own && e.kind == replyExecute {
-			s.txnChanges = append(s.txnChanges, e.changes...)
+			s.tr.completed(e.changes)
 		}
 		if e.tag != "" && !gone {
 			act.write, _ = (&pgproto3.CommandComplete{CommandTag: []byte(e.tag)}).Encode(nil)
@@ -1281,7 +1234,7 @@ func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause 
 	s.be = nil
 	s.curClient, s.curQuery = false, false
 	s.open, s.pinErr, s.unsent = false, nil, false
-	s.txnChanges = s.txnChanges[:0]
+	s.tr.backendLost()
 
 	e = &pgError{Severity: "FATAL", Code: codeConnectionFailure, Message: "pgtenant: server connection lost"}
 	if fatal != nil {

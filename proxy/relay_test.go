@@ -113,8 +113,8 @@ func newRelayRig(t *testing.T, script fakeServer) *relayRig {
 	srv := &Server{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), pool: p}
 	proxySide, clientSide := net.Pipe()
 	s := newSession(srv, proxySide)
-	s.tenant = router.Tenant{Name: "acme", Schema: "acme", Active: true}
-	s.pin = buildPin("acme", nil)
+	s.tr.tenant = router.Tenant{Name: "acme", Schema: "acme", Active: true}
+	s.tr.pin = buildPin("acme", nil)
 	rig := &relayRig{s: s, fe: pgproto3.NewFrontend(clientSide, clientSide), cnc: clientSide, fake: fake, done: make(chan error, 1)}
 	go func() {
 		err := s.relayClient(context.Background())

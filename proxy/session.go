@@ -41,10 +41,10 @@ type session struct {
 	bw   *outBuf // writes to the attached backend; reset on each attach
 	mode config.PoolMode
 
-	user   string
-	tenant router.Tenant
-	pin    pin
-	key    cancelKey
+	user string
+	key  cancelKey
+	// tr is what pgtenant knows of the client's session (tracker.go).
+	tr tracker
 
 	// backendDone is waited for before the session ends.
 	backendDone sync.WaitGroup
@@ -100,45 +100,19 @@ type session struct {
 	// violated: the client broke the protocol while a backend was attached;
 	// the backend goroutine sends this FATAL error as it winds down.
 	violated *pgError
-	// stmts are the client's named prepared statements (stmt.go).
-	stmts map[string]*clientStmt
-	// errNames maps backend statement names to the client's, for errors.
-	errNames map[string]string
 	// pinned, when not empty, says why the client keeps its backend until
 	// it disconnects (a session feature that cannot move between backends).
 	pinned string
-	// params are the client's startup parameters; settings what it has
-	// changed since (lower-case name to rendered SQL value); txnChanges the
-	// changes of its open transaction that completed, applied when it
-	// commits (state.go).
-	params     []startupParam
-	settings   map[string]string
-	txnChanges []change
-	// portalFx is what executing a bound portal means for the session, by
-	// portal name (client goroutine only).
-	portalFx map[string]stmtEffects
 	// dirty: since the backend was attached, the client sent something
 	// that may change session state, so the backend is released without
 	// its pin key (see attachLocked).
 	dirty bool
-	// unnamedParse is the client's unnamed statement (its Parse body
-	// after the empty name), nil when it has none; unnamedHere says the
-	// attached backend has it. Client goroutine and mu.
-	unnamedParse []byte
-	unnamedHere  bool
-	unnamedBuf   []byte
-	// unnamed is what the client's last unnamed Parse means for the
-	// session, applied when it is bound.
-	unnamed stmtEffects
-	// segmentFailed: an error since the client's last ReadyForQuery;
-	// queryFailed: an error in the Query being answered. lastRollback: the
-	// last command completed was a ROLLBACK (or a COMMIT of a failed
-	// transaction, which the server also tags ROLLBACK). Under mu.
-	segmentFailed, queryFailed bool
+	// unnamedHere: the attached backend has the client's unnamed
+	// statement (tracker.unnamedParse). Client goroutine and mu.
+	unnamedHere bool
 	// swallowing: the rows of pgtenant's restore statement inside a
 	// client's Query are arriving (backend goroutine, under mu).
-	swallowing   bool
-	lastRollback bool
+	swallowing bool
 	// cwBusy: the client goroutine, detached, wrote answers to cw that it
 	// has yet to flush (outside the lock); shutdown must not write to cw
 	// meanwhile (closeIfIdle).
@@ -172,8 +146,8 @@ func (s *session) logger() *slog.Logger {
 	if s.user != "" {
 		args = append(args, "user", s.user)
 	}
-	if s.tenant.Name != "" {
-		args = append(args, "tenant", s.tenant.Name)
+	if s.tr.tenant.Name != "" {
+		args = append(args, "tenant", s.tr.tenant.Name)
 	}
 	return s.srv.log.With(args...)
 }
@@ -358,21 +332,21 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	if err := s.srv.access.CheckAccess(ctx, s.user, t); err != nil {
 		return accessError(err)
 	}
-	s.tenant = t
+	s.tr.tenant, s.tr.shared = t, s.srv.cfg.SharedSchemas
 
 	params, perr := checkParams(sm.Parameters)
 	if perr != nil {
 		return perr
 	}
-	s.params = params
-	s.pin = buildPin(t.Schema, params)
+	s.tr.params = params
+	s.tr.pin = buildPin(t.Schema, params)
 
 	// The parameters are checked on a backend once per distinct set: the
 	// ParameterStatus messages the server reported for it are kept
 	// (greetings), so a client that connects again with the same tenant and
 	// parameters, as pgbench -C does for every transaction, is admitted
 	// without a server round trip. Session mode needs its backend now anyway.
-	greeting, known := s.srv.greetings.Get(s.pin.key)
+	greeting, known := s.srv.greetings.Get(s.tr.pin.key)
 	var be *pool.Conn
 	if !known || s.mode == config.PoolSession {
 		var err error
@@ -382,7 +356,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		if greeting, err = s.checkOnBackend(be); err != nil {
 			return err
 		}
-		s.srv.greetings.Add(s.pin.key, greeting)
+		s.srv.greetings.Add(s.tr.pin.key, greeting)
 	}
 	// Registering the cancel key makes the session visible to shutdown,
 	// whose closeIfIdle writes to cw under mu; so mu is held from here
@@ -458,11 +432,11 @@ func (s *session) checkOnBackend(be *pool.Conn) ([]byte, error) {
 func (s *session) applyPinNow(be *pool.Conn) (*pgproto3.ErrorResponse, error) {
 	_ = be.NetConn.SetDeadline(time.Now().Add(s.srv.cfg.ServerConnectTimeout))
 	defer be.NetConn.SetDeadline(time.Time{})
-	if _, err := be.NetConn.Write(s.pin.msgs); err != nil {
+	if _, err := be.NetConn.Write(s.tr.pin.msgs); err != nil {
 		return nil, err
 	}
 	var serverErr *pgproto3.ErrorResponse
-	for left := s.pin.queries; left > 0; {
+	for left := s.tr.pin.queries; left > 0; {
 		typ, n, err := peekHeader(be.Reader)
 		if err != nil {
 			return nil, err
@@ -496,7 +470,7 @@ func (s *session) applyPinNow(be *pool.Conn) (*pgproto3.ErrorResponse, error) {
 		}
 	}
 	if serverErr == nil {
-		be.State = s.pin.key
+		be.State = s.tr.pin.key
 	}
 	return serverErr, nil
 }

@@ -89,7 +89,7 @@ type paramChange struct {
 
 // scanText classifies a Query or Parse text. It costs one quick pass over
 // the text when nothing in it can change the session.
-func (s *session) scanText(text string) scanResult {
+func (t *tracker) scanText(text string) scanResult {
 	var res scanResult
 	if !sqlscan.Interesting(text) {
 		return res
@@ -102,7 +102,7 @@ func (s *session) scanText(text string) scanResult {
 	}
 	for _, st := range stmts {
 		n := len(res.changes)
-		s.classify(text, &st, &res)
+		t.classify(text, &st, &res)
 		if res.refuse != nil {
 			return res
 		}
@@ -119,7 +119,7 @@ func (s *session) scanText(text string) scanResult {
 }
 
 // classify adds what one statement of text means for the session to res.
-func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) {
+func (t *tracker) classify(text string, st *sqlscan.Statement, res *scanResult) {
 	switch st.Kind {
 	case sqlscan.Set, sqlscan.SetRole, sqlscan.SetSessionAuthorization:
 		value, ok := renderValues(st.Values)
@@ -134,7 +134,7 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 			}
 		}
 		if st.Name == "search_path" && value != "" {
-			if e := s.checkSearchPath(st.Values); e != nil {
+			if e := t.checkSearchPath(st.Values); e != nil {
 				res.refuse = e
 				return
 			}
@@ -148,7 +148,7 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 			}
 		}
 		if st.Name == "search_path" {
-			if e := s.checkSearchPath(st.Values); e != nil {
+			if e := t.checkSearchPath(st.Values); e != nil {
 				res.refuse = e
 				return
 			}
@@ -169,7 +169,7 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 		}
 		fallthrough
 	case sqlscan.Execute:
-		if _, ok := s.stmts[st.Name]; ok {
+		if _, ok := t.stmts[st.Name]; ok {
 			if start, end, ok := nameRange(text, st); ok {
 				res.refs = append(res.refs, nameRef{start: start, end: end, name: st.Name, drop: st.Kind == sqlscan.Deallocate})
 			}
@@ -213,7 +213,7 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 					return
 				}
 				if name == "search_path" {
-					if e := s.checkSearchPathText(sc.Value); e != nil {
+					if e := t.checkSearchPathText(sc.Value); e != nil {
 						res.refuse = e
 						return
 					}
@@ -279,12 +279,12 @@ func renderValues(vals []sqlscan.Value) (string, bool) {
 
 // reachable says whether a tenant's client may put schema on its
 // search_path.
-func (s *session) reachable(schema string) bool {
+func (t *tracker) reachable(schema string) bool {
 	switch schema {
-	case s.tenant.Schema, "public", "pg_catalog", "pg_temp":
+	case t.tenant.Schema, "public", "pg_catalog", "pg_temp":
 		return true
 	}
-	for _, sh := range s.srv.cfg.SharedSchemas {
+	for _, sh := range t.shared {
 		if schema == sh {
 			return true
 		}
@@ -294,7 +294,7 @@ func (s *session) reachable(schema string) bool {
 
 // checkSearchPath refuses a SET search_path value naming a schema the
 // tenant may not reach.
-func (s *session) checkSearchPath(vals []sqlscan.Value) *pgError {
+func (t *tracker) checkSearchPath(vals []sqlscan.Value) *pgError {
 	for _, v := range vals {
 		if v.Kind == sqlscan.Keyword && v.Text == "default" {
 			continue
@@ -304,18 +304,18 @@ func (s *session) checkSearchPath(vals []sqlscan.Value) *pgError {
 			// In SET, each item names one schema as written: the lexer
 			// already folded unquoted identifiers, and a string is one
 			// name, not a list (unlike set_config's value).
-			if !s.reachable(v.Text) {
-				return s.searchPathError(v.Text)
+			if !t.reachable(v.Text) {
+				return t.searchPathError(v.Text)
 			}
 		default:
-			return s.searchPathError(v.Text)
+			return t.searchPathError(v.Text)
 		}
 	}
 	return nil
 }
 
 // checkSearchPathText checks a search_path string ("acme, public").
-func (s *session) checkSearchPathText(text string) *pgError {
+func (t *tracker) checkSearchPathText(text string) *pgError {
 	for _, item := range strings.Split(text, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
@@ -326,18 +326,18 @@ func (s *session) checkSearchPathText(text string) *pgError {
 		} else {
 			item = asciiLower(item) // PostgreSQL folds ASCII letters only
 		}
-		if !s.reachable(item) {
-			return s.searchPathError(item)
+		if !t.reachable(item) {
+			return t.searchPathError(item)
 		}
 	}
 	return nil
 }
 
-func (s *session) searchPathError(schema string) *pgError {
-	allowed := []string{s.tenant.Schema, "public"}
-	allowed = append(allowed, s.srv.cfg.SharedSchemas...)
+func (t *tracker) searchPathError(schema string) *pgError {
+	allowed := []string{t.tenant.Schema, "public"}
+	allowed = append(allowed, t.shared...)
 	return &pgError{Severity: "ERROR", Code: codeInsufficientPriv,
-		Message: fmt.Sprintf("pgtenant: tenant %q may not put schema %q on its search_path", s.tenant.Name, schema),
+		Message: fmt.Sprintf("pgtenant: tenant %q may not put schema %q on its search_path", t.tenant.Name, schema),
 		Hint:    "Allowed: " + strings.Join(allowed, ", ") + ", pg_catalog, pg_temp.",
 	}
 }
@@ -392,7 +392,7 @@ func (s *session) sessionEffectsLocked(res *scanResult) *pgError {
 		s.logger().Info("client pinned to its server connection until it disconnects", "reason", res.unpoolable)
 	}
 	if res.dropStatements {
-		clear(s.stmts)
+		clear(s.tr.stmts)
 		if !(res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "") {
 			// The server drops pgtenant's statements on this backend
 			// too. New ones get new names, so a failed DEALLOCATE ALL
@@ -403,46 +403,83 @@ func (s *session) sessionEffectsLocked(res *scanResult) *pgError {
 	return nil
 }
 
-// settleLocked runs at each ReadyForQuery the client gets. The changes of
+// completed: a command of the client's (an Execute) completed without
+// error; its changes are tentative until its transaction ends.
+func (t *tracker) completed(changes []change) {
+	t.txnChanges = append(t.txnChanges, changes...)
+}
+
+// commandFailed: the server reported an error in a command of the client's
+// (query: in a Query, whose changes then do not count).
+func (t *tracker) commandFailed(query bool) {
+	t.segmentFailed = true
+	if query {
+		t.queryFailed = true
+	}
+}
+
+// readyForQuery runs at each ReadyForQuery of the client's: a Query's
+// changes count when it had no error, the last CommandComplete's ROLLBACK
+// tag (when tagged) is noted, and the changes settle.
+func (t *tracker) readyForQuery(status byte, query bool, changes []change, tagged, rollback bool) {
+	if query {
+		if !t.queryFailed {
+			t.txnChanges = append(t.txnChanges, changes...)
+		}
+		t.queryFailed = false
+	}
+	if tagged {
+		t.lastRollback = rollback
+	}
+	t.settle(status)
+}
+
+// backendLost: the backend died; the changes of the transaction it held
+// are gone with it.
+func (t *tracker) backendLost() {
+	t.txnChanges = t.txnChanges[:0]
+}
+
+// settle runs at each ReadyForQuery the client gets. The changes of
 // the commands that completed (txnChanges, kept in reply order, so each
 // Sync-delimited segment of a pipeline has its own) become the client's
 // settings when their transaction ends ('I') unless it failed or rolled
 // back; a transaction still open ('T', 'E') keeps them for its end.
-func (s *session) settleLocked(status byte) {
-	failed := s.segmentFailed
-	s.segmentFailed = false
+func (t *tracker) settle(status byte) {
+	failed := t.segmentFailed
+	t.segmentFailed = false
 	if status != 'I' {
 		return
 	}
-	if !failed && !s.lastRollback && len(s.txnChanges) > 0 {
-		for _, c := range s.txnChanges {
+	if !failed && !t.lastRollback && len(t.txnChanges) > 0 {
+		for _, c := range t.txnChanges {
 			if c.name == "session_authorization" {
 				// SET SESSION AUTHORIZATION also ends any SET ROLE.
-				delete(s.settings, "role")
+				delete(t.settings, "role")
 			}
 			switch {
 			case c.all && c.discard:
-				clear(s.settings)
+				clear(t.settings)
 			case c.all:
 				// RESET ALL leaves the session user and role alone.
-				for name := range s.settings {
+				for name := range t.settings {
 					if name != "role" && name != "session_authorization" {
-						delete(s.settings, name)
+						delete(t.settings, name)
 					}
 				}
 			case c.value == "":
-				delete(s.settings, c.name)
+				delete(t.settings, c.name)
 			default:
-				if s.settings == nil {
-					s.settings = map[string]string{}
+				if t.settings == nil {
+					t.settings = map[string]string{}
 				}
-				s.settings[c.name] = c.value
+				t.settings[c.name] = c.value
 			}
 		}
-		s.rebuildPinLocked()
+		t.rebuildPin()
 	}
-	s.txnChanges = s.txnChanges[:0]
-	s.lastRollback = false
+	t.txnChanges = t.txnChanges[:0]
+	t.lastRollback = false
 }
 
 // restoreSQL is the statement that brings back the client's own defaults
@@ -455,7 +492,7 @@ func (s *session) settleLocked(status byte) {
 // connected with; for a tenant's client, that is its tenant's search_path
 // and its startup parameters. The names are schema-qualified so that a
 // search_path of the client's cannot redirect them.
-func (s *session) restoreSQL(changes []change) string {
+func (t *tracker) restoreSQL(changes []change) string {
 	if len(changes) == 0 {
 		return ""
 	}
@@ -499,9 +536,9 @@ func (s *session) restoreSQL(changes []change) string {
 		// quote_ident quotes as the pin's SET does when it displays the
 		// value, so SHOW search_path reads the same after a reset as
 		// before it.
-		add("search_path", "pg_catalog.quote_ident("+quoteLiteral(s.tenant.Schema)+") || ', public'")
+		add("search_path", "pg_catalog.quote_ident("+quoteLiteral(t.tenant.Schema)+") || ', public'")
 	}
-	for _, p := range s.params {
+	for _, p := range t.params {
 		if all || names[p.Name] {
 			add(p.Name, quoteLiteral(p.Value))
 		}
@@ -516,11 +553,11 @@ const restoreColumn = "pgtenant.restore"
 // Query text that resets settings, so the statements behind it in the same
 // Query already run with the client's defaults. It returns "" when nothing
 // needs restoring.
-func (s *session) inlineRestores(text string, resets []resetAt) string {
+func (t *tracker) inlineRestores(text string, resets []resetAt) string {
 	var b strings.Builder
 	last := 0
 	for _, r := range resets {
-		restore := s.restoreSQL(r.changes)
+		restore := t.restoreSQL(r.changes)
 		if restore == "" {
 			continue
 		}
@@ -538,13 +575,13 @@ func (s *session) inlineRestores(text string, resets []resetAt) string {
 
 // rebuildPinLocked renders the pin from the startup parameters and the
 // client's settings.
-func (s *session) rebuildPinLocked() {
+func (t *tracker) rebuildPin() {
 	searchPath := ""
 	merged := map[string]string{}
-	for _, p := range s.params {
+	for _, p := range t.params {
 		merged[p.Name] = quoteLiteral(p.Value)
 	}
-	for name, v := range s.settings {
+	for name, v := range t.settings {
 		if name == "search_path" {
 			searchPath = v
 			continue
@@ -566,7 +603,7 @@ func (s *session) rebuildPinLocked() {
 	for i, name := range names {
 		sets[i] = renderedSetting{name: name, sql: merged[name]}
 	}
-	s.pin = buildPinSQL(s.tenant.Schema, searchPath, sets)
+	t.pin = buildPinSQL(t.tenant.Schema, searchPath, sets)
 }
 
 // bindParamText returns the text of parameter n (1-based) of a Bind body,
@@ -687,7 +724,7 @@ func (s *session) rewriteRefsLocked(text string, refs []nameRef) string {
 	var b strings.Builder
 	last := 0
 	for _, r := range refs {
-		cs, ok := s.stmts[r.name]
+		cs, ok := s.tr.stmts[r.name]
 		if !ok {
 			continue
 		}
@@ -697,7 +734,7 @@ func (s *session) rewriteRefsLocked(text string, refs []nameRef) string {
 		last = r.end
 		if r.drop {
 			s.be.Statements.Remove(key)
-			delete(s.stmts, r.name)
+			delete(s.tr.stmts, r.name)
 		}
 	}
 	if last == 0 {

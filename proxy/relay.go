@@ -24,10 +24,10 @@ import (
 //   - the last ReadyForQuery said 'I': no transaction is open;
 //   - everything the client goroutine decided to send has been written
 //     and flushed (!unsent), and no cancel is on its way to the backend;
-//   - the client is not pinned to the backend (session mode, or a session
-//     feature in use), unless it is leaving.
+//   - the link is not pinned (session mode, or a session feature in use),
+//     unless the client is leaving.
 // The check runs when a ReadyForQuery arrives, the only moment it can become
-// true (safePointLocked); then the backend is released.
+// true (safePointLocked); then the backend is released (releaseAtSafePoint).
 
 // clientMsg is what the client goroutine learned of one message before
 // deciding what to send for it.
@@ -68,6 +68,7 @@ const (
 	stepDrop                 // discard it (answered, skipped, or meaningless)
 	stepCheckout             // get a backend first, then decide again
 	stepEnd                  // the session is over
+	stepShutdown             // tell the client pgtenant shuts down; the session is over
 )
 
 // relayClient reads client messages until the client leaves.
@@ -121,6 +122,11 @@ func (s *session) relayClient(ctx context.Context) error {
 			s.cwDone()
 		}
 		switch st {
+		case stepShutdown:
+			// routeMsg set cwBusy: closeIfIdle leaves cw to this goroutine.
+			s.fail(fatalf(codeAdminShutdown, "pgtenant is shutting down"))
+			_ = s.dropMsg(&m)
+			return errClientGone
 		case stepEnd:
 			_ = s.dropMsg(&m)
 			return errClientGone
@@ -142,8 +148,8 @@ func (s *session) relayClient(ctx context.Context) error {
 func (s *session) flushedToBackend() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.unsent = false
-	if s.parked {
+	s.link.unsent = false
+	if s.link.parked {
 		s.cond.Broadcast()
 	}
 }
@@ -163,29 +169,37 @@ func (s *session) cwDone() {
 func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, checkoutErr error) (st step, flush bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.link == linkFailing {
-		s.cond.Wait() // the backend goroutine is telling the client about a loss
+	for s.link.state.busy() {
+		s.cond.Wait() // the backend goroutine is telling the client something
 	}
-	if s.link == linkLost {
+	if s.link.state == linkLost || s.link.state.idle() && s.cwBusy {
+		// The session ended with its backend, or shutdown is telling the
+		// client it ends (closeIfIdle, which owns cw meanwhile).
 		if be != nil {
 			s.srv.pool.Release(be)
 		}
 		return stepEnd, false
 	}
-	if s.skipTillSync {
+	switch s.link.state {
+	case linkLost:
+		if be != nil {
+			s.srv.pool.Release(be)
+		}
+		return stepEnd, false
+	case linkSkipping:
 		if be != nil {
 			s.srv.pool.Release(be)
 		}
 		if m.typ == 'S' {
-			s.skipTillSync = false
-			_ = writeMsg(s.cw, s.skipErr.response())
+			s.setLinkLocked(linkDetached)
+			_ = writeMsg(s.cw, s.link.skipErr.response())
 			_, _ = s.cw.Write(readyForQuery('I'))
+			s.link.skipErr = nil
 			s.cwBusy = true
 			return stepDrop, true
 		}
 		return stepDrop, false
-	}
-	if s.link == linkDetached {
+	case linkDetached:
 		switch {
 		case be != nil || checkoutErr != nil:
 			if checkoutErr != nil {
@@ -197,28 +211,33 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 			// failed): PostgreSQL ignores these too.
 			return stepDrop, false
 		case s.srv.draining.Load():
-			s.fail(fatalf(codeAdminShutdown, "pgtenant is shutting down"))
-			return stepEnd, false
-		case s.answerDetachedLocked(ctx, m):
 			s.cwBusy = true
-			return stepDrop, true
-		case s.reserved != nil:
-			be, s.reserved = s.reserved, nil
+			return stepShutdown, false
 		default:
-			return stepCheckout, false
+			answered, reserved := s.answerDetachedLocked(ctx, m)
+			if answered {
+				s.cwBusy = true
+				return stepDrop, true
+			}
+			if reserved == nil {
+				return stepCheckout, false
+			}
+			be = reserved
 		}
 		s.attachLocked(be, true)
-	} else if be != nil {
-		// Attached meanwhile (cannot happen: only this goroutine
-		// attaches); give the extra one back.
-		s.srv.pool.Release(be)
+	default:
+		if be != nil {
+			// Attached meanwhile (cannot happen: only this goroutine
+			// attaches); give the extra one back.
+			s.srv.pool.Release(be)
+		}
 	}
 	s.out = s.out[:0]
 	if !s.accountLocked(m) {
 		return stepDrop, false
 	}
-	s.unsent = true
-	if s.parked {
+	s.link.unsent = true
+	if s.link.parked {
 		// The backend goroutine waits to release at what was a safe
 		// point; this message may end it, and the goroutine must go back
 		// to reading replies rather than wait for a flush that a full
@@ -388,7 +407,8 @@ func (s *session) scan(m *clientMsg, text []byte) {
 }
 
 // answerDetachedLocked answers, without a backend, a message that needs
-// none, and reports whether it did. Then a client that prepares its
+// none, and reports whether it did; reserved is a backend it checked out
+// instead, to attach for m at once. Then a client that prepares its
 // statements outside a transaction takes no backend for it, which matters
 // beyond speed: pgbench prepares with a synchronous call that blocks every
 // client of its thread, so if that call had to wait for a backend held by
@@ -405,21 +425,20 @@ func (s *session) scan(m *clientMsg, text []byte) {
 //
 // Called with cw owned by the client goroutine (no backend attached); the
 // caller flushes what it wrote, outside the lock.
-func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
+func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) (answered bool, reserved *pool.Conn) {
 	switch m.typ {
 	case 'P':
 		res := &m.res
 		if !m.mapped || res.refuse != nil || res.unpoolable != "" || res.dropStatements || len(res.refs) > 0 {
-			return false
+			return false, nil
 		}
 		if _, exists := s.tr.stmts[m.name]; exists {
-			return false // the server must say 42P05
+			return false, nil // the server must say 42P05
 		}
 		// Only when no backend is free: a free one answers exactly as
 		// PostgreSQL would (a syntax error at once, not at first use).
 		if be, err := s.srv.pool.TryCheckout(ctx); err == nil {
-			s.reserved = be
-			return false
+			return false, be
 		}
 		_, rest, _ := splitName(m.whole)
 		s.tr.addClientStmt(m.name, rest, stmtEffects{changes: res.changes, params: res.params}, true, s.srv.stmtSeq.Add(1))
@@ -433,9 +452,9 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
 		_, _ = s.cw.Write(readyForQuery('I'))
 	case 'H':
 	default:
-		return false
+		return false, nil
 	}
-	return true
+	return true, nil
 }
 
 var (
@@ -452,12 +471,12 @@ var (
 // Bind it in the next (pgx's describe-exec mode does), and in between the
 // backend may have changed hands.
 func (s *session) ensureUnnamedLocked() {
-	if s.unnamedHere || s.tr.unnamedParse == nil {
+	if s.link.unnamedHere || s.tr.unnamedParse == nil {
 		return
 	}
 	s.out = appendParse(s.out, "", s.tr.unnamedParse)
 	s.expectLocked(entry{kind: replyParse, own: true})
-	s.unnamedHere = true
+	s.link.unnamedHere = true
 }
 
 // refusedParse is the body of a Parse whose text is replaced by a
@@ -489,12 +508,12 @@ const deallocateAllStandIn = "RESET pgtenant.deallocate_all"
 // not to be sent at all.
 func (s *session) accountLocked(m *clientMsg) bool {
 	if m.dirty {
-		s.dirty = true
+		s.link.dirty = true
 	}
-	if !s.rm.skipping && !s.rm.copyIn {
+	if !s.link.rm.skipping && !s.link.rm.copyIn {
 		// Statements a confirmed Parse replaced (promoteLocked) are
 		// closed ahead of whatever is sent next.
-		for _, name := range s.be.Statements.TakeCloses() {
+		for _, name := range s.link.be.Statements.TakeCloses() {
 			s.out = appendClose(s.out, 'S', name)
 			s.expectLocked(entry{kind: replyClose, own: true})
 		}
@@ -502,7 +521,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 	switch m.typ {
 	case 'Q':
 		// A simple Query destroys the unnamed statement.
-		s.tr.unnamedParse, s.unnamedHere = nil, false
+		s.tr.unnamedParse, s.link.unnamedHere = nil, false
 		e := entry{kind: replyQuery}
 		var after string
 		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
@@ -511,7 +530,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			e.changes = m.res.changes
 			text := ""
 			switch {
-			case m.res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "":
+			case m.res.deallocateAllOnly && s.link.state == linkAttached:
 				// The client's DEALLOCATE ALL drops the client's
 				// statements (sessionEffectsLocked did), not the ones
 				// the backend keeps for every client of the tenant: the
@@ -542,10 +561,10 @@ func (s *session) accountLocked(m *clientMsg) bool {
 	case 'F':
 		s.expectLocked(entry{kind: replyQuery})
 	case 'S':
-		s.open = false
+		s.link.open = false
 		s.expectLocked(entry{kind: replySync})
 	case 'E':
-		s.open = true
+		s.link.open = true
 		e := entry{kind: replyExecute}
 		if fx, ok := s.tr.portalFx[m.portal]; ok {
 			e.changes, e.tag = fx.changes, fx.tag
@@ -559,22 +578,22 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			m.after = appendParse(m.after, "", append([]byte(restore), 0, 0, 0))
 			m.after = append(m.after, bindUnnamed...)
 			m.after = append(m.after, executeUnnamed...)
-			s.unnamedHere = false
+			s.link.unnamedHere = false
 			s.expectLocked(entry{kind: replyParse, own: true, soft: true})
 			s.expectLocked(entry{kind: replyBind, own: true, soft: true})
 			s.expectLocked(entry{kind: replyExecute, own: true, soft: true})
 		}
 	case 'H':
-		s.open = true
+		s.link.open = true
 	case 'P':
-		s.open = true
+		s.link.open = true
 		effects := stmtEffects{changes: m.res.changes, params: m.res.params}
 		m.res.changes, m.res.params = nil, nil // they apply when the statement is bound
 		body := m.whole
 		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
 			body = refusedParse(m, refuse)
 			effects = stmtEffects{}
-		} else if m.res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "" {
+		} else if m.res.deallocateAllOnly && s.link.state == linkAttached {
 			// As for a Query (see 'Q'): the server runs a statement that
 			// changes nothing, and the Execute's tag is the client's.
 			if err := s.consume(m); err == nil {
@@ -595,13 +614,13 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		} else {
 			s.tr.unnamedParse = s.tr.unnamedBuf
 		}
-		s.unnamedHere = true
+		s.link.unnamedHere = true
 		s.expectLocked(entry{kind: replyParse})
 	case 'B':
-		s.open = true
+		s.link.open = true
 		if m.name == "" {
 			s.ensureUnnamedLocked()
-			if s.tr.unnamedParse == nil && !s.unnamedHere {
+			if s.tr.unnamedParse == nil && !s.link.unnamedHere {
 				// No unnamed statement of this client's: the backend may
 				// still hold its last holder's, which must not run. Send
 				// a name that exists nowhere; the server answers 26000.
@@ -609,7 +628,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			}
 		}
 		if s.tr.bindChanges(m.name, m.portal, m.whole) {
-			s.dirty = true
+			s.link.dirty = true
 		}
 		e := entry{kind: replyBind}
 		if m.mapped {
@@ -624,7 +643,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		}
 		s.expectLocked(e)
 	case 'D':
-		s.open = true
+		s.link.open = true
 		e := entry{kind: replyDescribePortal}
 		if m.kind == 'S' {
 			e.kind = replyDescribeStmt
@@ -640,7 +659,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		}
 		s.expectLocked(e)
 	case 'C':
-		s.open = true
+		s.link.open = true
 		if m.mapped {
 			// The backend's statement stays for others; the client's is
 			// gone. Closing a name that does not exist is no error, so the
@@ -652,7 +671,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		}
 		s.expectLocked(entry{kind: replyClose})
 	case 'd', 'c', 'f':
-		if !s.rm.copyIn && s.rm.len() == 0 {
+		if !s.link.rm.copyIn && s.link.rm.len() == 0 {
 			// Nothing owed, so no COPY is under way or can start: the
 			// server would ignore it (a COPY that already failed).
 			return false
@@ -715,7 +734,7 @@ func (s *session) dropMsg(m *clientMsg) error {
 // the server will not answer (it skips to Sync, or reads COPY data) is
 // handled as skipped at once.
 func (s *session) expectLocked(e entry) {
-	if !s.rm.sent(e) {
+	if !s.link.rm.sent(e) {
 		s.skippedLocked(e)
 	}
 }
@@ -727,8 +746,8 @@ func (s *session) skippedLocked(e entry) {
 	if e.kind != replyParse {
 		return
 	}
-	if e.key != "" && s.be != nil {
-		s.be.Statements.Remove(e.key)
+	if e.key != "" && s.link.be != nil {
+		s.link.be.Statements.Remove(e.key)
 	}
 	// A statement pgtenant answered itself (answerDetachedLocked) stays:
 	// the client was told it exists, so each use tries the Parse again
@@ -750,8 +769,8 @@ func (s *session) refuseLocked(typ byte, e *pgError) {
 		_, _ = s.cw.Write(readyForQuery('I'))
 		s.cwBusy = true
 	default:
-		s.skipTillSync = true
-		s.skipErr = e
+		s.link.skipErr = e
+		s.setLinkLocked(linkSkipping)
 	}
 }
 
@@ -760,17 +779,22 @@ func (s *session) refuseLocked(typ byte, e *pgError) {
 // error and the backend is closed, and it sends the error as it winds down.
 func (s *session) violation(e *pgError) error {
 	s.mu.Lock()
-	for s.link == linkFailing {
+	for s.link.state.busy() {
 		s.cond.Wait()
 	}
-	be := s.be
-	if s.link != linkAttached {
+	be := s.link.be
+	if !s.link.state.serving() {
+		// cw is this goroutine's, unless shutdown is writing to it.
+		tell := !s.cwBusy
+		s.cwBusy = true
 		s.mu.Unlock()
-		s.fail(e)
+		if tell {
+			s.fail(e)
+		}
 		return e
 	}
-	s.violated = e
-	s.cond.Broadcast() // a backend goroutine parked at a safe point gives up
+	s.link.violation = e
+	s.setLinkLocked(linkClosing) // a backend goroutine parked at a safe point gives up
 	s.mu.Unlock()
 	_ = be.NetConn.Close()
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -787,23 +811,47 @@ func (s *session) violation(e *pgError) error {
 // state (pinReusable). Tenants never share a key, so reuse can only ever
 // happen within one tenant.
 func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
-	s.setLinkLocked(linkAttached)
-	s.be = be
-	s.unnamedHere = false
-	s.dirty = false
-	s.queryTagged = false
-	s.curClient, s.curQuery = false, false
+	to := linkAttached
+	if s.mode == config.PoolSession {
+		to = linkPinned
+	}
+	s.setLinkLocked(to)
+	s.link.be = be
+	s.link.unnamedHere = false
+	s.link.dirty = false
+	s.link.queryTagged = false
+	s.link.curClient, s.link.curQuery = false, false
 	s.bw.Reset(be.NetConn)
-	if pinNow && !s.srv.cfg.BenchNoPin && !(s.srv.cfg.PinReuse && be.State == s.tr.pin.key) {
-		_, _ = s.bw.Write(s.tr.pin.msgs)
-		for i := 0; i < s.tr.pin.queries; i++ {
-			s.expectLocked(entry{kind: replyQuery, own: true})
-		}
-		be.State = s.tr.pin.key
-		s.unsent = true
+	if pinNow {
+		s.sendPinLocked(be)
 	}
 	s.backendDone.Add(1)
 	go s.serveBackend(be)
+}
+
+// sendPinLocked queues the pin on a backend just attached, ahead of the
+// client's first message, which goes out with it in one write; its replies
+// are pgtenant's own (pinFailedLocked when one is an error).
+func (s *session) sendPinLocked(be *pool.Conn) {
+	if s.srv.cfg.BenchNoPin || (s.srv.cfg.PinReuse && be.State == s.tr.pin.key) {
+		return
+	}
+	_, _ = s.bw.Write(s.tr.pin.msgs)
+	for i := 0; i < s.tr.pin.queries; i++ {
+		s.expectLocked(entry{kind: replyQuery, own: true})
+	}
+	be.State = s.tr.pin.key
+	s.link.unsent = true
+}
+
+// pinLocked keeps the attached backend for the rest of the session: the
+// client uses a session feature (why) that cannot move between backends.
+func (s *session) pinLocked(why string) {
+	s.link.pinReason = why
+	if s.link.state == linkAttached {
+		s.setLinkLocked(linkPinned)
+	}
+	s.logger().Info("client pinned to its server connection until it disconnects", "reason", why)
 }
 
 // serveBackend relays the attached backend's replies to the client until
@@ -831,15 +879,15 @@ func (s *session) serveBackend(be *pool.Conn) {
 			s.lose(be, nil, err)
 			return
 		}
-		if s.curClient && (typ == 'D' || typ == 'd') ||
-			s.curQuery && (typ == 'T' || typ == 'C' || typ == 'I' || typ == 'N') {
+		if s.link.curClient && (typ == 'D' || typ == 'd') ||
+			s.link.curQuery && (typ == 'T' || typ == 'C' || typ == 'I' || typ == 'N') {
 			// A reply of the client's command that does not complete an
 			// entry: the hot path, without the lock. The oldest entry
 			// cannot change under us: only this goroutine removes
 			// entries. Inside a client's Query only its ReadyForQuery
 			// does; the last CommandComplete's tag is kept for it.
 			if typ == 'C' {
-				s.queryRollback, s.queryTagged = rollbackTag(r, n), true
+				s.link.queryRollback, s.link.queryTagged = rollbackTag(r, n), true
 			}
 			if err := forward(r, s.cw, n); err != nil {
 				s.forwardFailed(be, err)
@@ -950,14 +998,14 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer func() {
-		f := s.rm.front()
-		s.curClient = f != nil && !f.own && (f.kind == replyExecute || f.kind == replyQuery) && !s.swallowing
-		s.curQuery = s.curClient && f.kind == replyQuery && f.tag == "" && !f.restoreInline
+		f := s.link.rm.front()
+		s.link.curClient = f != nil && !f.own && (f.kind == replyExecute || f.kind == replyQuery) && !s.link.swallowing
+		s.link.curQuery = s.link.curClient && f.kind == replyQuery && f.tag == "" && !f.restoreInline
 	}()
-	if s.be != be || s.link != linkAttached {
+	if !s.holdsLocked(be) {
 		return replyAction{lose: errors.New("reply for a backend no longer attached")}
 	}
-	v, err := s.rm.reply(typ, func(e entry) { s.skippedLocked(e) })
+	v, err := s.link.rm.reply(typ, func(e entry) { s.skippedLocked(e) })
 	if err != nil {
 		return replyAction{lose: err}
 	}
@@ -968,15 +1016,15 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		// client's Query: RowDescription, DataRow, CommandComplete.
 		switch {
 		case typ == 'T' && restoring:
-			s.swallowing = true
+			s.link.swallowing = true
 			return act
-		case s.swallowing && typ == 'D':
+		case s.link.swallowing && typ == 'D':
 			return act
-		case s.swallowing && typ == 'C':
-			s.swallowing = false
+		case s.link.swallowing && typ == 'C':
+			s.link.swallowing = false
 			return act
 		case typ == 'E' || typ == 'Z':
-			s.swallowing = false
+			s.link.swallowing = false
 		}
 	}
 	switch typ {
@@ -988,26 +1036,22 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		// The server's transaction status, whoever asked: pgtenant's own
 		// queries run only at attach (the status is 'I') and after the
 		// client left (its ROLLBACK ends the transaction).
-		s.status = status
+		s.link.status = status
 		if e.own {
 			// A cancel may be waiting for the pin to be answered
 			// (startCancel).
 			s.cond.Broadcast()
-			if s.pinErr != nil {
-				er := s.pinErr
-				s.pinErr = nil
-				s.logger().Error("pgtenant's session query failed on the server; closing the server connection",
-					"sqlstate", er.Code, "err", er.Message)
-				return replyAction{lose: errors.New("pgtenant's session setup failed on the server: " + er.Message)}
+			if s.link.pinErr != nil {
+				return replyAction{lose: s.pinFailedLocked()}
 			}
 			return replyAction{ownReady: true}
 		}
 		// queryTagged: the last CommandComplete of the client's since its
 		// last ReadyForQuery says whether what this one ends was rolled
 		// back.
-		s.tr.readyForQuery(status, e.kind == replyQuery, e.changes, s.queryTagged, s.queryRollback)
-		s.queryTagged = false
-		s.status = status
+		s.tr.readyForQuery(status, e.kind == replyQuery, e.changes, s.link.queryTagged, s.link.queryRollback)
+		s.link.queryTagged = false
+		s.link.status = status
 		if !gone {
 			act.write = readyForQuery(status)
 		}
@@ -1020,8 +1064,8 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			return act
 		}
 		if e.own && e.kind == replyQuery {
-			if s.pinErr == nil {
-				s.pinErr = er
+			if s.link.pinErr == nil {
+				s.link.pinErr = er
 			}
 			return act
 		}
@@ -1072,7 +1116,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 	case 'C':
 		if !e.own {
 			// Remembered for the next ReadyForQuery, as on the hot path.
-			s.queryRollback, s.queryTagged = rollback, true
+			s.link.queryRollback, s.link.queryTagged = rollback, true
 		}
 		if v.done && !e.own && e.kind == replyExecute {
 			s.tr.completed(e.changes)
@@ -1086,10 +1130,31 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 	return act
 }
 
-// safePointLocked says whether the backend may change hands now.
+// pinFailedLocked: one of pgtenant's own queries (the pin) failed on the
+// server, which reported pinErr; its ReadyForQuery just came. The backend
+// is in a state pgtenant did not mean, and the returned error loses it.
+func (s *session) pinFailedLocked() error {
+	er := s.link.pinErr
+	s.link.pinErr = nil
+	s.logger().Error("pgtenant's session query failed on the server; closing the server connection",
+		"sqlstate", er.Code, "err", er.Message)
+	return errors.New("pgtenant's session setup failed on the server: " + er.Message)
+}
+
+// safePointLocked says whether the backend serving the client may change
+// hands now (see "The safe point" above); each case is one rule.
 func (s *session) safePointLocked() bool {
-	return s.rm.len() == 0 && !s.open && !s.rm.copyIn && !s.rm.skipping && s.status == 'I' &&
-		(s.clientGone || (s.mode != config.PoolSession && s.pinned == ""))
+	l := &s.link
+	switch {
+	case l.rm.len() > 0: // a reply is owed, to the client or to pgtenant
+	case l.open: // the client sent messages after its last Sync
+	case l.rm.copyIn, l.rm.skipping: // the server is in COPY, or skipping to a Sync
+	case l.status != 'I': // a transaction is open
+	case l.state == linkPinned && !s.clientGone: // the client keeps its backend
+	default:
+		return true
+	}
+	return false
 }
 
 // atReadyForQuery runs after a ReadyForQuery was handled: at a safe point
@@ -1118,45 +1183,68 @@ func (s *session) atReadyForQuery(be *pool.Conn, client bool) bool {
 
 // releaseAtSafePoint detaches be if the session is at a safe point,
 // waiting first for what the client goroutine is still sending. cw is
-// flushed before the client goroutine gets it back.
+// flushed before the client goroutine gets it back, without the lock: the
+// link is draining meanwhile.
 func (s *session) releaseAtSafePoint(be *pool.Conn) bool {
+	drain, ok := s.beginRelease(be)
+	if !ok {
+		return false
+	}
+	if drain {
+		// Replies left unflushed (the server sent more behind the last
+		// ReadyForQuery): they are the client's. The flush is bounded by
+		// the client's socket, which the client goroutine is reading
+		// from.
+		err := s.cw.Flush()
+		s.endRelease(err != nil)
+	}
+	return true
+}
+
+// beginRelease moves the link off be at a safe point: to detached, or to
+// draining when cw holds replies for the client (drain), which the caller
+// flushes and then calls endRelease. ok is false when it is no safe point.
+func (s *session) beginRelease(be *pool.Conn) (drain, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
-		if s.be != be || s.link != linkAttached || !s.safePointLocked() {
-			return false
+		// A link closing (the client broke the protocol) is no longer
+		// serving: violation() closed the backend, and the next read
+		// tells the client (lose).
+		if !s.holdsLocked(be) || s.link.state == linkClosing || !s.safePointLocked() {
+			return false, false
 		}
-		if s.violated != nil {
-			// The client broke the protocol; violation() closed the
-			// backend, and the next read tells the client (lose).
-			return false
-		}
-		if !s.unsent && !s.cancelling {
+		if !s.link.unsent && !s.link.cancelling {
 			break
 		}
-		s.parked = true
+		s.link.parked = true
 		s.cond.Wait()
-		s.parked = false
+		s.link.parked = false
 	}
-	if s.cw.Buffered() > 0 && !s.clientGone {
-		// Replies left unflushed (the server sent more behind the last
-		// ReadyForQuery): they are the client's. Once detached, the
-		// client goroutine owns cw; the flush is bounded by the client's
-		// socket, which the client goroutine is reading from.
-		if err := s.cw.Flush(); err != nil {
-			s.clientGone = true
-		}
-	}
-	s.setLinkLocked(linkDetached)
-	s.be = nil
-	s.curClient, s.curQuery = false, false
-	if s.dirty || s.pinned != "" || s.mode == config.PoolSession {
+	if s.link.dirty || s.link.state == linkPinned {
 		be.State = "" // next holder must pin
 	}
+	s.link.curClient, s.link.curQuery = false, false
 	if s.clientGone {
 		_ = be.NetConn.SetDeadline(time.Time{}) // set by teardown
 	}
-	return true
+	if s.cw.Buffered() > 0 && !s.clientGone {
+		s.setLinkLocked(linkDraining)
+		return true, true
+	}
+	s.setLinkLocked(linkDetached)
+	return false, true
+}
+
+// endRelease: cw is flushed (or the client is gone), and the client
+// goroutine may have it.
+func (s *session) endRelease(gone bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gone {
+		s.clientGone = true
+	}
+	s.setLinkLocked(linkDetached)
 }
 
 // forwardFailed sorts out a failed copy of a reply to the client.
@@ -1206,7 +1294,7 @@ func (s *session) lose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error
 		}
 	}
 	s.finishLose(cont.carryOn)
-	if e != nil && s.violated == nil {
+	if e != nil && !cont.violation {
 		s.logger().Warn("server connection lost", "sqlstate", e.Code, "err", e.Message,
 			"client_pending", cont.pending, "client_status", string(cont.status), "client_goes_on", cont.carryOn)
 	}
@@ -1217,23 +1305,27 @@ type loseOutcome struct {
 	pending int  // ReadyForQuery replies the client was waiting for
 	status  byte // the last transaction status it was told
 	carryOn bool // the client carries on (ERROR); otherwise FATAL and lost
+	// violation: the client broke the protocol (the link was closing);
+	// it is told that, not the loss.
+	violation bool
 }
 
 // beginLose moves the link to failing and decides what the client is told
-// (nil: nothing, it is gone). ok is false when be is not attached.
+// (nil: nothing, it is gone). ok is false when be no longer serves the
+// client (it was released or detached meanwhile).
 func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error) (e *pgError, out loseOutcome, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.be != be || s.link != linkAttached {
+	from := s.link.state
+	if !s.holdsLocked(be) {
 		return nil, out, false
 	}
-	out.pending, out.status = s.rm.clientWait, s.status
-	inFlight := out.pending > 0 || s.open
-	s.rm.reset()
+	out.pending, out.status = s.link.rm.clientWait, s.link.status
+	inFlight := out.pending > 0 || s.link.open
+	s.link.rm.reset()
 	s.setLinkLocked(linkFailing)
-	s.be = nil
-	s.curClient, s.curQuery = false, false
-	s.open, s.pinErr, s.unsent = false, nil, false
+	s.link.curClient, s.link.curQuery = false, false
+	s.link.open, s.link.pinErr, s.link.unsent = false, nil, false
 	s.tr.backendLost()
 
 	e = &pgError{Severity: "FATAL", Code: codeConnectionFailure, Message: "pgtenant: server connection lost"}
@@ -1245,12 +1337,13 @@ func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause 
 	switch {
 	case s.clientGone:
 		return nil, out, true
-	case s.violated != nil:
-		return s.violated, out, true
+	case from == linkClosing:
+		out.violation = true
+		return s.link.violation, out, true
 	case errors.Is(cause, errInternal):
 		e.Code, e.Message = codeInternalError, errInternal.Error()
-	case fatal != nil && out.pending == 1 && !s.open && out.status == 'I' &&
-		s.mode == config.PoolTransaction && s.pinned == "":
+	case fatal != nil && out.pending == 1 && !s.link.open && out.status == 'I' &&
+		from == linkAttached:
 		// The one command the client waits for did not complete (the
 		// server ended it with FATAL), and no transaction was open.
 		e.Severity = "ERROR"
@@ -1269,7 +1362,7 @@ func (s *session) finishLose(carryOn bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if carryOn {
-		s.status = 'I'
+		s.link.status = 'I'
 		s.setLinkLocked(linkDetached)
 		return
 	}
@@ -1295,14 +1388,13 @@ func (s *session) clientWriteFailed(be *pool.Conn) {
 func (s *session) detachGone(be *pool.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.be != be || s.link != linkAttached {
+	if !s.holdsLocked(be) {
 		return false
 	}
 	s.setLinkLocked(linkDetached)
-	s.be = nil
-	s.curClient, s.curQuery = false, false
+	s.link.curClient, s.link.curQuery = false, false
 	s.clientGone = true
-	s.rm.reset()
+	s.link.rm.reset()
 	return true
 }
 
@@ -1344,49 +1436,44 @@ func (s *session) teardownLocked() (be *pool.Conn, q []byte, inFlight, detach bo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clientGone = true
-	if s.reserved != nil {
-		s.srv.pool.Release(s.reserved)
-		s.reserved = nil
-	}
-	for s.link == linkFailing {
+	for s.link.state.busy() {
 		s.cond.Wait()
 	}
-	if s.link != linkAttached {
+	if !s.link.state.serving() {
 		return nil, nil, false, false
 	}
-	be = s.be
-	if s.unsent {
+	be = s.link.be
+	if s.link.unsent {
 		// The client goroutine ended with something accounted but not
 		// flushed, perhaps half a message: the backend cannot be trusted.
-		s.unsent = false
+		s.link.unsent = false
 		s.cond.Broadcast()
 		inFlight = true
-	} else if s.rm.len() == 0 && !s.open && !s.rm.copyIn && !s.rm.skipping {
+	} else if s.link.rm.len() == 0 && !s.link.open && !s.link.rm.copyIn && !s.link.rm.skipping {
 		queries := 0
-		if s.status != 'I' {
+		if s.link.status != 'I' {
 			q, _ = (&pgproto3.Query{String: "ROLLBACK"}).Encode(q)
 			queries++
 		}
-		if s.mode == config.PoolSession || s.pinned != "" {
+		if s.link.state == linkPinned {
 			q, _ = (&pgproto3.Query{String: "DISCARD ALL"}).Encode(q)
 			queries++
 			be.Statements.Clear() // DISCARD ALL drops them on the server
 		}
 		for range queries {
-			s.rm.push(entry{kind: replyQuery, own: true})
+			s.link.rm.push(entry{kind: replyQuery, own: true})
 		}
-		if s.parked {
+		if s.link.parked {
 			s.cond.Broadcast() // clientGone changed the safe point
 		}
 		return be, q, false, false
 	} else {
-		inFlight = s.rm.clientWait > 0 || s.open
+		inFlight = s.link.rm.clientWait > 0 || s.link.open
 	}
 	// curClient and curQuery stay: they are the backend goroutine's, which
 	// is still reading and finds be gone (closed) on its next read.
 	s.setLinkLocked(linkDetached)
-	s.be = nil
-	s.rm.reset()
+	s.link.rm.reset()
 	return be, nil, inFlight, true
 }
 

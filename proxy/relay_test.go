@@ -262,8 +262,8 @@ func TestRelayPanicEndsSessionWithoutWedging(t *testing.T) {
 		t.Fatal("the session's lock is still held after the panic")
 	}
 	rig.s.mu.Unlock()
-	if rig.s.be != nil || rig.s.link == linkAttached {
-		t.Fatalf("backend still attached: link %v", rig.s.link)
+	if rig.s.link.be != nil || rig.s.link.state.serving() {
+		t.Fatalf("backend still attached: link %v", rig.s.link.state)
 	}
 	if !strings.Contains(logs.String(), "backend relay panic") {
 		t.Fatalf("no panic logged; the test did not test it: %s", logs.String())

@@ -18,21 +18,28 @@ import (
 	"github.com/pgtenant/pgtenant/router"
 )
 
-// session is one client connection, from admission to close.
+// session is one client connection, from admission to close. It is made
+// of three parts: the tracker (tracker.go), what pgtenant knows of the
+// client's session whatever backend serves it; the link (link.go), the
+// backend serving it now and what that backend owes; and the two loops
+// that move messages between them (relay.go).
 //
-// Two goroutines serve it. The client goroutine (run, relayClient) reads the
-// client's messages and writes them to the attached backend through bw,
+// Two goroutines serve it. The client goroutine (serve, relayClient) reads
+// the client's messages and writes them to the attached backend through bw,
 // checking a backend out first when none is attached. The backend goroutine
 // (serveBackend) exists while a backend is attached: it reads the backend's
 // replies, writes them to the client through cw, and at a safe point
 // releases the backend and ends. Neither hands messages to the other; they
-// meet only in the reply model (rm) and the link state under mu.
+// meet only in the link (its reply model and state) under mu.
 //
 // Ownership: bw and the client reader belong to the client goroutine. cw
-// belongs to the backend goroutine while the link is attached or failing
-// (link.go) and to the client goroutine otherwise; whoever changes the link
-// holds mu and has flushed cw first. Every section that holds mu releases it
-// in a defer, so a panic cannot leave it held.
+// belongs to the backend goroutine while the link holds a backend or is
+// draining, closing or failing (link.go), and to the client goroutine
+// otherwise. Whoever hands cw over has flushed it first, and no one writes
+// to a socket while holding mu: the backend goroutine flushes cw in the
+// draining and failing states, which the client goroutine waits out. Every
+// section that holds mu releases it in a defer, so a panic cannot leave it
+// held.
 type session struct {
 	srv  *Server
 	nc   net.Conn
@@ -44,6 +51,7 @@ type session struct {
 	user string
 	key  cancelKey
 	// tr is what pgtenant knows of the client's session (tracker.go).
+	// Client goroutine, and under mu where the backend goroutine reads it.
 	tr tracker
 
 	// backendDone is waited for before the session ends.
@@ -51,71 +59,18 @@ type session struct {
 	// out collects what the client goroutine sends for one client message
 	// besides (or instead of) the message itself. Client goroutine only.
 	out []byte
-	// curClient: the oldest reply owed is the client's Execute or Query,
-	// so a DataRow or CopyData is the client's and is forwarded without
-	// the lock. Backend goroutine only; set under mu with each verdict.
-	curClient bool
-	// curQuery: more precisely, a Query of the client's with nothing of
-	// pgtenant's inside it, whose RowDescription, CommandComplete,
-	// EmptyQueryResponse and notices go the same way. queryRollback and
-	// queryTagged carry the client's last CommandComplete's ROLLBACK tag,
-	// seen on the hot path or under the lock, to the next ReadyForQuery
-	// (lastRollback, settleLocked). Backend goroutine only.
-	curQuery, queryRollback, queryTagged bool
 
 	mu sync.Mutex
-	// cond is signalled (with mu) when link, unsent or cancelling change,
-	// or one of pgtenant's own queries is answered: the client goroutine
-	// waits out linkFailing, the backend goroutine a pending send before a
-	// release, a cancel the pin's reply.
+	// cond is signalled (with mu) when the link's state, unsent or
+	// cancelling change, or one of pgtenant's own queries is answered: the
+	// client goroutine waits out a busy link, the backend goroutine a
+	// pending send before a release, a cancel the pin's reply.
 	cond *sync.Cond
-	// link is the state of the attached backend (link.go); be is that
-	// backend while linkAttached, nil otherwise.
-	link linkState
-	be   *pool.Conn
-	// reserved is a backend taken by answerDetachedLocked's try, about to
-	// be attached.
-	reserved *pool.Conn
-	// rm is what the attached backend owes, in order (replies.go).
-	rm replyModel
-	// open: the client sent extended-protocol messages after its last Sync.
-	open bool
-	// unsent: the client goroutine accounted a message it has not yet
-	// written out and flushed to the backend; the backend must not change
-	// hands before it is. parked: the backend goroutine waits for that.
-	unsent, parked bool
-	// cancelling: a cancel request is being forwarded to the attached
-	// backend; it must not change hands until the server acted on it.
-	cancelling bool
-	// status is the last transaction status the client was told.
-	status byte
-	// skipTillSync: a batch of the client's could not be sent (no backend
-	// could be had); like PostgreSQL after an error, discard the client's
-	// messages up to its Sync, then answer it with skipErr and
-	// ReadyForQuery.
-	skipTillSync bool
-	skipErr      *pgError
-	// pinErr is the error one of pgtenant's own queries reported.
-	pinErr *pgproto3.ErrorResponse
-	// violated: the client broke the protocol while a backend was attached;
-	// the backend goroutine sends this FATAL error as it winds down.
-	violated *pgError
-	// pinned, when not empty, says why the client keeps its backend until
-	// it disconnects (a session feature that cannot move between backends).
-	pinned string
-	// dirty: since the backend was attached, the client sent something
-	// that may change session state, so the backend is released without
-	// its pin key (see attachLocked).
-	dirty bool
-	// unnamedHere: the attached backend has the client's unnamed
-	// statement (tracker.unnamedParse). Client goroutine and mu.
-	unnamedHere bool
-	// swallowing: the rows of pgtenant's restore statement inside a
-	// client's Query are arriving (backend goroutine, under mu).
-	swallowing bool
+	// link is the backend serving the client and its state (link.go).
+	link link
 	// cwBusy: the client goroutine, detached, wrote answers to cw that it
-	// has yet to flush (outside the lock); shutdown must not write to cw
-	// meanwhile (closeIfIdle).
+	// has yet to flush (outside the lock), or shutdown is writing to it
+	// (closeIfIdle); neither may start meanwhile.
 	cwBusy bool
 	// clientGone: the client left; the backend goroutine releases at the
 	// next safe point whatever the pool mode, and writes nothing to cw.
@@ -124,13 +79,13 @@ type session struct {
 
 func newSession(srv *Server, nc net.Conn) *session {
 	s := &session{
-		srv:    srv,
-		nc:     nc,
-		cr:     newInBuf(nc),
-		cw:     &outBuf{w: nc},
-		bw:     &outBuf{},
-		mode:   srv.cfg.PoolMode,
-		status: 'I',
+		srv:  srv,
+		nc:   nc,
+		cr:   newInBuf(nc),
+		cw:   &outBuf{w: nc},
+		bw:   &outBuf{},
+		mode: srv.cfg.PoolMode,
+		link: link{status: 'I'},
 	}
 	s.cond = sync.NewCond(&s.mu)
 	return s
@@ -545,3 +500,39 @@ func isClosedErr(err error) bool {
 }
 
 var errClientGone = fmt.Errorf("client terminated")
+
+// closeIfIdle closes a client that has no backend attached, telling it why
+// (shutdown). The client goroutine is then blocked reading and owns nothing
+// that the close could tear.
+//
+// It takes cw from the client goroutine under mu (cwBusy), and writes
+// without the lock, with a one-second write deadline: the client goroutine
+// sees cwBusy and ends instead of answering or attaching meanwhile. When
+// that goroutine is already writing (cwBusy was set), the client is closed
+// without a word rather than have two writers.
+func (s *session) closeIfIdle() {
+	tell, idle := s.claimIdle()
+	if !idle {
+		return
+	}
+	if tell {
+		s.fail(fatalf(codeAdminShutdown, "terminating connection because pgtenant is shutting down"))
+	}
+	_ = s.nc.Close()
+}
+
+// claimIdle takes cw for closeIfIdle when no backend is attached: tell
+// says no one else is writing to it.
+func (s *session) claimIdle() (tell, idle bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.link.state == linkDraining {
+		s.cond.Wait() // about to be detached
+	}
+	if !s.link.state.idle() {
+		return false, false
+	}
+	tell = !s.cwBusy
+	s.cwBusy = true
+	return tell, true
+}

@@ -384,20 +384,19 @@ func (s *session) sessionEffectsLocked(res *scanResult) *pgError {
 	if res.refuse != nil {
 		return res.refuse
 	}
-	if res.unpoolable != "" && s.mode == config.PoolTransaction && s.pinned == "" {
+	if res.unpoolable != "" && s.mode == config.PoolTransaction && s.link.state != linkPinned {
 		if s.srv.cfg.Unpoolable == config.UnpoolableRefuse {
 			return unpoolableError(res.unpoolable)
 		}
-		s.pinned = res.unpoolable
-		s.logger().Info("client pinned to its server connection until it disconnects", "reason", res.unpoolable)
+		s.pinLocked(res.unpoolable)
 	}
 	if res.dropStatements {
 		clear(s.tr.stmts)
-		if !(res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "") {
+		if !(res.deallocateAllOnly && s.link.state == linkAttached) {
 			// The server drops pgtenant's statements on this backend
 			// too. New ones get new names, so a failed DEALLOCATE ALL
 			// leaves only unused leftovers, never a clash.
-			s.be.Statements.Clear()
+			s.link.be.Statements.Clear()
 		}
 	}
 	return nil
@@ -733,7 +732,7 @@ func (s *session) rewriteRefsLocked(text string, refs []nameRef) string {
 		b.WriteString(quoteIdent(backendName))
 		last = r.end
 		if r.drop {
-			s.be.Statements.Remove(key)
+			s.link.be.Statements.Remove(key)
 			delete(s.tr.stmts, r.name)
 		}
 	}

@@ -34,8 +34,8 @@ func newTestSession(t testing.TB) *session {
 			stmts:    map[string]*clientStmt{},
 			settings: map[string]string{},
 		},
-		mode:   config.PoolTransaction,
-		status: 'I',
+		mode: config.PoolTransaction,
+		link: link{status: 'I'},
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.tr.pin = buildPin(s.tr.tenant.Schema, nil)
@@ -410,7 +410,7 @@ func TestScanTextRefs(t *testing.T) {
 
 func TestRewriteRefs(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 0)
+	s.link.be = testBackend(t, 0)
 	rest := parseRest(t, "SELECT $1::int", 23)
 	s.tr.stmts["foo"] = &clientStmt{name: "foo", key: statementKey("acme", rest), parse: rest}
 	text := "EXECUTE foo(1); DEALLOCATE foo"
@@ -426,7 +426,7 @@ func TestRewriteRefs(t *testing.T) {
 	if _, ok := s.tr.stmts["foo"]; ok {
 		t.Error("DEALLOCATE left the client's statement")
 	}
-	if _, _, ok := s.be.Statements.Lookup(statementKey("acme", rest)); ok {
+	if _, _, ok := s.link.be.Statements.Lookup(statementKey("acme", rest)); ok {
 		t.Error("DEALLOCATE left the backend's statement in the cache")
 	}
 	if got := s.rewriteRefsLocked("EXECUTE foo", nil); got != "" {
@@ -855,7 +855,7 @@ func TestBindParamChangesAreChecked(t *testing.T) {
 		m := clientMsg{typ: 'B', whole: bindBody(t, &pgproto3.Bind{Parameters: [][]byte{[]byte(tt.value)}})}
 		m.n = len(m.whole)
 		m.nameEnd = 2
-		s.be = testBackend(t, 0)
+		s.link.be = testBackend(t, 0)
 		s.mu.Lock()
 		s.accountLocked(&m)
 		// The portal's changes count once its Execute completes.
@@ -946,7 +946,7 @@ func TestNameRangeUnicodeEscapedName(t *testing.T) {
 
 	// What it means for a client that prepared "foo" with Parse.
 	s := newTestSession(t)
-	s.be = testBackend(t, 0)
+	s.link.be = testBackend(t, 0)
 	rest := parseRest(t, "SELECT 1")
 	s.tr.stmts["foo"] = &clientStmt{name: "foo", key: statementKey("acme", rest), parse: rest}
 	text := `EXECUTE U&"foo"`
@@ -1043,12 +1043,12 @@ func FuzzRaiseSQL(f *testing.F) {
 // are dropped, and the Parses among them forgotten (skippedLocked).
 func TestSkipToSync(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 0)
+	s.link.be = testBackend(t, 0)
 	keyOwn := statementKey("acme", parseRest(t, "SELECT 1"))
 	keyClient := statementKey("acme", parseRest(t, "SELECT 2"))
 	keyAnswered := statementKey("acme", parseRest(t, "SELECT 3"))
 	for _, k := range []string{keyOwn, keyClient, keyAnswered} {
-		s.be.Statements.Add(k, 0)
+		s.link.be.Statements.Add(k, 0)
 	}
 	own := &clientStmt{name: "own", key: keyOwn}
 	client := &clientStmt{name: "client", key: keyClient}
@@ -1068,22 +1068,22 @@ func TestSkipToSync(t *testing.T) {
 	s.expectLocked(entry{kind: replyParse, key: "later"})
 	s.expectLocked(entry{kind: replySync})
 
-	v, err := s.rm.reply('E', s.skippedLocked)
+	v, err := s.link.rm.reply('E', s.skippedLocked)
 	if err != nil || !v.failed || v.e.kind != replyBind {
 		t.Fatalf("error reply: %+v, %v", v, err)
 	}
 
-	if s.rm.len() != 3 || s.rm.front().kind != replySync {
-		t.Fatalf("queue after skip: len %d front %+v", s.rm.len(), s.rm.front())
+	if s.link.rm.len() != 3 || s.link.rm.front().kind != replySync {
+		t.Fatalf("queue after skip: len %d front %+v", s.link.rm.len(), s.link.rm.front())
 	}
-	if s.rm.own != 0 {
-		t.Errorf("own = %d after the own entries were dropped", s.rm.own)
+	if s.link.rm.own != 0 {
+		t.Errorf("own = %d after the own entries were dropped", s.link.rm.own)
 	}
-	if s.rm.clientWait != 2 {
-		t.Errorf("clientWait = %d, want 2", s.rm.clientWait)
+	if s.link.rm.clientWait != 2 {
+		t.Errorf("clientWait = %d, want 2", s.link.rm.clientWait)
 	}
 	for _, k := range []string{keyOwn, keyClient, keyAnswered} {
-		if _, _, ok := s.be.Statements.Lookup(k); ok {
+		if _, _, ok := s.link.be.Statements.Lookup(k); ok {
 			t.Errorf("backend still lists %q", k)
 		}
 	}
@@ -1102,16 +1102,16 @@ func TestSkipToSync(t *testing.T) {
 
 	// An error at a Sync (the implicit transaction failed to commit)
 	// drops nothing: the ReadyForQuery follows.
-	if v, err := s.rm.reply('E', s.skippedLocked); err != nil || v.failed || s.rm.len() != 3 {
-		t.Errorf("error at a Sync: %+v, %v, len %d", v, err, s.rm.len())
+	if v, err := s.link.rm.reply('E', s.skippedLocked); err != nil || v.failed || s.link.rm.len() != 3 {
+		t.Errorf("error at a Sync: %+v, %v, len %d", v, err, s.link.rm.len())
 	}
 }
 
 // sessionEffectsLocked: refusal, pinning, dropped statements, tentative.
 func TestSessionEffects(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 0)
-	s.be.Statements.Add("k", 0)
+	s.link.be = testBackend(t, 0)
+	s.link.be.Statements.Add("k", 0)
 	s.tr.stmts["a"] = &clientStmt{name: "a"}
 
 	res := s.tr.scanText("SET search_path = other")
@@ -1123,16 +1123,16 @@ func TestSessionEffects(t *testing.T) {
 	if e := s.sessionEffectsLocked(&res); e != nil {
 		t.Fatalf("unexpected refusal %v", e)
 	}
-	if s.pinned != "LISTEN" || !reflect.DeepEqual(res.changes, []change{set("a", "1")}) {
-		t.Fatalf("pinned %q changes %+v", s.pinned, res.changes)
+	if s.link.pinReason != "LISTEN" || !reflect.DeepEqual(res.changes, []change{set("a", "1")}) {
+		t.Fatalf("pinned %q changes %+v", s.link.pinReason, res.changes)
 	}
 
 	res = s.tr.scanText("DISCARD ALL")
 	if e := s.sessionEffectsLocked(&res); e != nil {
 		t.Fatal(e)
 	}
-	if s.be.Statements.Len() != 0 || len(s.tr.stmts) != 0 {
-		t.Fatalf("DISCARD ALL left statements: backend %d client %d", s.be.Statements.Len(), len(s.tr.stmts))
+	if s.link.be.Statements.Len() != 0 || len(s.tr.stmts) != 0 {
+		t.Fatalf("DISCARD ALL left statements: backend %d client %d", s.link.be.Statements.Len(), len(s.tr.stmts))
 	}
 
 	// --unpoolable=refuse
@@ -1142,12 +1142,12 @@ func TestSessionEffects(t *testing.T) {
 	if e := s.sessionEffectsLocked(&res); e == nil || e.Code != codeFeatureUnsupported || !strings.Contains(e.Message, "pg_advisory_lock") {
 		t.Fatalf("unpoolable not refused: %v", e)
 	}
-	if s.pinned != "" {
+	if s.link.pinReason != "" {
 		t.Fatal("refused and pinned")
 	}
 	// Session pooling keeps the backend anyway.
 	s.mode = config.PoolSession
-	if e := s.sessionEffectsLocked(&res); e != nil || s.pinned != "" {
-		t.Fatalf("session pooling: %v, pinned %q", e, s.pinned)
+	if e := s.sessionEffectsLocked(&res); e != nil || s.link.pinReason != "" {
+		t.Fatalf("session pooling: %v, pinned %q", e, s.link.pinReason)
 	}
 }

@@ -89,11 +89,11 @@ const unknownStmtPrefix = "pgtenant/none/"
 // prepared again.
 func (s *session) ensureStatementLocked(cs *clientStmt) (name, key string) {
 	if cs.ownKey != "" {
-		if name, _, ok := s.be.Statements.Lookup(cs.ownKey); ok {
+		if name, _, ok := s.link.be.Statements.Lookup(cs.ownKey); ok {
 			return name, cs.ownKey
 		}
 	}
-	if name, seq, ok := s.be.Statements.Lookup(cs.key); ok && seq >= cs.seq {
+	if name, seq, ok := s.link.be.Statements.Lookup(cs.key); ok && seq >= cs.seq {
 		return name, cs.key
 	}
 	return s.prepareLocked(cs, cs.key, true), cs.key
@@ -104,7 +104,7 @@ func (s *session) ensureStatementLocked(cs *clientStmt) (name, key string) {
 // own says whether the ParseComplete is pgtenant's (re-preparing) or the
 // client's.
 func (s *session) prepareLocked(cs *clientStmt, key string, own bool) string {
-	name, evicted := s.be.Statements.Add(key, s.srv.stmtSeq.Add(1))
+	name, evicted := s.link.be.Statements.Add(key, s.srv.stmtSeq.Add(1))
 	for _, old := range evicted {
 		s.out = appendClose(s.out, 'S', old)
 		s.expectLocked(entry{kind: replyClose, own: true})
@@ -158,7 +158,7 @@ func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects
 // sent. Bind of other statements sent before the confirmation went to the
 // copy they had, as they would have directly.
 func (s *session) promoteLocked(cs *clientStmt) {
-	if s.be.Statements.Promote(cs.ownKey, cs.key) {
+	if s.link.be.Statements.Promote(cs.ownKey, cs.key) {
 		cs.ownKey = ""
 	}
 }
@@ -188,8 +188,8 @@ func (s *session) backendStmtNameLocked(name string) (string, string) {
 // it behind pgtenant's back, such as a DEALLOCATE inside a function). The
 // cache forgets it, so the next use prepares it again.
 func (s *session) vanishedStatementLocked(key string) {
-	if s.be != nil {
-		s.be.Statements.Remove(key)
+	if s.link.be != nil {
+		s.link.be.Statements.Remove(key)
 	}
 }
 

@@ -283,7 +283,7 @@ func TestClientNamesDoesNotChain(t *testing.T) {
 
 func TestEnsureStatementAndParseNamed(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 3)
+	s.link.be = testBackend(t, 3)
 	restA := parseRest(t, "SELECT 1")
 	restB := parseRest(t, "SELECT 2")
 	restC := parseRest(t, "SELECT 3")
@@ -296,7 +296,7 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 		t.Fatalf("first Parse sent as %#v", msgs)
 	}
 	a := s.tr.stmts["a"]
-	if e := s.rm.pop(); e.kind != replyParse || e.own || e.clientName != "a" || e.stmt != a || e.key != a.ownKey || a.ownKey == a.key {
+	if e := s.link.rm.pop(); e.kind != replyParse || e.own || e.clientName != "a" || e.stmt != a || e.key != a.ownKey || a.ownKey == a.key {
 		t.Fatalf("entry %+v", e)
 	}
 
@@ -309,7 +309,7 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	if want := []pgproto3.FrontendMessage{&pgproto3.Parse{Name: "pgt_2", Query: "SELECT 1"}}; !reflect.DeepEqual(msgs, want) {
 		t.Fatalf("Parse of a known text sent as %#v, want %#v", msgs, want)
 	}
-	s.rm.reset()
+	s.link.rm.reset()
 	if name, key := s.backendStmtNameLocked("a"); name != "pgt_1" || key != a.ownKey {
 		t.Fatalf("statement a is %q (%q) on the backend, want its own pgt_1", name, key)
 	}
@@ -327,7 +327,7 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	if got := s.tr.clientNames(`prepared statement "pgt_1" already exists`); got != `prepared statement "a" already exists` {
 		t.Fatalf("42P05 message reads %q", got)
 	}
-	s.rm.reset()
+	s.link.rm.reset()
 
 	// A full cache (3) evicts the least recently used statement and closes
 	// it before the new Parse.
@@ -347,7 +347,7 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	// The evicted statement is prepared again, as the tenant's shared
 	// copy, when it is used.
 	s.out = nil
-	s.rm.reset()
+	s.link.rm.reset()
 	name, key := s.backendStmtNameLocked("a2")
 	if name == "pgt_2" || key != s.tr.stmts["a2"].key {
 		t.Fatalf("evicted statement used as %q (%q)", name, key)

@@ -1,11 +1,11 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/proxy/sqlscan"
 )
@@ -605,114 +605,48 @@ func (t *tracker) rebuildPin() {
 	t.pin = buildPinSQL(t.tenant.Schema, searchPath, sets)
 }
 
-// bindParamText returns the text of parameter n (1-based) of a Bind body,
-// or false when it is NULL, binary of a type pgtenant cannot read, or the
-// body is malformed.
-func bindParamText(body []byte, n int) (string, bool) {
-	_, rest, ok := splitName(body) // portal
-	if !ok {
-		return "", false
+// bindParams decodes the parameters of a Bind body with pgproto3's
+// decoder; they point into body. It returns nil for a body the server
+// would reject as malformed: such a Bind never creates a portal, so what
+// its parameters say changes nothing.
+func bindParams(body []byte) [][]byte {
+	var b pgproto3.Bind
+	if b.Decode(body) != nil {
+		return nil
 	}
-	_, rest, ok = splitName(rest) // statement
-	if !ok || len(rest) < 2 {
-		return "", false
-	}
-	nf := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if len(rest) < 2*nf {
-		return "", false
-	}
-	formats := rest[:2*nf]
-	rest = rest[2*nf:]
-	if len(rest) < 2 {
-		return "", false
-	}
-	np := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if n < 1 || n > np {
-		return "", false
-	}
-	for i := 1; i <= np; i++ {
-		if len(rest) < 4 {
-			return "", false
-		}
-		l := int(int32(binary.BigEndian.Uint32(rest)))
-		rest = rest[4:]
-		if l > len(rest) {
-			return "", false
-		}
-		if i == n {
-			if l < 0 {
-				return "", false
-			}
-			// Text format, or binary of a text type (the same bytes):
-			// set_config's value is text.
-			_ = formats
-			return string(rest[:l]), true
-		}
-		if l > 0 {
-			rest = rest[l:]
-		}
-	}
-	return "", false
+	return b.Parameters
 }
 
-// nameRange finds the statement name of an EXECUTE or DEALLOCATE [PREPARE]
-// statement in text. It gives up (false) on anything unusual, such as a
-// comment between the words; the statement then goes to the server as
+// paramText returns the text of parameter n (1-based), or false when there
+// is none or it is NULL. A binary parameter is taken as it comes: set_config's
+// value is text, whose binary form is the same bytes.
+func paramText(params [][]byte, n int) (string, bool) {
+	if n < 1 || n > len(params) || params[n-1] == nil {
+		return "", false
+	}
+	return string(params[n-1]), true
+}
+
+// nameRange is where the statement name of an EXECUTE or DEALLOCATE
+// [PREPARE] statement stands in text, as sqlscan found it. It gives up
+// (false) where the re-lexer it replaces gave up, so that what is rewritten
+// stays the same: a name sqlscan cannot place (U&"..."), a comment before
+// the name, and DEALLOCATE PREPARE with nothing after it (which the server
+// reads as the name "prepare"). The statement then goes to the server as
 // written.
 func nameRange(text string, st *sqlscan.Statement) (start, end int, ok bool) {
-	i, stop := st.Start, st.End
-	skipSpace := func() {
-		for i < stop && strings.IndexByte(" \t\r\n\f", text[i]) >= 0 {
-			i++
-		}
-	}
-	word := func() string {
-		j := i
-		for i < stop && (isIdentByte(text[i])) {
-			i++
-		}
-		return strings.ToLower(text[j:i])
-	}
-	skipSpace()
-	switch word() {
-	case "execute":
-	case "deallocate":
-		skipSpace()
-		save := i
-		if word() != "prepare" {
-			i = save
-		}
-	default:
+	if st.NameEnd == 0 || (st.Kind != sqlscan.Execute && st.Kind != sqlscan.Deallocate) {
 		return 0, 0, false
 	}
-	skipSpace()
-	start = i
-	if i+1 < stop && (text[i] == 'U' || text[i] == 'u') && text[i+1] == '&' {
-		return 0, 0, false // a Unicode-escaped name: left to the server as written
-	}
-	if i < stop && text[i] == '"' {
-		for i++; i < stop; i++ {
-			if text[i] == '"' {
-				if i+1 < stop && text[i+1] == '"' {
-					i++
-					continue
-				}
-				return start, i + 1, true
-			}
-		}
+	before := text[st.Start:st.NameStart]
+	if strings.Contains(before, "--") || strings.Contains(before, "/*") {
 		return 0, 0, false
 	}
-	word()
-	if i == start {
+	if st.Kind == sqlscan.Deallocate && strings.EqualFold(text[st.NameStart:st.NameEnd], "prepare") &&
+		len(strings.Fields(before)) == 1 {
 		return 0, 0, false
 	}
-	return start, i, true
-}
-
-func isIdentByte(c byte) bool {
-	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+	return st.NameStart, st.NameEnd, true
 }
 
 // rewriteRefsLocked rewrites EXECUTE and DEALLOCATE of the client's

@@ -90,8 +90,12 @@ func (t *tracker) bindChanges(name, portal string, body []byte) bool {
 		return false
 	}
 	fx := stmtEffects{changes: append([]change(nil), eff.changes...), tag: eff.tag}
+	var params [][]byte
+	if len(eff.params) > 0 {
+		params = bindParams(body) // decoded once for all of them
+	}
 	for _, pc := range eff.params {
-		if v, ok := bindParamText(body, pc.param); ok {
+		if v, ok := paramText(params, pc.param); ok {
 			fx.changes = append(fx.changes, change{name: pc.name, value: quoteLiteral(v)})
 		}
 	}

@@ -192,7 +192,7 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 		}
 		if m.typ == 'S' {
 			s.setLinkLocked(linkDetached)
-			_ = writeMsg(s.cw, s.link.skipErr.response())
+			_ = writeMsg(s.cw, s.link.skipErr.Response())
 			_, _ = s.cw.Write(readyForQuery('I'))
 			s.link.skipErr = nil
 			s.cwBusy = true
@@ -765,7 +765,7 @@ func (s *session) skippedLocked(e entry) {
 func (s *session) refuseLocked(typ byte, e *pgError) {
 	switch typ {
 	case 'Q', 'F', 'S':
-		_ = writeMsg(s.cw, e.response())
+		_ = writeMsg(s.cw, e.Response())
 		_, _ = s.cw.Write(readyForQuery('I'))
 		s.cwBusy = true
 	default:
@@ -1074,7 +1074,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			switch {
 			case e.kind == replyParse:
 				s.skippedLocked(e)
-			case e.key != "" && er.Code == "26000":
+			case e.key != "" && er.Code == codeUndefinedStatement:
 				s.vanishedStatementLocked(e.key)
 			}
 		}
@@ -1082,12 +1082,12 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			return act
 		}
 		switch {
-		case er.Code == "26000" && e.clientName != "" && (e.kind == replyBind || e.kind == replyDescribeStmt):
+		case er.Code == codeUndefinedStatement && e.clientName != "" && (e.kind == replyBind || e.kind == replyDescribeStmt):
 			// The statement this Bind or Describe names is the client's,
 			// whatever pgtenant sent it as: a Parse that failed after the
 			// Bind was sent on, say, and was forgotten since.
 			er.Message = `prepared statement "` + e.clientName + `" does not exist`
-		case er.Code == "26000" || er.Code == "42P05":
+		case er.Code == codeUndefinedStatement || er.Code == codeDuplicateStatement:
 			er.Message = s.tr.clientNames(er.Message)
 		}
 		if er.Where != "" && strings.HasPrefix(er.Message, "pgtenant: ") {
@@ -1281,11 +1281,11 @@ func (s *session) lose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error
 		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		if cont.pending > 0 {
 			for i := 0; i < cont.pending; i++ {
-				_ = writeMsg(s.cw, e.response())
+				_ = writeMsg(s.cw, e.Response())
 				_, _ = s.cw.Write(readyForQuery('I'))
 			}
 		} else {
-			_ = writeMsg(s.cw, e.response())
+			_ = writeMsg(s.cw, e.Response())
 		}
 		_ = s.cw.Flush()
 		_ = s.nc.SetWriteDeadline(time.Time{})

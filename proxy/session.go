@@ -146,7 +146,7 @@ func (s *session) ReceivePassword() ([]byte, error) {
 // fail tells the client why it is being turned away, best effort.
 func (s *session) fail(e *pgError) {
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = writeMsg(s.cw, e.response())
+	_ = writeMsg(s.cw, e.Response())
 	_ = s.cw.Flush()
 }
 

@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/pool"
 )
 
@@ -191,6 +194,189 @@ func (s *session) setLinkLocked(to linkState) {
 // pinned or closing); a goroutine of an older backend finds it is not.
 func (s *session) holdsLocked(be *pool.Conn) bool {
 	return s.link.be == be && (s.link.state.serving() || s.link.state == linkClosing)
+}
+
+// attachLocked makes be the session's backend and starts its reader. With
+// pinNow, the pin is queued ahead of the client's message.
+//
+// The pin is skipped when the backend is known to be in this client's state
+// already: its last holder left it with this client's pin key (same tenant,
+// same search_path and settings) and sent nothing that changes session
+// state (pinReusable). Tenants never share a key, so reuse can only ever
+// happen within one tenant.
+func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
+	to := linkAttached
+	if s.mode == config.PoolSession {
+		to = linkPinned
+	}
+	s.setLinkLocked(to)
+	s.link.be = be
+	s.link.unnamedHere = false
+	s.link.dirty = false
+	s.link.queryTagged = false
+	s.link.curClient, s.link.curQuery = false, false
+	s.bw.Reset(be.NetConn)
+	if pinNow {
+		s.sendPinLocked(be)
+	}
+	s.backendDone.Add(1)
+	go s.serveBackend(be)
+}
+
+// sendPinLocked queues the pin on a backend just attached, ahead of the
+// client's first message, which goes out with it in one write; its replies
+// are pgtenant's own (pinFailedLocked when one is an error).
+func (s *session) sendPinLocked(be *pool.Conn) {
+	if s.srv.cfg.BenchNoPin || (s.srv.cfg.PinReuse && be.State == s.tr.pin.key) {
+		return
+	}
+	_, _ = s.bw.Write(s.tr.pin.msgs)
+	for i := 0; i < s.tr.pin.queries; i++ {
+		s.expectLocked(entry{kind: replyQuery, own: true})
+	}
+	be.State = s.tr.pin.key
+	s.link.unsent = true
+}
+
+// pinLocked keeps the attached backend for the rest of the session: the
+// client uses a session feature (why) that cannot move between backends.
+func (s *session) pinLocked(why string) {
+	s.link.pinReason = why
+	if s.link.state == linkAttached {
+		s.setLinkLocked(linkPinned)
+	}
+	s.logger().Info("client pinned to its server connection until it disconnects", "reason", why)
+}
+
+// pinFailedLocked: one of pgtenant's own queries (the pin) failed on the
+// server, which reported pinErr; its ReadyForQuery just came. The backend
+// is in a state pgtenant did not mean, and the returned error loses it.
+func (s *session) pinFailedLocked() error {
+	er := s.link.pinErr
+	s.link.pinErr = nil
+	s.logger().Error("pgtenant's session query failed on the server; closing the server connection",
+		"sqlstate", er.Code, "err", er.Message)
+	return errors.New("pgtenant's session setup failed on the server: " + er.Message)
+}
+
+// The safe point. A backend may change hands only when all of these hold:
+//   - every reply it owes is in (the reply model is empty): each message
+//     sent, the client's and pgtenant's own, has been answered
+//     (replies.go);
+//   - the client has sent nothing after its last Sync (!open);
+//   - the server is not in COPY FROM STDIN;
+//   - the last ReadyForQuery said 'I': no transaction is open;
+//   - everything the client goroutine decided to send has been written
+//     and flushed (!unsent), and no cancel is on its way to the backend;
+//   - the link is not pinned (session mode, or a session feature in use),
+//     unless the client is leaving.
+// The check runs when a ReadyForQuery arrives, the only moment it can become
+// true (safePointLocked); then the backend is released (releaseAtSafePoint).
+
+// safePointLocked says whether the backend serving the client may change
+// hands now (see "The safe point" above); each case is one rule.
+func (s *session) safePointLocked() bool {
+	l := &s.link
+	switch {
+	case l.rm.len() > 0: // a reply is owed, to the client or to pgtenant
+	case l.open: // the client sent messages after its last Sync
+	case l.rm.copyIn, l.rm.skipping: // the server is in COPY, or skipping to a Sync
+	case l.status != 'I': // a transaction is open
+	case l.state == linkPinned && !s.clientGone: // the client keeps its backend
+	default:
+		return true
+	}
+	return false
+}
+
+// atReadyForQuery runs after a ReadyForQuery was handled: at a safe point
+// the backend is released. It returns true when it was.
+func (s *session) atReadyForQuery(be *pool.Conn, client bool) bool {
+	if client && be.Reader.Buffered() == 0 && s.cw.Buffered() > 0 {
+		// The client is waiting for this.
+		if err := s.cw.Flush(); err != nil {
+			s.clientWriteFailed(be)
+			return true
+		}
+	}
+	if !s.releaseAtSafePoint(be) {
+		return false
+	}
+	if be.Reader.Buffered() > 0 {
+		// The server said more than it owed: whatever it is, it must not
+		// reach the next holder as an answer.
+		s.logger().Warn("server sent more than it owed at a safe point; closing the server connection")
+		s.srv.pool.Destroy(be)
+		return true
+	}
+	s.srv.pool.Release(be)
+	return true
+}
+
+// releaseAtSafePoint detaches be if the session is at a safe point,
+// waiting first for what the client goroutine is still sending. cw is
+// flushed before the client goroutine gets it back, without the lock: the
+// link is draining meanwhile.
+func (s *session) releaseAtSafePoint(be *pool.Conn) bool {
+	drain, ok := s.beginRelease(be)
+	if !ok {
+		return false
+	}
+	if drain {
+		// Replies left unflushed (the server sent more behind the last
+		// ReadyForQuery): they are the client's. The flush is bounded by
+		// the client's socket, which the client goroutine is reading
+		// from.
+		err := s.cw.Flush()
+		s.endRelease(err != nil)
+	}
+	return true
+}
+
+// beginRelease moves the link off be at a safe point: to detached, or to
+// draining when cw holds replies for the client (drain), which the caller
+// flushes and then calls endRelease. ok is false when it is no safe point.
+func (s *session) beginRelease(be *pool.Conn) (drain, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		// A link closing (the client broke the protocol) is no longer
+		// serving: violation() closed the backend, and the next read
+		// tells the client (lose).
+		if !s.holdsLocked(be) || s.link.state == linkClosing || !s.safePointLocked() {
+			return false, false
+		}
+		if !s.link.unsent && !s.link.cancelling {
+			break
+		}
+		s.link.parked = true
+		s.cond.Wait()
+		s.link.parked = false
+	}
+	if s.link.dirty || s.link.state == linkPinned {
+		be.State = "" // next holder must pin
+	}
+	s.link.curClient, s.link.curQuery = false, false
+	if s.clientGone {
+		_ = be.NetConn.SetDeadline(time.Time{}) // set by teardown
+	}
+	if s.cw.Buffered() > 0 && !s.clientGone {
+		s.setLinkLocked(linkDraining)
+		return true, true
+	}
+	s.setLinkLocked(linkDetached)
+	return false, true
+}
+
+// endRelease: cw is flushed (or the client is gone), and the client
+// goroutine may have it.
+func (s *session) endRelease(gone bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gone {
+		s.clientGone = true
+	}
+	s.setLinkLocked(linkDetached)
 }
 
 // cancelRunning sends a cancel to the attached backend while the client has

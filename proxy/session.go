@@ -72,6 +72,9 @@ type session struct {
 	// has yet to flush (outside the lock), or shutdown is writing to it
 	// (closeIfIdle); neither may start meanwhile.
 	cwBusy bool
+	// greeting: start is writing the client's greeting (cw is its own);
+	// closeIfIdle waits for it.
+	greeting bool
 	// clientGone: the client left; the backend goroutine releases at the
 	// next safe point whatever the pool mode, and writes nothing to cw.
 	clientGone bool
@@ -313,34 +316,32 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		}
 		s.srv.greetings.Add(s.tr.pin.key, greeting)
 	}
-	// Registering the cancel key makes the session visible to shutdown,
-	// whose closeIfIdle writes to cw under mu; so mu is held from here
-	// until the greeting is out (and, in session mode, the backend is
-	// attached), or the two would write to cw at once.
+	// Registering the cancel key makes the session visible to shutdown
+	// (closeIfIdle). The greeting is written without the lock; meanwhile
+	// greeting makes closeIfIdle wait until it is out (and, in session
+	// mode, the backend attached), so the two never write to cw at once.
 	s.mu.Lock()
-	_, _ = s.cw.Write(greeting)
 	s.srv.assignKey(s)
+	s.greeting = true
+	s.mu.Unlock()
+	_, _ = s.cw.Write(greeting)
 	_ = writeMsg(s.cw, &pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: s.key.secret[:]})
 	_, _ = s.cw.Write(readyForQuery('I'))
+	err = s.cw.Flush()
 
-	if err := s.cw.Flush(); err != nil {
-		s.mu.Unlock()
-		if be != nil {
-			s.srv.pool.Release(be)
-		}
-		return err
-	}
-	if s.mode == config.PoolSession {
+	s.mu.Lock()
+	s.greeting = false
+	s.cond.Broadcast()
+	if err == nil && s.mode == config.PoolSession {
 		// Flushed first: from here on the backend goroutine owns cw.
 		s.attachLocked(be, false)
-		s.mu.Unlock()
-		return nil
+		be = nil
 	}
 	s.mu.Unlock()
 	if be != nil {
 		s.srv.pool.Release(be)
 	}
-	return nil
+	return err
 }
 
 // checkOnBackend applies the client's pin to be, which reports a parameter
@@ -526,8 +527,8 @@ func (s *session) closeIfIdle() {
 func (s *session) claimIdle() (tell, idle bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.link.state == linkDraining {
-		s.cond.Wait() // about to be detached
+	for s.link.state == linkDraining || s.greeting {
+		s.cond.Wait() // about to be detached, or to be greeted
 	}
 	if !s.link.state.idle() {
 		return false, false

@@ -66,22 +66,27 @@ type link struct {
 	curClient, curQuery, queryRollback, queryTagged bool
 }
 
-// The state of the link between a client session and a backend.
+// The state of the link between a client session and a backend. Its moves,
+// and who makes them (linkMoves is the same list as a table):
 //
-//	              ┌─refuse─▶ skipping ──client's Sync──┐
-//	              │                                    ▼
-//	detached ◀────┴──────────────────────────────── detached
-//	   │ attach                         ▲          ▲      ▲
-//	   ▼                                │release   │      │carry on
-//	attached ──safe point, cw unflushed─┼▶ draining┘      │
-//	   │  │  └──pin (a session feature)─▶ pinned          │
-//	   │  └──destroy (client gone)──────────────▶ detached│
-//	   ├──lose────────────────────────────▶ failing ──────┘
-//	   └──violation──▶ closing ──lose──▶ failing ──▶ lost
+//	detached ─▶ skipping        client: a batch found no backend (refuseLocked)
+//	skipping ─▶ detached        client: that batch's Sync is answered (routeMsg)
+//	detached ─▶ attached        client: attachLocked, transaction pooling
+//	detached ─▶ pinned          client: attachLocked, session pooling
+//	attached ─▶ pinned          client: a session feature (pinLocked)
+//	attached ─▶ detached        backend: a safe point (beginRelease), the client
+//	                            stopped reading (detachGone); client: teardown
+//	                            with a command in flight
+//	pinned   ─▶ detached        the same, once the client has left
+//	attached, pinned ─▶ draining  backend: a safe point with replies to flush
+//	draining ─▶ detached        backend: flushed (endRelease)
+//	attached, pinned ─▶ closing   client: a protocol violation (violation)
+//	closing  ─▶ detached        backend: the client stopped reading (detachGone)
+//	attached, pinned, closing, draining ─▶ failing   backend: lose
+//	failing  ─▶ detached        backend: the client carries on (finishLose)
+//	failing  ─▶ lost            backend: the client's session ends (finishLose)
 //
-// pinned moves as attached does, except that it is never released while
-// the client stays: session pooling attaches straight to pinned.
-//
+// The states:
 //   - detached: no backend; the client goroutine owns the client writer
 //     (cw). skipping: the same, and the client's extended-protocol batch
 //     could not be sent (no backend could be had): like PostgreSQL after an
@@ -162,6 +167,7 @@ var linkMoves = map[[2]linkState]bool{
 	{linkAttached, linkDraining}: true, // backend: release with cw to flush
 	{linkPinned, linkDraining}:   true, // the same, once the client is gone
 	{linkDraining, linkDetached}: true, // backend: cw flushed
+	{linkDraining, linkFailing}:  true, // backend: lose, a panic while draining
 	{linkAttached, linkClosing}:  true, // client: violation
 	{linkPinned, linkClosing}:    true, // client: violation
 	{linkClosing, linkDetached}:  true, // backend: detachGone

@@ -85,7 +85,8 @@ func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	from := s.link.state
-	if !s.holdsLocked(be) {
+	// Draining only if the release itself failed (serveBackend's recover).
+	if !s.holdsLocked(be) && !(from == linkDraining && s.link.be == be) {
 		return nil, out, false
 	}
 	out.pending, out.status = s.link.rm.clientWait, s.link.status

@@ -145,7 +145,7 @@ func (s *session) onReply(be *pool.Conn, typ byte, n int) bool {
 
 // rollbackTag says whether the CommandComplete whose header was just peeked
 // is tagged ROLLBACK (also a COMMIT of a failed transaction, and ROLLBACK TO
-// SAVEPOINT), for settleLocked.
+// SAVEPOINT), for tracker.readyForQuery.
 func rollbackTag(r msgReader, bodyLen int) bool {
 	tag, err := r.Peek(min(5+bodyLen, 5+8))
 	return err == nil && bytes.HasPrefix(tag[5:], []byte("ROLLBACK"))

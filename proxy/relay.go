@@ -170,11 +170,6 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 		return stepEnd, false
 	}
 	switch s.link.state {
-	case linkLost:
-		if be != nil {
-			s.srv.pool.Release(be)
-		}
-		return stepEnd, false
 	case linkSkipping:
 		if be != nil {
 			s.srv.pool.Release(be)

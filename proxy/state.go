@@ -572,7 +572,7 @@ func (t *tracker) inlineRestores(text string, resets []resetAt) string {
 	return b.String()
 }
 
-// rebuildPinLocked renders the pin from the startup parameters and the
+// rebuildPin renders the pin from the startup parameters and the
 // client's settings.
 func (t *tracker) rebuildPin() {
 	searchPath := ""

@@ -8,6 +8,7 @@ import (
 	"net"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgtenant/pgtenant/internal/pgerr"
 )
 
 // MaxPasswordMessageLen is the longest password-message body ('p') a Conn
@@ -56,38 +57,23 @@ type Method interface {
 	Authenticate(ctx context.Context, c Conn, user string) error
 }
 
-// SQLSTATE codes the methods answer with.
+// SQLSTATE codes the methods answer with, from pgtenant's one list
+// (internal/pgerr).
 const (
-	CodeInvalidPassword      = "28P01" // wrong password, unknown user
-	CodeInvalidAuthorization = "28000" // refused before any password
-	CodeProtocolViolation    = "08P01" // malformed authentication messages
-	CodeFeatureNotSupported  = "0A000" // SCRAM authzid or mandatory extension
-	CodeConnectionFailure    = "08006" // the user source could not answer
-	CodeTooManyConnections   = "53300" // the Limiter refused an address
+	CodeInvalidPassword      = pgerr.InvalidPassword                   // wrong password, unknown user
+	CodeInvalidAuthorization = pgerr.InvalidAuthorizationSpecification // refused before any password
+	CodeProtocolViolation    = pgerr.ProtocolViolation                 // malformed authentication messages
+	CodeFeatureNotSupported  = pgerr.FeatureNotSupported               // SCRAM authzid or mandatory extension
+	CodeConnectionFailure    = pgerr.ConnectionFailure                 // the user source could not answer
+	CodeTooManyConnections   = pgerr.TooManyConnections                // the Limiter refused an address
 )
 
 // Error is an authentication failure the client is told about as a FATAL
-// ErrorResponse. Code and Message (and Detail when set) go to the client,
-// worded as PostgreSQL words them; Log and Err are for the proxy's log only:
-// they may say that the user does not exist, which the client must never
-// learn.
-type Error struct {
-	Code    string // SQLSTATE
-	Message string // the primary message
-	Detail  string // optional detail for the client
-	Log     string // why, for the server log only
-	Err     error  // the internal cause, for the server log only
-}
-
-func (e *Error) Error() string {
-	if e.Detail != "" {
-		return e.Message + ": " + e.Detail
-	}
-	return e.Message
-}
-
-// Unwrap returns the internal cause, if any.
-func (e *Error) Unwrap() error { return e.Err }
+// ErrorResponse: pgtenant's one error type for clients. Code and Message
+// (and Detail when set) go to the client, worded as PostgreSQL words them;
+// Log and Err are for the proxy's log only: they may say that the user does
+// not exist, which the client must never learn.
+type Error = pgerr.Error
 
 // passwordFailed is the answer to a wrong password, an unknown user, a user
 // without a usable secret: PostgreSQL's one message for all of them.

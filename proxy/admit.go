@@ -240,11 +240,6 @@ func (s *session) admit() (*pgproto3.StartupMessage, error) {
 // takeTenantOption removes it, so it never reaches a backend.
 const tenantOption = "pgtenant.tenant"
 
-// codeRejectedConnection is SQLSTATE 08004
-// (sqlserver_rejected_establishment_of_sqlconnection): the client's own
-// startup values contradict each other about its tenant.
-const codeRejectedConnection = "08004"
-
 // takeTenantOption removes every pgtenant.tenant setting from a client's
 // startup parameters, in options or on its own (the name in any case, as
 // PostgreSQL parameter names are), and returns the tenant it names, "" when

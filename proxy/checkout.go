@@ -23,7 +23,7 @@ func (s *session) checkout(ctx context.Context, wait bool) (*pool.Conn, error) {
 		}
 		return s.srv.pool.TryCheckout(ctx)
 	}
-	role := router.TenantRoleName(s.tenant.Name)
+	role := router.TenantRoleName(s.tr.tenant.Name)
 	var (
 		be  *pool.Conn
 		err error
@@ -34,7 +34,7 @@ func (s *session) checkout(ctx context.Context, wait bool) (*pool.Conn, error) {
 		be, err = s.srv.pool.TryCheckoutAs(ctx, role)
 	}
 	if err != nil {
-		return nil, roleLoginError(s.tenant.Name, role, err)
+		return nil, roleLoginError(s.tr.tenant.Name, role, err)
 	}
 	return be, nil
 }

@@ -1,7 +1,7 @@
 // Package proxy owns the life of a client connection:
 //
 //	accept ─▶ admit ─▶ authenticate ─▶ resolve tenant ─▶ relay ◀──▶ pool
-//	server.go  admit.go   session.go(auth)  session.go(router)  relay.go
+//	server.go  admit.go   session.go(auth)  session.go(router)  relay.go, backend.go
 //
 // # Files
 //
@@ -16,17 +16,27 @@
 //     client's parameters on a backend, and what the client is told at
 //     startup.
 //   - pin.go: the SQL that puts a backend into a client's session state.
-//   - relay.go: the two relay loops and the safe point at which a backend
-//     changes hands.
+//   - tracker.go: what pgtenant knows of the client's session whatever
+//     backend serves it (no I/O, no locks); its rules live in state.go (the
+//     client's settings: classify, settle, RESET returns to the client's
+//     defaults, search_path is the tenant boundary) and stmt.go (named
+//     statements across backends).
+//   - link.go: the backend serving the client and the link's typed state
+//     (detached, skipping, attached, pinned, draining, closing, failing,
+//     lost), changed by one function that checks each move; attaching and
+//     the pin, the safe point and the release, cancel.
 //   - replies.go: the reply model, what every message sent to a backend
 //     will be answered with (skip to Sync after an error, COPY's end).
-//   - link.go: the states of the link between a session and its backend
-//     (detached, attached, failing, lost) and the one function that
-//     changes them.
-//   - stmt.go, state.go: named statements across backends, and the
-//     client's session settings (RESET returns to the client's defaults).
+//   - relay.go: the client loop (read, inspect, route, send).
+//   - account.go: what the server owes for each message sent, and what
+//     pgtenant sends with it.
+//   - backend.go: the backend loop (read a reply, decide whose it is,
+//     write it to the client).
+//   - loss.go: a backend that dies or cannot be trusted, a client that
+//     leaves.
 //   - startup.go: connections still in startup, and their limits.
-//   - wire.go: framing at message boundaries and the errors pgtenant sends.
+//   - wire.go: framing at message boundaries.
+//   - errors.go: the errors pgtenant sends (internal/pgerr).
 //
 // # Relay
 //

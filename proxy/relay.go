@@ -1,34 +1,23 @@
 package proxy
 
+// The client loop: the client goroutine reads each client message, learns
+// what it must of it (inspect: names, what a text means, through the
+// tracker), decides under mu what happens to it (routeMsg: answered here,
+// refused, sent, or a backend checked out first; accountLocked records
+// what the server will owe), and writes it to the backend without the
+// lock (send). It flushes to the backend when the client has nothing more
+// buffered.
+
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
-	"strings"
 	"time"
 	"unsafe"
 
-	"github.com/jackc/pgx/v5/pgproto3"
-	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/pool"
 	"github.com/pgtenant/pgtenant/proxy/sqlscan"
 )
-
-// The safe point. A backend may change hands only when all of these hold:
-//   - every reply it owes is in (the reply model is empty): each message
-//     sent, the client's and pgtenant's own, has been answered
-//     (replies.go);
-//   - the client has sent nothing after its last Sync (!open);
-//   - the server is not in COPY FROM STDIN;
-//   - the last ReadyForQuery said 'I': no transaction is open;
-//   - everything the client goroutine decided to send has been written
-//     and flushed (!unsent), and no cancel is on its way to the backend;
-//   - the client is not pinned to the backend (session mode, or a session
-//     feature in use), unless it is leaving.
-// The check runs when a ReadyForQuery arrives, the only moment it can become
-// true (safePointLocked); then the backend is released.
 
 // clientMsg is what the client goroutine learned of one message before
 // deciding what to send for it.
@@ -70,6 +59,7 @@ const (
 	stepCheckout             // get a backend first, then decide again
 	stepWaitPin              // flush, wait for the pin to be confirmed, then decide again
 	stepEnd                  // the session is over
+	stepShutdown             // tell the client pgtenant shuts down; the session is over
 )
 
 // relayClient reads client messages until the client leaves.
@@ -121,6 +111,10 @@ func (s *session) relayClient(ctx context.Context) error {
 				pending = false
 			}
 			s.waitPin()
+			// The backend goroutine may have marked the link unsent for
+			// the message in hand (see waitPin): the next flush point
+			// clears it, whatever becomes of the message.
+			pending = true
 			st, flush = s.routeMsg(ctx, &m, nil, nil)
 		}
 		if st == stepCheckout {
@@ -134,6 +128,11 @@ func (s *session) relayClient(ctx context.Context) error {
 			s.cwDone()
 		}
 		switch st {
+		case stepShutdown:
+			// routeMsg set cwBusy: closeIfIdle leaves cw to this goroutine.
+			s.fail(fatalf(codeAdminShutdown, "pgtenant is shutting down"))
+			_ = s.dropMsg(&m)
+			return errClientGone
 		case stepEnd:
 			_ = s.dropMsg(&m)
 			return errClientGone
@@ -155,20 +154,25 @@ func (s *session) relayClient(ctx context.Context) error {
 func (s *session) flushedToBackend() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.unsent = false
-	if s.parked {
+	s.link.unsent = false
+	if s.link.parked {
 		s.cond.Broadcast()
 	}
 }
 
 // waitPin waits until the attached backend's pin is confirmed or the
-// backend is gone.
+// backend is gone. Meanwhile the link says a message is waiting
+// (pinWaiter), so that the backend goroutine, confirming the pin, holds the
+// backend for it (unsent) rather than release it at the ReadyForQuery of
+// the batch before it.
 func (s *session) waitPin() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.link == linkAttached && s.pinPending {
+	s.link.pinWaiter = true
+	for s.link.state.serving() && s.link.pinPending {
 		s.cond.Wait()
 	}
+	s.link.pinWaiter = false
 }
 
 // cwDone: the client goroutine finished writing cw while detached.
@@ -186,29 +190,32 @@ func (s *session) cwDone() {
 func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, checkoutErr error) (st step, flush bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.link == linkFailing {
-		s.cond.Wait() // the backend goroutine is telling the client about a loss
+	for s.link.state.busy() {
+		s.cond.Wait() // the backend goroutine is telling the client something
 	}
-	if s.link == linkLost {
+	if s.link.state == linkLost || s.link.state.idle() && s.cwBusy {
+		// The session ended with its backend, or shutdown is telling the
+		// client it ends (closeIfIdle, which owns cw meanwhile).
 		if be != nil {
 			s.srv.pool.Release(be)
 		}
 		return stepEnd, false
 	}
-	if s.skipTillSync {
+	switch s.link.state {
+	case linkSkipping:
 		if be != nil {
 			s.srv.pool.Release(be)
 		}
 		if m.typ == 'S' {
-			s.skipTillSync = false
-			_ = writeMsg(s.cw, s.skipErr.response())
+			s.setLinkLocked(linkDetached)
+			_ = writeMsg(s.cw, s.link.skipErr.Response())
 			_, _ = s.cw.Write(readyForQuery('I'))
+			s.link.skipErr = nil
 			s.cwBusy = true
 			return stepDrop, true
 		}
 		return stepDrop, false
-	}
-	if s.link == linkDetached {
+	case linkDetached:
 		switch {
 		case be != nil || checkoutErr != nil:
 			if checkoutErr != nil {
@@ -220,23 +227,28 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 			// failed): PostgreSQL ignores these too.
 			return stepDrop, false
 		case s.srv.draining.Load():
-			s.fail(fatalf(codeAdminShutdown, "pgtenant is shutting down"))
-			return stepEnd, false
-		case s.answerDetachedLocked(ctx, m):
 			s.cwBusy = true
-			return stepDrop, true
-		case s.reserved != nil:
-			be, s.reserved = s.reserved, nil
+			return stepShutdown, false
 		default:
-			return stepCheckout, false
+			answered, reserved := s.answerDetachedLocked(ctx, m)
+			if answered {
+				s.cwBusy = true
+				return stepDrop, true
+			}
+			if reserved == nil {
+				return stepCheckout, false
+			}
+			be = reserved
 		}
 		s.attachLocked(be, true)
-	} else if be != nil {
-		// Attached meanwhile (cannot happen: only this goroutine
-		// attaches); give the extra one back.
-		s.srv.pool.Release(be)
+	default:
+		if be != nil {
+			// Attached meanwhile (cannot happen: only this goroutine
+			// attaches); give the extra one back.
+			s.srv.pool.Release(be)
+		}
 	}
-	if s.pinPending && s.pinBoundary {
+	if s.link.pinPending && s.link.pinBoundary {
 		// The client's first Sync or Query is out behind an unconfirmed
 		// pin: if the pin failed, the server would run this message.
 		return stepWaitPin, false
@@ -245,8 +257,8 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 	if !s.accountLocked(m) {
 		return stepDrop, false
 	}
-	s.unsent = true
-	if s.parked {
+	s.link.unsent = true
+	if s.link.parked {
 		// The backend goroutine waits to release at what was a safe
 		// point; this message may end it, and the goroutine must go back
 		// to reading replies rather than wait for a flush that a full
@@ -345,7 +357,7 @@ func (s *session) inspect(m *clientMsg) error {
 			// on the next backend; the message itself is copied on from
 			// the reader. The buffer is reused: one unnamed statement at
 			// a time.
-			s.unnamedBuf = append(s.unnamedBuf[:0], rest...)
+			s.tr.unnamedBuf = append(s.tr.unnamedBuf[:0], rest...)
 		}
 	case 'B':
 		body, err := s.body(m)
@@ -363,7 +375,7 @@ func (s *session) inspect(m *clientMsg) error {
 		m.name, m.portal = name, portal
 		m.nameEnd = len(portal) + 1 + len(name) + 1
 		m.mapped = name != ""
-		if eff := s.effectsOf(name); eff != nil && len(eff.params) > 0 {
+		if eff := s.tr.effectsOf(name); eff != nil && len(eff.params) > 0 {
 			// set_config values come as parameters: keep the body to
 			// read them.
 			if err := s.consume(m); err != nil {
@@ -371,7 +383,7 @@ func (s *session) inspect(m *clientMsg) error {
 			}
 		}
 	case 'E':
-		if len(s.portalFx) == 0 {
+		if len(s.tr.portalFx) == 0 {
 			return nil // no portal of the client's changes anything
 		}
 		body, err := s.body(m)
@@ -438,26 +450,15 @@ func (s *session) scan(m *clientMsg, text []byte) {
 		return
 	}
 	m.text = string(text)
-	m.res = s.scanText(m.text)
+	m.res = s.tr.scanText(m.text)
 	// The text may change the session: the backend cannot be reused
 	// without a pin once this client is done with it.
 	m.dirty = true
 }
 
-// effectsOf returns the session effects of the client's statement name
-// ("" for the unnamed one), or nil. Client goroutine only.
-func (s *session) effectsOf(name string) *stmtEffects {
-	if name == "" {
-		return &s.unnamed
-	}
-	if cs, ok := s.stmts[name]; ok {
-		return &cs.effects
-	}
-	return nil
-}
-
 // answerDetachedLocked answers, without a backend, a message that needs
-// none, and reports whether it did. Then a client that prepares its
+// none, and reports whether it did; reserved is a backend it checked out
+// instead, to attach for m at once. Then a client that prepares its
 // statements outside a transaction takes no backend for it, which matters
 // beyond speed: pgbench prepares with a synchronous call that blocks every
 // client of its thread, so if that call had to wait for a backend held by
@@ -474,297 +475,36 @@ func (s *session) effectsOf(name string) *stmtEffects {
 //
 // Called with cw owned by the client goroutine (no backend attached); the
 // caller flushes what it wrote, outside the lock.
-func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) bool {
+func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) (answered bool, reserved *pool.Conn) {
 	switch m.typ {
 	case 'P':
 		res := &m.res
 		if !m.mapped || res.refuse != nil || res.unpoolable != "" || res.dropStatements || len(res.refs) > 0 {
-			return false
+			return false, nil
 		}
-		if _, exists := s.stmts[m.name]; exists {
-			return false // the server must say 42P05
+		if _, exists := s.tr.stmts[m.name]; exists {
+			return false, nil // the server must say 42P05
 		}
 		// Only when no backend is free: a free one answers exactly as
 		// PostgreSQL would (a syntax error at once, not at first use).
 		if be, err := s.checkout(ctx, false); err == nil {
-			s.reserved = be
-			return false
+			return false, be
 		}
 		_, rest, _ := splitName(m.whole)
-		s.addClientStmt(m.name, rest, stmtEffects{changes: res.changes, params: res.params}, true)
+		s.tr.addClientStmt(m.name, rest, stmtEffects{changes: res.changes, params: res.params}, true, s.srv.stmtSeq.Add(1))
 		_, _ = s.cw.Write(parseComplete)
 	case 'C':
 		if m.mapped {
-			delete(s.stmts, m.name)
+			delete(s.tr.stmts, m.name)
 		}
 		_, _ = s.cw.Write(closeComplete)
 	case 'S':
 		_, _ = s.cw.Write(readyForQuery('I'))
 	case 'H':
 	default:
-		return false
+		return false, nil
 	}
-	return true
-}
-
-var (
-	parseComplete = []byte{'1', 0, 0, 0, 4}
-	closeComplete = []byte{'3', 0, 0, 0, 4}
-	// bindUnnamed binds the unnamed statement to the unnamed portal, with
-	// no parameters and text results; executeUnnamed runs it to the end.
-	bindUnnamed    = []byte{'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0}
-	executeUnnamed = []byte{'E', 0, 0, 0, 9, 0, 0, 0, 0, 0}
-	// syncMsg ends an extended-protocol batch; flushMsg asks the server
-	// to send what it has buffered.
-	syncMsg  = []byte{'S', 0, 0, 0, 4}
-	flushMsg = []byte{'H', 0, 0, 0, 4}
-)
-
-// ensureUnnamedLocked re-prepares the client's unnamed statement on a
-// backend that has not seen it: a client may Parse it in one Sync batch and
-// Bind it in the next (pgx's describe-exec mode does), and in between the
-// backend may have changed hands.
-func (s *session) ensureUnnamedLocked() {
-	if s.unnamedHere || s.unnamedParse == nil {
-		return
-	}
-	s.out = appendParse(s.out, "", s.unnamedParse)
-	s.expectLocked(entry{kind: replyParse, own: true})
-	s.unnamedHere = true
-}
-
-// refusedParse is the body of a Parse whose text is replaced by a
-// statement that raises refuse; the parameter types stay, so the client's
-// Bind still fits.
-func refusedParse(m *clientMsg, refuse *pgError) []byte {
-	return replacedParse(m, raiseSQL(refuse))
-}
-
-// replacedParse is the body of the Parse m with its text replaced.
-func replacedParse(m *clientMsg, text string) []byte {
-	name, rest, _ := splitName(m.whole)
-	_, tail, _ := splitName(rest)
-	out := append([]byte(name), 0)
-	out = append(out, text...)
-	out = append(out, 0)
-	return append(out, tail...)
-}
-
-// deallocateAllStandIn is what the server runs for a client's DEALLOCATE
-// ALL in transaction pooling: a statement that changes nothing (it resets
-// a placeholder setting of pgtenant's), so the statements the backend keeps
-// for the tenant's other clients stay.
-const deallocateAllStandIn = "RESET pgtenant.deallocate_all"
-
-// accountLocked records what the server owes for a client message about to
-// be sent and queues into s.out whatever pgtenant must send before it (or,
-// for mapped messages, instead of it). It returns false when the message is
-// not to be sent at all.
-func (s *session) accountLocked(m *clientMsg) bool {
-	if m.dirty {
-		s.dirty = true
-	}
-	if s.pinPending && (m.typ == 'S' || m.typ == 'Q' || m.typ == 'F') {
-		s.pinBoundary = true
-	}
-	if !s.rm.skipping && !s.rm.copyIn {
-		// Statements a confirmed Parse replaced (promoteLocked) are
-		// closed ahead of whatever is sent next.
-		for _, name := range s.be.Statements.TakeCloses() {
-			s.out = appendClose(s.out, 'S', name)
-			s.expectLocked(entry{kind: replyClose, own: true})
-		}
-	}
-	switch m.typ {
-	case 'Q':
-		// A simple Query destroys the unnamed statement.
-		s.unnamedParse, s.unnamedHere = nil, false
-		e := entry{kind: replyQuery}
-		var after string
-		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
-			m.replace, _ = (&pgproto3.Query{String: raiseSQL(refuse)}).Encode(nil)
-		} else {
-			e.changes = m.res.changes
-			text := ""
-			switch {
-			case m.res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "":
-				// The client's DEALLOCATE ALL drops the client's
-				// statements (sessionEffectsLocked did), not the ones
-				// the backend keeps for every client of the tenant: the
-				// server runs a statement that changes nothing, and the
-				// client hears the tag it expects.
-				text = deallocateAllStandIn
-				e.tag = "DEALLOCATE ALL"
-			case len(m.res.refs) > 0:
-				text = s.rewriteRefsLocked(m.text, m.res.refs)
-			case m.res.discardAlone:
-				// DISCARD ALL must be alone in its Query: the client's
-				// defaults follow in a Query of pgtenant's.
-				after = s.restoreSQL(m.res.changes)
-			case len(m.res.resets) > 0:
-				if text = s.inlineRestores(m.text, m.res.resets); text != "" {
-					e.restoreInline = true
-				}
-			}
-			if text != "" {
-				m.replace, _ = (&pgproto3.Query{String: text}).Encode(nil)
-			}
-		}
-		s.expectLocked(e)
-		if after != "" {
-			m.after, _ = (&pgproto3.Query{String: after}).Encode(nil)
-			s.expectLocked(entry{kind: replyQuery, own: true, soft: true})
-		}
-	case 'F':
-		if m.res.refuse != nil {
-			m.replace, _ = (&pgproto3.Query{String: raiseSQL(m.res.refuse)}).Encode(nil)
-		}
-		s.expectLocked(entry{kind: replyQuery})
-	case 'S':
-		s.open = false
-		s.expectLocked(entry{kind: replySync})
-	case 'E':
-		s.open = true
-		e := entry{kind: replyExecute}
-		if fx, ok := s.portalFx[m.portal]; ok {
-			e.changes, e.tag = fx.changes, fx.tag
-		}
-		s.expectLocked(e)
-		if restore := s.restoreSQL(e.changes); restore != "" {
-			// Behind the Execute, in the same segment, so the client's next
-			// statement already sees its defaults. pgtenant's statement is
-			// the unnamed one: the client's is prepared again when next
-			// bound (ensureUnnamedLocked).
-			m.after = appendParse(m.after, "", append([]byte(restore), 0, 0, 0))
-			m.after = append(m.after, bindUnnamed...)
-			m.after = append(m.after, executeUnnamed...)
-			s.unnamedHere = false
-			s.expectLocked(entry{kind: replyParse, own: true, soft: true})
-			s.expectLocked(entry{kind: replyBind, own: true, soft: true})
-			s.expectLocked(entry{kind: replyExecute, own: true, soft: true})
-		}
-	case 'H':
-		s.open = true
-	case 'P':
-		s.open = true
-		effects := stmtEffects{changes: m.res.changes, params: m.res.params}
-		m.res.changes, m.res.params = nil, nil // they apply when the statement is bound
-		body := m.whole
-		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
-			body = refusedParse(m, refuse)
-			effects = stmtEffects{}
-		} else if m.res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "" {
-			// As for a Query (see 'Q'): the server runs a statement that
-			// changes nothing, and the Execute's tag is the client's.
-			if err := s.consume(m); err == nil {
-				body = replacedParse(m, deallocateAllStandIn)
-				effects.tag = "DEALLOCATE ALL"
-			}
-		}
-		if m.mapped {
-			_, rest, _ := splitName(body)
-			s.parseNamedLocked(m.name, rest, effects)
-			return true
-		}
-		s.unnamed = effects
-		if body != nil { // refused: replaced
-			_, s.unnamedParse, _ = splitName(body)
-			m.replace = appendHeader(nil, 'P', len(body))
-			m.replace = append(m.replace, body...)
-		} else {
-			s.unnamedParse = s.unnamedBuf
-		}
-		s.unnamedHere = true
-		s.expectLocked(entry{kind: replyParse})
-	case 'B':
-		s.open = true
-		if m.name == "" {
-			s.ensureUnnamedLocked()
-			if s.unnamedParse == nil && !s.unnamedHere {
-				// No unnamed statement of this client's: the backend may
-				// still hold its last holder's, which must not run. Send
-				// a name that exists nowhere; the server answers 26000.
-				m.mapped = true
-			}
-		}
-		s.bindChangesLocked(m)
-		e := entry{kind: replyBind}
-		if m.mapped {
-			var name string
-			name, e.key = s.backendStmtNameLocked(m.name)
-			e.clientName = m.name
-			s.out = appendHeader(s.out, 'B', len(m.portal)+1+len(name)+1+m.n-m.nameEnd)
-			s.out = append(s.out, m.portal...)
-			s.out = append(s.out, 0)
-			s.out = append(s.out, name...)
-			s.out = append(s.out, 0)
-		}
-		s.expectLocked(e)
-	case 'D':
-		s.open = true
-		e := entry{kind: replyDescribePortal}
-		if m.kind == 'S' {
-			e.kind = replyDescribeStmt
-			if m.name == "" {
-				s.ensureUnnamedLocked()
-			}
-		}
-		if m.mapped {
-			var name string
-			name, e.key = s.backendStmtNameLocked(m.name)
-			e.clientName = m.name
-			s.out = appendDescribe(s.out, 'S', name)
-		}
-		s.expectLocked(e)
-	case 'C':
-		s.open = true
-		if m.mapped {
-			// The backend's statement stays for others; the client's is
-			// gone. Closing a name that does not exist is no error, so the
-			// server still answers CloseComplete.
-			delete(s.stmts, m.name)
-			s.out = appendClose(s.out, 'S', unknownStmtName(m.name))
-		} else if m.kind == 'P' {
-			delete(s.portalFx, m.name)
-		}
-		s.expectLocked(entry{kind: replyClose})
-	case 'd', 'c', 'f':
-		if !s.rm.copyIn && s.rm.len() == 0 {
-			// Nothing owed, so no COPY is under way or can start: the
-			// server would ignore it (a COPY that already failed).
-			return false
-		}
-		if m.typ != 'd' {
-			s.expectLocked(entry{kind: replyCopyEnd})
-		}
-	}
-	return true
-}
-
-// bindChangesLocked records what executing the portal a Bind creates will
-// change in the session: the statement's changes, and set_config values
-// that come as its parameters. A statement that changes the session marks
-// the backend dirty each time it is bound, whether its text was scanned
-// now or when it was prepared.
-func (s *session) bindChangesLocked(m *clientMsg) {
-	eff := s.effectsOf(m.name)
-	if eff == nil || (eff.empty() && eff.tag == "") {
-		if len(s.portalFx) > 0 {
-			delete(s.portalFx, m.portal)
-		}
-		return
-	}
-	s.dirty = true
-	fx := stmtEffects{changes: append([]change(nil), eff.changes...), tag: eff.tag}
-	for _, pc := range eff.params {
-		if v, ok := bindParamText(m.whole, pc.param); ok {
-			fx.changes = append(fx.changes, change{name: pc.name, value: quoteLiteral(v)})
-		}
-	}
-	if s.portalFx == nil {
-		s.portalFx = map[string]stmtEffects{}
-	}
-	s.portalFx[m.portal] = fx
+	return true, nil
 }
 
 // send writes what accountLocked prepared and then the message itself:
@@ -814,33 +554,6 @@ func (s *session) dropMsg(m *clientMsg) error {
 	return discard(s.cr, m.n)
 }
 
-// expectLocked records a message about to be sent in the reply model; one
-// the server will not answer (it skips to Sync, or reads COPY data) is
-// handled as skipped at once.
-func (s *session) expectLocked(e entry) {
-	if !s.rm.sent(e) {
-		s.skippedLocked(e)
-	}
-}
-
-// skippedLocked forgets what a message that failed or that the server
-// skipped would have done. A Parse defines nothing, on the backend or for
-// the client, whose statement name is free again as in PostgreSQL.
-func (s *session) skippedLocked(e entry) {
-	if e.kind != replyParse {
-		return
-	}
-	if e.key != "" && s.be != nil {
-		s.be.Statements.Remove(e.key)
-	}
-	// A statement pgtenant answered itself (answerDetachedLocked) stays:
-	// the client was told it exists, so each use tries the Parse again
-	// and reports its error.
-	if e.stmt != nil && !e.stmt.answered && s.stmts[e.clientName] == e.stmt {
-		delete(s.stmts, e.clientName)
-	}
-}
-
 // refuseLocked answers a client message that cannot run because no backend
 // could be had, the way PostgreSQL answers a failed command: an error, then
 // ReadyForQuery at the end of the command (at once for Query and Sync, at
@@ -849,12 +562,12 @@ func (s *session) skippedLocked(e entry) {
 func (s *session) refuseLocked(typ byte, e *pgError) {
 	switch typ {
 	case 'Q', 'F', 'S':
-		_ = writeMsg(s.cw, e.response())
+		_ = writeMsg(s.cw, e.Response())
 		_, _ = s.cw.Write(readyForQuery('I'))
 		s.cwBusy = true
 	default:
-		s.skipTillSync = true
-		s.skipErr = e
+		s.link.skipErr = e
+		s.setLinkLocked(linkSkipping)
 	}
 }
 
@@ -863,738 +576,25 @@ func (s *session) refuseLocked(typ byte, e *pgError) {
 // error and the backend is closed, and it sends the error as it winds down.
 func (s *session) violation(e *pgError) error {
 	s.mu.Lock()
-	for s.link == linkFailing {
+	for s.link.state.busy() {
 		s.cond.Wait()
 	}
-	be := s.be
-	if s.link != linkAttached {
+	be := s.link.be
+	if !s.link.state.serving() {
+		// cw is this goroutine's, unless shutdown is writing to it.
+		tell := !s.cwBusy
+		s.cwBusy = true
 		s.mu.Unlock()
-		s.fail(e)
+		if tell {
+			s.fail(e)
+		}
 		return e
 	}
-	s.violated = e
-	s.cond.Broadcast() // a backend goroutine parked at a safe point gives up
+	s.link.violation = e
+	s.setLinkLocked(linkClosing) // a backend goroutine parked at a safe point gives up
 	s.mu.Unlock()
 	_ = be.NetConn.Close()
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	s.backendDone.Wait()
 	return e
-}
-
-// attachLocked makes be the session's backend and starts its reader. With
-// pinNow, the pin is queued ahead of the client's message.
-//
-// The pin is skipped when the backend is known to be in this client's state
-// already: its last holder left it with this client's pin key (same tenant,
-// same search_path and settings) and sent nothing that changes session
-// state (pinReusable). Tenants never share a key, so reuse can only ever
-// happen within one tenant.
-func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
-	s.setLinkLocked(linkAttached)
-	s.be = be
-	s.unnamedHere = false
-	s.dirty = false
-	s.queryTagged = false
-	s.curClient, s.curQuery = false, false
-	s.bw.Reset(be.NetConn)
-	s.pinPending, s.pinBoundary = false, false
-	if pinNow && !s.srv.noPin && !(s.srv.cfg.PinReuse && be.State == s.pin.key) {
-		msgs, statements := s.pinFor(be)
-		_, _ = s.bw.Write(msgs)
-		for i := 0; i < statements; i++ {
-			last := i == statements-1
-			s.expectLocked(entry{kind: replyParse, own: true, pin: true})
-			s.expectLocked(entry{kind: replyBind, own: true, pin: true})
-			s.expectLocked(entry{kind: replyExecute, own: true, pin: true, pinEnd: last})
-		}
-		be.State = s.pin.key
-		s.pinPending = true
-		s.unsent = true
-	}
-	s.backendDone.Add(1)
-	go s.serveBackend(be)
-}
-
-// pinFor returns the pin to send on be and how many statements it holds.
-// A backend that last served another tenant has every prepared statement
-// dropped first (deallocatePin), and its statement cache with it.
-func (s *session) pinFor(be *pool.Conn) ([]byte, int) {
-	if be.Tenant == s.tenant.Name {
-		return s.pin.msgs, s.pin.statements
-	}
-	be.Tenant = s.tenant.Name
-	be.Statements.Clear()
-	return append(append([]byte(nil), deallocatePin...), s.pin.msgs...), s.pin.statements + 1
-}
-
-// serveBackend relays the attached backend's replies to the client until
-// the backend is released or lost.
-func (s *session) serveBackend(be *pool.Conn) {
-	defer s.backendDone.Done()
-	defer func() {
-		if r := recover(); r != nil {
-			// Every locked section unlocks in a defer, so mu is free
-			// here and lose can take it.
-			s.logger().Error("backend relay panic", "panic", r)
-			s.lose(be, nil, errInternal)
-		}
-	}()
-	r := be.Reader
-	for {
-		if r.Buffered() == 0 && s.cw.Buffered() > 0 {
-			if err := s.cw.Flush(); err != nil {
-				s.clientWriteFailed(be)
-				return
-			}
-		}
-		typ, n, err := peekHeader(r)
-		if err != nil {
-			s.lose(be, nil, err)
-			return
-		}
-		if s.curClient && (typ == 'D' || typ == 'd') ||
-			s.curQuery && (typ == 'T' || typ == 'C' || typ == 'I' || typ == 'N') {
-			// A reply of the client's command that does not complete an
-			// entry: the hot path, without the lock. The oldest entry
-			// cannot change under us: only this goroutine removes
-			// entries. Inside a client's Query only its ReadyForQuery
-			// does; the last CommandComplete's tag is kept for it.
-			if typ == 'C' {
-				s.queryRollback, s.queryTagged = rollbackTag(r, n), true
-			}
-			if err := forward(r, s.cw, n); err != nil {
-				s.forwardFailed(be, err)
-				return
-			}
-			continue
-		}
-		if done := s.onReply(be, typ, n); done {
-			return
-		}
-	}
-}
-
-// replyAction is what the backend goroutine does with one reply, decided
-// under the lock (decideReply) and carried out without it.
-type replyAction struct {
-	forward bool   // copy the reply to the client as it came
-	write   []byte // or write these bytes to the client instead
-	// ready: a ReadyForQuery of the client's, after which the backend may
-	// have reached a safe point; own: one of pgtenant's.
-	ready, ownReady bool
-	// lose: the backend cannot be trusted (a reply that fits no entry, a
-	// failed query of pgtenant's); the error says why.
-	lose error
-	// pinFailed: the pin failed with this error (failPin).
-	pinFailed *pgproto3.ErrorResponse
-}
-
-// onReply handles one reply that needs the reply model. It returns true
-// when the backend goroutine is done (released or lost).
-func (s *session) onReply(be *pool.Conn, typ byte, n int) bool {
-	r := be.Reader
-	var er *pgproto3.ErrorResponse
-	var body []byte
-	rollback, restoring := false, false
-	switch typ {
-	case 'E', 'Z', 'S':
-		var err error
-		if body, err = readBody(r, n); err != nil {
-			s.lose(be, nil, err)
-			return true
-		}
-		if typ == 'E' {
-			er = &pgproto3.ErrorResponse{}
-			if err := er.Decode(body); err != nil {
-				s.lose(be, nil, err)
-				return true
-			}
-			if er.Severity == "FATAL" || er.Severity == "PANIC" {
-				// The server is closing this connection.
-				s.lose(be, er, nil)
-				return true
-			}
-		}
-	case 'C':
-		rollback = rollbackTag(r, n)
-	case 'T':
-		// Is this the result of pgtenant's restore statement? Its first
-		// column has a name of pgtenant's (after the field count).
-		if h, err := r.Peek(min(5+n, 5+2+len(restoreColumn)+1)); err == nil && len(h) == 5+2+len(restoreColumn)+1 {
-			restoring = string(h[7:7+len(restoreColumn)]) == restoreColumn && h[len(h)-1] == 0
-		}
-	case 'W':
-		s.lose(be, nil, errors.New("CopyBothResponse: replication is not supported"))
-		return true
-	}
-	act := s.decideReply(be, typ, body, er, rollback, restoring)
-	if act.pinFailed != nil {
-		s.failPin(be, act.pinFailed)
-		return true
-	}
-	if act.lose != nil {
-		s.lose(be, nil, act.lose)
-		return true
-	}
-	switch {
-	case act.write != nil:
-		if typ == 'C' {
-			_ = discard(r, n)
-		}
-		if _, err := s.cw.Write(act.write); err != nil {
-			s.clientWriteFailed(be)
-			return true
-		}
-	case act.forward:
-		if err := forward(r, s.cw, n); err != nil {
-			s.forwardFailed(be, err)
-			return true
-		}
-	case body == nil:
-		if err := discard(r, n); err != nil {
-			s.lose(be, nil, err)
-			return true
-		}
-	}
-	if act.ready || act.ownReady {
-		return s.atReadyForQuery(be, act.ready)
-	}
-	return false
-}
-
-// rollbackTag says whether the CommandComplete whose header was just peeked
-// is tagged ROLLBACK (also a COMMIT of a failed transaction, and ROLLBACK TO
-// SAVEPOINT), for settleLocked.
-func rollbackTag(r msgReader, bodyLen int) bool {
-	tag, err := r.Peek(min(5+bodyLen, 5+8))
-	return err == nil && bytes.HasPrefix(tag[5:], []byte("ROLLBACK"))
-}
-
-// decideReply matches one reply against the reply model and decides what
-// the client gets of it. rollback: a CommandComplete tagged ROLLBACK;
-// restoring: a RowDescription of pgtenant's restore statement.
-func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3.ErrorResponse, rollback, restoring bool) (act replyAction) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	defer func() {
-		f := s.rm.front()
-		s.curClient = f != nil && !f.own && (f.kind == replyExecute || f.kind == replyQuery) && !s.swallowing
-		s.curQuery = s.curClient && f.kind == replyQuery && f.tag == "" && !f.restoreInline
-	}()
-	if s.be != be || s.link != linkAttached {
-		return replyAction{lose: errors.New("reply for a backend no longer attached")}
-	}
-	v, err := s.rm.reply(typ, func(e entry) { s.skippedLocked(e) })
-	if err != nil {
-		return replyAction{lose: err}
-	}
-	e := v.e
-	gone := s.clientGone
-	if e.restoreInline && !e.own {
-		// The result set of pgtenant's restore statement, inside the
-		// client's Query: RowDescription, DataRow, CommandComplete.
-		switch {
-		case typ == 'T' && restoring:
-			s.swallowing = true
-			return act
-		case s.swallowing && typ == 'D':
-			return act
-		case s.swallowing && typ == 'C':
-			s.swallowing = false
-			return act
-		case typ == 'E' || typ == 'Z':
-			s.swallowing = false
-		}
-	}
-	switch typ {
-	case 'Z':
-		if len(body) != 1 {
-			return replyAction{lose: errors.Join(errMalformed, errors.New("ReadyForQuery"))}
-		}
-		status := body[0]
-		// The server's transaction status, whoever asked: pgtenant's own
-		// queries run only at attach (the status is 'I') and after the
-		// client left (its ROLLBACK ends the transaction).
-		s.status = status
-		if e.own {
-			// A cancel may be waiting for the pin to be answered
-			// (startCancel).
-			s.cond.Broadcast()
-			if s.pinErr != nil {
-				er := s.pinErr
-				s.pinErr = nil
-				s.logger().Error("pgtenant's session query failed on the server; closing the server connection",
-					"sqlstate", er.Code, "err", er.Message)
-				return replyAction{lose: errors.New("pgtenant's session setup failed on the server: " + er.Message)}
-			}
-			return replyAction{ownReady: true}
-		}
-		if e.kind == replyQuery {
-			if !s.queryFailed {
-				s.txnChanges = append(s.txnChanges, e.changes...)
-			}
-			s.queryFailed = false
-		}
-		if s.queryTagged {
-			// The last CommandComplete of the client's since its last
-			// ReadyForQuery: whether what this one ends was rolled back.
-			s.lastRollback = s.queryRollback
-			s.queryTagged = false
-		}
-		s.status = status
-		s.settleLocked(status)
-		if !gone {
-			act.write = readyForQuery(status)
-		}
-		act.ready = true
-		return act
-	case 'E':
-		if e.pin {
-			// The server now skips to the next Sync: nothing the client
-			// sent behind the pin runs (pin.go).
-			return replyAction{pinFailed: er}
-		}
-		if e.own && e.soft && e.kind == replyQuery {
-			// The client's own statement failed first (its transaction
-			// is aborted) and the server said so to the client.
-			return act
-		}
-		if e.own && e.kind == replyQuery {
-			if s.pinErr == nil {
-				s.pinErr = er
-			}
-			return act
-		}
-		s.segmentFailed = true
-		if e.kind == replyQuery {
-			s.queryFailed = true
-		}
-		if v.failed {
-			switch {
-			case e.kind == replyParse:
-				s.skippedLocked(e)
-			case e.key != "" && er.Code == "26000":
-				s.vanishedStatementLocked(e.key)
-			}
-		}
-		if gone {
-			return act
-		}
-		switch {
-		case er.Code == "26000" && e.clientName != "" && (e.kind == replyBind || e.kind == replyDescribeStmt):
-			// The statement this Bind or Describe names is the client's,
-			// whatever pgtenant sent it as: a Parse that failed after the
-			// Bind was sent on, say, and was forgotten since.
-			er.Message = `prepared statement "` + e.clientName + `" does not exist`
-		case er.Code == "26000" || er.Code == "42P05":
-			er.Message = s.clientNames(er.Message)
-		}
-		if er.Where != "" && strings.HasPrefix(er.Message, "pgtenant: ") {
-			// pgtenant's own refusal, raised by a DO block (raiseSQL):
-			// the block's context says nothing useful to the client.
-			er.Where = ""
-		}
-		// An error of a Parse pgtenant sent on the client's behalf (its
-		// statement re-prepared here) is the client's to hear: its Bind
-		// would have failed the same way on the backend it came from.
-		act.write, _ = er.Encode(nil)
-		return act
-	case 'S':
-		var ps pgproto3.ParameterStatus
-		if err := ps.Decode(body); err == nil {
-			be.Params[ps.Name] = ps.Value
-			if (!e.own || e.soft) && !gone {
-				act.write, _ = ps.Encode(nil)
-			}
-		}
-		return act
-	case '1':
-		if v.done && !e.own && e.stmt != nil && e.key != "" && e.key == e.stmt.ownKey {
-			s.promoteLocked(e.stmt)
-		}
-	case 'C':
-		if e.pinEnd && v.done {
-			// The pin is confirmed: the client's messages held back
-			// (waitPin) and a cancel waiting for it (startCancel) go on.
-			s.pinPending = false
-			s.cond.Broadcast()
-		}
-		if !e.own {
-			// Remembered for the next ReadyForQuery, as on the hot path.
-			s.queryRollback, s.queryTagged = rollback, true
-		}
-		if v.done && !e.own && e.kind == replyExecute {
-			s.txnChanges = append(s.txnChanges, e.changes...)
-		}
-		if e.tag != "" && !gone {
-			act.write, _ = (&pgproto3.CommandComplete{CommandTag: []byte(e.tag)}).Encode(nil)
-			return act
-		}
-	}
-	act.forward = !e.own && !gone
-	return act
-}
-
-// safePointLocked says whether the backend may change hands now.
-func (s *session) safePointLocked() bool {
-	return s.rm.len() == 0 && !s.open && !s.rm.copyIn && !s.rm.skipping && s.status == 'I' &&
-		(s.clientGone || (s.mode != config.PoolSession && s.pinned == ""))
-}
-
-// atReadyForQuery runs after a ReadyForQuery was handled: at a safe point
-// the backend is released. It returns true when it was.
-func (s *session) atReadyForQuery(be *pool.Conn, client bool) bool {
-	if client && be.Reader.Buffered() == 0 && s.cw.Buffered() > 0 {
-		// The client is waiting for this.
-		if err := s.cw.Flush(); err != nil {
-			s.clientWriteFailed(be)
-			return true
-		}
-	}
-	if !s.releaseAtSafePoint(be) {
-		return false
-	}
-	if be.Reader.Buffered() > 0 {
-		// The server said more than it owed: whatever it is, it must not
-		// reach the next holder as an answer.
-		s.logger().Warn("server sent more than it owed at a safe point; closing the server connection")
-		s.srv.pool.Destroy(be)
-		return true
-	}
-	s.srv.pool.Release(be)
-	return true
-}
-
-// releaseAtSafePoint detaches be if the session is at a safe point,
-// waiting first for what the client goroutine is still sending. cw is
-// flushed before the client goroutine gets it back.
-func (s *session) releaseAtSafePoint(be *pool.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for {
-		if s.be != be || s.link != linkAttached || !s.safePointLocked() {
-			return false
-		}
-		if s.violated != nil {
-			// The client broke the protocol; violation() closed the
-			// backend, and the next read tells the client (lose).
-			return false
-		}
-		if !s.unsent && !s.cancelling {
-			break
-		}
-		s.parked = true
-		s.cond.Wait()
-		s.parked = false
-	}
-	if s.cw.Buffered() > 0 && !s.clientGone {
-		// Replies left unflushed (the server sent more behind the last
-		// ReadyForQuery): they are the client's. Once detached, the
-		// client goroutine owns cw; the flush is bounded by the client's
-		// socket, which the client goroutine is reading from.
-		if err := s.cw.Flush(); err != nil {
-			s.clientGone = true
-		}
-	}
-	s.setLinkLocked(linkDetached)
-	s.be = nil
-	s.curClient, s.curQuery = false, false
-	if s.dirty || s.pinned != "" || s.mode == config.PoolSession {
-		be.State = "" // next holder must pin
-	}
-	if s.clientGone {
-		_ = be.NetConn.SetDeadline(time.Time{}) // set by teardown
-	}
-	return true
-}
-
-// forwardFailed sorts out a failed copy of a reply to the client.
-func (s *session) forwardFailed(be *pool.Conn, err error) {
-	var ce *copyError
-	if errors.As(err, &ce) && ce.write {
-		s.clientWriteFailed(be)
-		return
-	}
-	s.lose(be, nil, err)
-}
-
-// lose handles a backend that died or cannot be trusted: it is closed, and
-// the client hears about it in the least disruptive honest way.
-//   - A client waiting for one command, outside a transaction, whose server
-//     said why it ended the connection (a FATAL error, so the command did
-//     not complete), gets that error and ReadyForQuery 'I', and carries on:
-//     its next command gets a fresh backend.
-//   - Otherwise the client's session is gone with the server's: it gets
-//     FATAL and is closed, and nothing more it sent runs anywhere (link
-//     lost). It is told its open transaction was rolled back only when no
-//     command was in flight; with one in flight and no word from the
-//     server, the outcome is unknown (08007), as a COMMIT may have been
-//     carried out.
-func (s *session) lose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error) {
-	e, cont, ok := s.beginLose(be, fatal, cause)
-	if !ok {
-		return
-	}
-	s.srv.pool.Destroy(be)
-	if e != nil {
-		// The link is failing: the client goroutine waits, and this
-		// goroutine owns cw until finishLose.
-		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		if cont.pending > 0 {
-			for i := 0; i < cont.pending; i++ {
-				_ = writeMsg(s.cw, e.response())
-				_, _ = s.cw.Write(readyForQuery('I'))
-			}
-		} else {
-			_ = writeMsg(s.cw, e.response())
-		}
-		_ = s.cw.Flush()
-		_ = s.nc.SetWriteDeadline(time.Time{})
-		if !cont.carryOn {
-			_ = s.nc.Close() // the client goroutine's read fails and it ends
-		}
-	}
-	s.finishLose(cont.carryOn)
-	if e != nil && s.violated == nil {
-		s.logger().Warn("server connection lost", "sqlstate", e.Code, "err", e.Message,
-			"client_pending", cont.pending, "client_status", string(cont.status), "client_goes_on", cont.carryOn)
-	}
-}
-
-// loseOutcome is what beginLose decided for the client.
-type loseOutcome struct {
-	pending int  // ReadyForQuery replies the client was waiting for
-	status  byte // the last transaction status it was told
-	carryOn bool // the client carries on (ERROR); otherwise FATAL and lost
-}
-
-// beginLose moves the link to failing and decides what the client is told
-// (nil: nothing, it is gone). ok is false when be is not attached.
-func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error) (e *pgError, out loseOutcome, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.be != be || s.link != linkAttached {
-		return nil, out, false
-	}
-	out.pending, out.status = s.rm.clientWait, s.status
-	inFlight := out.pending > 0 || s.open
-	s.rm.reset()
-	s.setLinkLocked(linkFailing)
-	s.be = nil
-	s.curClient, s.curQuery = false, false
-	s.open, s.pinErr, s.unsent = false, nil, false
-	s.txnChanges = s.txnChanges[:0]
-
-	e = &pgError{Severity: "FATAL", Code: codeConnectionFailure, Message: "pgtenant: server connection lost"}
-	if fatal != nil {
-		e.Code, e.Message, e.Detail, e.Hint = fatal.Code, fatal.Message, fatal.Detail, fatal.Hint
-	} else if cause != nil && !isEOF(cause) && !errors.Is(cause, errClosedByUs) {
-		e.Message += ": " + cause.Error()
-	}
-	switch {
-	case s.clientGone:
-		return nil, out, true
-	case s.violated != nil:
-		return s.violated, out, true
-	case errors.Is(cause, errInternal):
-		e.Code, e.Message = codeInternalError, errInternal.Error()
-	case fatal != nil && out.pending == 1 && !s.open && out.status == 'I' &&
-		s.mode == config.PoolTransaction && s.pinned == "":
-		// The one command the client waits for did not complete (the
-		// server ended it with FATAL), and no transaction was open.
-		e.Severity = "ERROR"
-		out.carryOn = true
-	case inFlight && fatal == nil:
-		e.Code = codeTransactionResolutionUnknown
-		e.Detail = "The server connection was lost while a command was in flight; whether it took effect is unknown."
-	case out.status != 'I':
-		e.Detail = "The open transaction was rolled back."
-	}
-	return e, out, true
-}
-
-// finishLose ends the failing state.
-func (s *session) finishLose(carryOn bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if carryOn {
-		s.status = 'I'
-		s.setLinkLocked(linkDetached)
-		return
-	}
-	s.setLinkLocked(linkLost)
-}
-
-// failPin handles a pin that failed on the server. The server skips what
-// the client sent behind it up to a Sync, so none of it ran; the backend,
-// in a state nobody knows, is closed, and the client hears one error in
-// place of the first thing it sent, as if that had failed:
-//   - when its Sync or Query is already out, the error and ReadyForQuery
-//     now (waitPin held back anything the client sent after it);
-//   - otherwise the rest of its batch is discarded up to its Sync, which is
-//     answered with the error and ReadyForQuery (skipTillSync).
-//
-// The client was idle when the pin was sent (a backend is checked out only
-// between transactions), so it goes on: its next message gets another
-// backend, pinned afresh.
-func (s *session) failPin(be *pool.Conn, er *pgproto3.ErrorResponse) {
-	e := &pgError{Severity: "ERROR", Code: codeConnectionFailure,
-		Message: "pgtenant: could not prepare a server connection for this transaction: " + er.Message,
-		Detail:  "Nothing this transaction sent ran; it can be retried."}
-	answer, ok := s.beginPinFailure(be, e)
-	if !ok {
-		return
-	}
-	s.srv.pool.Destroy(be)
-	if answer {
-		// The link is failing: this goroutine owns cw until finishLose.
-		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = writeMsg(s.cw, e.response())
-		_, _ = s.cw.Write(readyForQuery('I'))
-		_ = s.cw.Flush()
-		_ = s.nc.SetWriteDeadline(time.Time{})
-	}
-	s.finishLose(true)
-	s.logger().Warn("the pin failed on the server; closed the server connection, the client's transaction did not run",
-		"sqlstate", er.Code, "err", er.Message)
-}
-
-// beginPinFailure moves the link to failing for failPin and says whether
-// the client is to be answered now.
-func (s *session) beginPinFailure(be *pool.Conn, e *pgError) (answer, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.be != be || s.link != linkAttached {
-		return false, false
-	}
-	answer = s.pinBoundary && !s.clientGone
-	if !s.pinBoundary && s.open {
-		s.skipTillSync, s.skipErr = true, e
-	}
-	s.rm.reset()
-	s.setLinkLocked(linkFailing)
-	s.be = nil
-	s.curClient, s.curQuery = false, false
-	s.open, s.pinErr, s.unsent = false, nil, false
-	s.pinPending, s.pinBoundary = false, false
-	s.txnChanges = s.txnChanges[:0]
-	return answer, true
-}
-
-var errClosedByUs = errors.New("closed by pgtenant")
-
-// errInternal: pgtenant itself failed (a panic in the relay). The client
-// hears XX000 and its session ends, whatever it was doing.
-var errInternal = errors.New("pgtenant: internal error")
-
-// clientWriteFailed: the client is gone while its backend is attached. The
-// backend may be mid-command, so it is closed rather than returned.
-func (s *session) clientWriteFailed(be *pool.Conn) {
-	if !s.detachGone(be) {
-		return
-	}
-	_ = s.nc.Close()
-	s.srv.pool.Destroy(be)
-}
-
-func (s *session) detachGone(be *pool.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.be != be || s.link != linkAttached {
-		return false
-	}
-	s.setLinkLocked(linkDetached)
-	s.be = nil
-	s.curClient, s.curQuery = false, false
-	s.clientGone = true
-	s.rm.reset()
-	return true
-}
-
-// teardown runs when the client goroutine is done. An attached backend at
-// a message boundary is rolled back (and, when the client held it for the
-// whole session, reset with DISCARD ALL) by pgtenant's own queries and
-// released by the backend goroutine; one with a command in flight is
-// cancelled and closed.
-func (s *session) teardown() {
-	be, q, inFlight, detach := s.teardownLocked()
-	if be == nil {
-		return
-	}
-	if !detach {
-		if q == nil {
-			return // at a safe point: the backend goroutine releases it
-		}
-		// The server has this long to answer before the connection is
-		// closed instead; the backend goroutine clears the deadline when
-		// it releases.
-		_ = be.NetConn.SetDeadline(time.Now().Add(s.srv.cfg.ServerConnectTimeout))
-		if _, err := be.NetConn.Write(q); err != nil {
-			_ = be.NetConn.Close() // the backend goroutine sees it and destroys
-		}
-		return
-	}
-	if inFlight {
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.ServerConnectTimeout)
-		_ = be.Cancel(ctx)
-		cancel()
-	}
-	s.srv.pool.Destroy(be)
-}
-
-// teardownLocked decides teardown's course: q are pgtenant's queries to
-// run before the backend goroutine releases be; detach says be was taken
-// away here, to be destroyed.
-func (s *session) teardownLocked() (be *pool.Conn, q []byte, inFlight, detach bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.clientGone = true
-	if s.reserved != nil {
-		s.srv.pool.Release(s.reserved)
-		s.reserved = nil
-	}
-	for s.link == linkFailing {
-		s.cond.Wait()
-	}
-	if s.link != linkAttached {
-		return nil, nil, false, false
-	}
-	be = s.be
-	if s.unsent {
-		// The client goroutine ended with something accounted but not
-		// flushed, perhaps half a message: the backend cannot be trusted.
-		s.unsent = false
-		s.cond.Broadcast()
-		inFlight = true
-	} else if s.rm.len() == 0 && !s.open && !s.rm.copyIn && !s.rm.skipping {
-		queries := 0
-		if s.status != 'I' {
-			q, _ = (&pgproto3.Query{String: "ROLLBACK"}).Encode(q)
-			queries++
-		}
-		if s.mode == config.PoolSession || s.pinned != "" {
-			q, _ = (&pgproto3.Query{String: "DISCARD ALL"}).Encode(q)
-			queries++
-			be.Statements.Clear() // DISCARD ALL drops them on the server
-		}
-		for range queries {
-			s.rm.push(entry{kind: replyQuery, own: true})
-		}
-		if s.parked {
-			s.cond.Broadcast() // clientGone changed the safe point
-		}
-		return be, q, false, false
-	} else {
-		inFlight = s.rm.clientWait > 0 || s.open
-	}
-	// curClient and curQuery stay: they are the backend goroutine's, which
-	// is still reading and finds be gone (closed) on its next read.
-	s.setLinkLocked(linkDetached)
-	s.be = nil
-	s.rm.reset()
-	return be, nil, inFlight, true
-}
-
-func isEOF(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -215,8 +215,8 @@ func newRelayRig(t *testing.T, script fakeServer) *relayRig {
 	srv := &Server{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), pool: p}
 	proxySide, clientSide := net.Pipe()
 	s := newSession(srv, proxySide)
-	s.tenant = router.Tenant{Name: "acme", Schema: "acme", Active: true}
-	s.pin = buildPin(pinOwner("acme", "u"), "acme", nil)
+	s.tr.tenant = router.Tenant{Name: "acme", Schema: "acme", Active: true}
+	s.tr.pin = buildPin(pinOwner("acme", "u"), "acme", nil)
 	rig := &relayRig{s: s, fe: pgproto3.NewFrontend(clientSide, clientSide), cnc: clientSide, fake: fake, done: make(chan error, 1)}
 	go func() {
 		err := s.relayClient(context.Background())
@@ -353,8 +353,8 @@ func TestRelayPanicEndsSessionWithoutWedging(t *testing.T) {
 		t.Fatal("the session's lock is still held after the panic")
 	}
 	rig.s.mu.Unlock()
-	if rig.s.be != nil || rig.s.link == linkAttached {
-		t.Fatalf("backend still attached: link %v", rig.s.link)
+	if rig.s.link.be != nil || rig.s.link.state.serving() {
+		t.Fatalf("backend still attached: link %v", rig.s.link.state)
 	}
 	if !strings.Contains(logs.String(), "backend relay panic") {
 		t.Fatalf("no panic logged; the test did not test it: %s", logs.String())

@@ -268,65 +268,6 @@ func (srv *Server) cancel(pid uint32, secret []byte) {
 	s.cancelRunning()
 }
 
-// cancelRunning sends a cancel to the attached backend while the client has
-// a command in flight there. The backend cannot change hands while the
-// cancel is on its way (cancelling holds the safe point back, see
-// releaseAtSafePoint), so it can never reach a command of whoever holds
-// the backend next; no lock is held while it is sent. pgtenant's own queries
-// are never cancelled: a cancelled pin fails, and the client's transaction
-// with it, though the cancel was meant for a command of the client's.
-//
-// The server may already be running the client's command while the backend
-// goroutine has yet to read the pin's confirmation; the cancel then waits
-// (up to ServerConnectTimeout) for it rather than being dropped.
-func (s *session) cancelRunning() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.ServerConnectTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer stop()
-	be := s.startCancel(ctx)
-	if be == nil {
-		s.logger().Debug("cancel request with nothing running: dropped")
-		return
-	}
-	err := be.Cancel(ctx)
-	s.mu.Lock()
-	s.cancelling = false
-	s.cond.Broadcast()
-	s.mu.Unlock()
-	if err != nil {
-		s.logger().Warn("forwarding cancel request failed", "err", err)
-		return
-	}
-	s.logger().Info("cancel request forwarded", "server_pid", be.PID)
-}
-
-// startCancel waits out the pin's replies and returns the backend to cancel,
-// marked cancelling, or nil when nothing of the client's is running.
-func (s *session) startCancel(ctx context.Context) *pool.Conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for {
-		f := s.rm.front()
-		ownQuery := f != nil && f.own && f.kind == replyQuery
-		if s.link != linkAttached || !(s.pinPending || ownQuery) || ctx.Err() != nil {
-			break
-		}
-		s.cond.Wait()
-	}
-	f := s.rm.front()
-	if s.link != linkAttached || s.cancelling || (s.rm.clientWait == 0 && !s.open) || s.pinPending ||
-		(f != nil && f.own && f.kind == replyQuery) {
-		return nil
-	}
-	s.cancelling = true
-	return s.be
-}
-
 // Run is `pgtenant serve`: it listens on cfg.Listen and serves until ctx is
 // done. It installs no signal handlers: the command line ends ctx on SIGINT
 // and SIGTERM and turns SIGHUP into a WithReload channel.
@@ -502,24 +443,4 @@ func checkBackendRole(ctx context.Context, cfg config.Config, log *slog.Logger) 
 		return nil
 	}
 	return err
-}
-
-// closeIfIdle closes a client that has no backend attached, telling it why.
-// The client goroutine is then blocked reading and owns nothing that the
-// close could tear.
-//
-// It holds mu while it writes, with a one-second write deadline, so the
-// client goroutine cannot start answering the client meanwhile; when that
-// goroutine is already writing (cwBusy), the client is closed without a
-// word rather than have two writers.
-func (s *session) closeIfIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.link != linkDetached {
-		return
-	}
-	if !s.cwBusy {
-		s.fail(fatalf(codeAdminShutdown, "terminating connection because pgtenant is shutting down"))
-	}
-	_ = s.nc.Close()
 }

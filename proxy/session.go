@@ -18,21 +18,28 @@ import (
 	"github.com/pgtenant/pgtenant/router"
 )
 
-// session is one client connection, from admission to close.
+// session is one client connection, from admission to close. It is made
+// of three parts: the tracker (tracker.go), what pgtenant knows of the
+// client's session whatever backend serves it; the link (link.go), the
+// backend serving it now and what that backend owes; and the two loops
+// that move messages between them (relay.go).
 //
-// Two goroutines serve it. The client goroutine (run, relayClient) reads the
-// client's messages and writes them to the attached backend through bw,
+// Two goroutines serve it. The client goroutine (serve, relayClient) reads
+// the client's messages and writes them to the attached backend through bw,
 // checking a backend out first when none is attached. The backend goroutine
 // (serveBackend) exists while a backend is attached: it reads the backend's
 // replies, writes them to the client through cw, and at a safe point
 // releases the backend and ends. Neither hands messages to the other; they
-// meet only in the reply model (rm) and the link state under mu.
+// meet only in the link (its reply model and state) under mu.
 //
 // Ownership: bw and the client reader belong to the client goroutine. cw
-// belongs to the backend goroutine while the link is attached or failing
-// (link.go) and to the client goroutine otherwise; whoever changes the link
-// holds mu and has flushed cw first. Every section that holds mu releases it
-// in a defer, so a panic cannot leave it held.
+// belongs to the backend goroutine while the link holds a backend or is
+// draining, closing or failing (link.go), and to the client goroutine
+// otherwise. Whoever hands cw over has flushed it first, and no one writes
+// to a socket while holding mu: the backend goroutine flushes cw in the
+// draining and failing states, which the client goroutine waits out. Every
+// section that holds mu releases it in a defer, so a panic cannot leave it
+// held.
 type session struct {
 	srv  *Server
 	nc   net.Conn
@@ -41,114 +48,33 @@ type session struct {
 	bw   *outBuf // writes to the attached backend; reset on each attach
 	mode config.PoolMode
 
-	user   string
-	tenant router.Tenant
-	pin    pin
-	key    cancelKey
+	user string
+	key  cancelKey
+	// tr is what pgtenant knows of the client's session (tracker.go).
+	// Client goroutine, and under mu where the backend goroutine reads it.
+	tr tracker
 
 	// backendDone is waited for before the session ends.
 	backendDone sync.WaitGroup
 	// out collects what the client goroutine sends for one client message
 	// besides (or instead of) the message itself. Client goroutine only.
 	out []byte
-	// curClient: the oldest reply owed is the client's Execute or Query,
-	// so a DataRow or CopyData is the client's and is forwarded without
-	// the lock. Backend goroutine only; set under mu with each verdict.
-	curClient bool
-	// curQuery: more precisely, a Query of the client's with nothing of
-	// pgtenant's inside it, whose RowDescription, CommandComplete,
-	// EmptyQueryResponse and notices go the same way. queryRollback and
-	// queryTagged carry the client's last CommandComplete's ROLLBACK tag,
-	// seen on the hot path or under the lock, to the next ReadyForQuery
-	// (lastRollback, settleLocked). Backend goroutine only.
-	curQuery, queryRollback, queryTagged bool
 
 	mu sync.Mutex
-	// cond is signalled (with mu) when link, unsent or cancelling change,
-	// or one of pgtenant's own queries is answered: the client goroutine
-	// waits out linkFailing, the backend goroutine a pending send before a
-	// release, a cancel the pin's reply.
+	// cond is signalled (with mu) when the link's state, unsent or
+	// cancelling change, or one of pgtenant's own queries is answered: the
+	// client goroutine waits out a busy link, the backend goroutine a
+	// pending send before a release, a cancel the pin's reply.
 	cond *sync.Cond
-	// link is the state of the attached backend (link.go); be is that
-	// backend while linkAttached, nil otherwise.
-	link linkState
-	be   *pool.Conn
-	// reserved is a backend taken by answerDetachedLocked's try, about to
-	// be attached.
-	reserved *pool.Conn
-	// rm is what the attached backend owes, in order (replies.go).
-	rm replyModel
-	// open: the client sent extended-protocol messages after its last Sync.
-	open bool
-	// pinPending: the pin was sent with the client's first message and is
-	// not confirmed yet (its last statement has not completed).
-	// pinBoundary: meanwhile the client sent a Sync, Query or FunctionCall;
-	// nothing more of the client's is sent until the pin is confirmed,
-	// since the server would run it even if the pin failed (pin.go).
-	pinPending, pinBoundary bool
-	// unsent: the client goroutine accounted a message it has not yet
-	// written out and flushed to the backend; the backend must not change
-	// hands before it is. parked: the backend goroutine waits for that.
-	unsent, parked bool
-	// cancelling: a cancel request is being forwarded to the attached
-	// backend; it must not change hands until the server acted on it.
-	cancelling bool
-	// status is the last transaction status the client was told.
-	status byte
-	// skipTillSync: a batch of the client's could not be sent (no backend
-	// could be had); like PostgreSQL after an error, discard the client's
-	// messages up to its Sync, then answer it with skipErr and
-	// ReadyForQuery.
-	skipTillSync bool
-	skipErr      *pgError
-	// pinErr is the error one of pgtenant's own queries reported.
-	pinErr *pgproto3.ErrorResponse
-	// violated: the client broke the protocol while a backend was attached;
-	// the backend goroutine sends this FATAL error as it winds down.
-	violated *pgError
-	// stmts are the client's named prepared statements (stmt.go).
-	stmts map[string]*clientStmt
-	// errNames maps backend statement names to the client's, for errors.
-	errNames map[string]string
-	// pinned, when not empty, says why the client keeps its backend until
-	// it disconnects (a session feature that cannot move between backends).
-	pinned string
-	// params are the client's startup parameters; settings what it has
-	// changed since (lower-case name to rendered SQL value); txnChanges the
-	// changes of its open transaction that completed, applied when it
-	// commits (state.go).
-	params     []startupParam
-	settings   map[string]string
-	txnChanges []change
-	// portalFx is what executing a bound portal means for the session, by
-	// portal name (client goroutine only).
-	portalFx map[string]stmtEffects
-	// dirty: since the backend was attached, the client sent something
-	// that may change session state, so the backend is released without
-	// its pin key (see attachLocked).
-	dirty bool
-	// unnamedParse is the client's unnamed statement (its Parse body
-	// after the empty name), nil when it has none; unnamedHere says the
-	// attached backend has it. Client goroutine and mu.
-	unnamedParse []byte
-	unnamedHere  bool
-	unnamedBuf   []byte
-	// unnamed is what the client's last unnamed Parse means for the
-	// session, applied when it is bound.
-	unnamed stmtEffects
-	// segmentFailed: an error since the client's last ReadyForQuery;
-	// queryFailed: an error in the Query being answered. lastRollback: the
-	// last command completed was a ROLLBACK (or a COMMIT of a failed
-	// transaction, which the server also tags ROLLBACK). Under mu.
-	segmentFailed, queryFailed bool
-	// swallowing: the rows of pgtenant's restore statement inside a
-	// client's Query are arriving (backend goroutine, under mu).
-	swallowing   bool
-	lastRollback bool
+	// link is the backend serving the client and its state (link.go).
+	link link
 	// cwBusy: the client goroutine, detached, wrote answers to cw that it
-	// has yet to flush (outside the lock); shutdown must not write to cw
-	// meanwhile (closeIfIdle).
+	// has yet to flush (outside the lock), or shutdown is writing to it
+	// (closeIfIdle); neither may start meanwhile.
 	cwBusy bool
+	// greeting: start is writing the client's greeting (cw is its own);
+	// closeIfIdle waits for it.
+	greeting bool
 	// clientGone: the client left; the backend goroutine releases at the
 	// next safe point whatever the pool mode, and writes nothing to cw.
 	clientGone bool
@@ -156,13 +82,13 @@ type session struct {
 
 func newSession(srv *Server, nc net.Conn) *session {
 	s := &session{
-		srv:    srv,
-		nc:     nc,
-		cr:     newInBuf(nc),
-		cw:     &outBuf{w: nc},
-		bw:     &outBuf{},
-		mode:   srv.cfg.PoolMode,
-		status: 'I',
+		srv:  srv,
+		nc:   nc,
+		cr:   newInBuf(nc),
+		cw:   &outBuf{w: nc},
+		bw:   &outBuf{},
+		mode: srv.cfg.PoolMode,
+		link: link{status: 'I'},
 	}
 	s.cond = sync.NewCond(&s.mu)
 	return s
@@ -178,8 +104,8 @@ func (s *session) logger() *slog.Logger {
 	if s.user != "" {
 		args = append(args, "user", s.user)
 	}
-	if s.tenant.Name != "" {
-		args = append(args, "tenant", s.tenant.Name)
+	if s.tr.tenant.Name != "" {
+		args = append(args, "tenant", s.tr.tenant.Name)
 	}
 	return s.srv.log.With(args...)
 }
@@ -223,7 +149,7 @@ func (s *session) ReceivePassword() ([]byte, error) {
 // fail tells the client why it is being turned away, best effort.
 func (s *session) fail(e *pgError) {
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = writeMsg(s.cw, e.response())
+	_ = writeMsg(s.cw, e.Response())
 	_ = s.cw.Flush()
 }
 
@@ -364,21 +290,21 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	if err := s.srv.access.CheckAccess(ctx, s.user, t); err != nil {
 		return accessError(err)
 	}
-	s.tenant = t
+	s.tr.tenant, s.tr.user, s.tr.shared = t, s.user, s.srv.cfg.SharedSchemas
 
 	params, perr := checkParams(sm.Parameters)
 	if perr != nil {
 		return perr
 	}
-	s.params = params
-	s.pin = buildPin(pinOwner(t.Name, s.user), t.Schema, params)
+	s.tr.params = params
+	s.tr.pin = buildPin(pinOwner(t.Name, s.user), t.Schema, params)
 
 	// The parameters are checked on a backend once per distinct set: the
 	// ParameterStatus messages the server reported for it are kept
 	// (greetings), so a client that connects again with the same tenant and
 	// parameters, as pgbench -C does for every transaction, is admitted
 	// without a server round trip. Session mode needs its backend now anyway.
-	greeting, known := s.srv.greetings.Get(s.pin.key)
+	greeting, known := s.srv.greetings.Get(s.tr.pin.key)
 	var be *pool.Conn
 	if !known || s.mode == config.PoolSession {
 		var err error
@@ -388,36 +314,34 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		if be, greeting, err = s.checkOnBackend(ctx, be); err != nil {
 			return err
 		}
-		s.srv.greetings.Add(s.pin.key, greeting)
+		s.srv.greetings.Add(s.tr.pin.key, greeting)
 	}
-	// Registering the cancel key makes the session visible to shutdown,
-	// whose closeIfIdle writes to cw under mu; so mu is held from here
-	// until the greeting is out (and, in session mode, the backend is
-	// attached), or the two would write to cw at once.
+	// Registering the cancel key makes the session visible to shutdown
+	// (closeIfIdle). The greeting is written without the lock; meanwhile
+	// greeting makes closeIfIdle wait until it is out (and, in session
+	// mode, the backend attached), so the two never write to cw at once.
 	s.mu.Lock()
-	_, _ = s.cw.Write(greeting)
 	s.srv.assignKey(s)
+	s.greeting = true
+	s.mu.Unlock()
+	_, _ = s.cw.Write(greeting)
 	_ = writeMsg(s.cw, &pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: s.key.secret[:]})
 	_, _ = s.cw.Write(readyForQuery('I'))
+	err = s.cw.Flush()
 
-	if err := s.cw.Flush(); err != nil {
-		s.mu.Unlock()
-		if be != nil {
-			s.srv.pool.Release(be)
-		}
-		return err
-	}
-	if s.mode == config.PoolSession {
+	s.mu.Lock()
+	s.greeting = false
+	s.cond.Broadcast()
+	if err == nil && s.mode == config.PoolSession {
 		// Flushed first: from here on the backend goroutine owns cw.
 		s.attachLocked(be, false)
-		s.mu.Unlock()
-		return nil
+		be = nil
 	}
 	s.mu.Unlock()
 	if be != nil {
 		s.srv.pool.Release(be)
 	}
-	return nil
+	return err
 }
 
 // checkOnBackend applies the client's pin to be, which reports a parameter
@@ -436,7 +360,7 @@ func (s *session) checkOnBackend(ctx context.Context, be *pool.Conn) (*pool.Conn
 		s.srv.pool.Destroy(be)
 		s.logger().Warn("the pin failed on the server at startup; trying another server connection",
 			"sqlstate", serverErr.Code, "err", serverErr.Message)
-		if be, err = s.srv.pool.Checkout(ctx); err != nil {
+		if be, err = s.checkout(ctx, true); err != nil {
 			return nil, nil, asFatal(err)
 		}
 		serverErr, err = s.applyPinNow(be)
@@ -517,7 +441,7 @@ func (s *session) applyPinNow(be *pool.Conn) (*pgproto3.ErrorResponse, error) {
 		}
 	}
 	if serverErr == nil {
-		be.State = s.pin.key
+		be.State = s.tr.pin.key
 	}
 	return serverErr, nil
 }
@@ -598,3 +522,39 @@ func isClosedErr(err error) bool {
 }
 
 var errClientGone = fmt.Errorf("client terminated")
+
+// closeIfIdle closes a client that has no backend attached, telling it why
+// (shutdown). The client goroutine is then blocked reading and owns nothing
+// that the close could tear.
+//
+// It takes cw from the client goroutine under mu (cwBusy), and writes
+// without the lock, with a one-second write deadline: the client goroutine
+// sees cwBusy and ends instead of answering or attaching meanwhile. When
+// that goroutine is already writing (cwBusy was set), the client is closed
+// without a word rather than have two writers.
+func (s *session) closeIfIdle() {
+	tell, idle := s.claimIdle()
+	if !idle {
+		return
+	}
+	if tell {
+		s.fail(fatalf(codeAdminShutdown, "terminating connection because pgtenant is shutting down"))
+	}
+	_ = s.nc.Close()
+}
+
+// claimIdle takes cw for closeIfIdle when no backend is attached: tell
+// says no one else is writing to it.
+func (s *session) claimIdle() (tell, idle bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.link.state == linkDraining || s.greeting {
+		s.cond.Wait() // about to be detached, or to be greeted
+	}
+	if !s.link.state.idle() {
+		return false, false
+	}
+	tell = !s.cwBusy
+	s.cwBusy = true
+	return tell, true
+}

@@ -82,7 +82,7 @@ func peerIP(nc net.Conn) netip.Addr {
 // it. No session, buffer or goroutine is made for it: a flood of them costs
 // one short write each.
 func refuseEarly(nc net.Conn, e *pgError) {
-	msg, _ := e.response().Encode(nil)
+	msg, _ := e.Response().Encode(nil)
 	_ = nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
 	_, _ = nc.Write(msg)
 	drainQueued(nc)

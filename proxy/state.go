@@ -1,11 +1,11 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/pool"
 	"github.com/pgtenant/pgtenant/proxy/sqlscan"
@@ -90,7 +90,7 @@ type paramChange struct {
 
 // scanText classifies a Query or Parse text. It costs one quick pass over
 // the text when nothing in it can change the session.
-func (s *session) scanText(text string) scanResult {
+func (t *tracker) scanText(text string) scanResult {
 	var res scanResult
 	if !sqlscan.Interesting(text) {
 		return res
@@ -103,7 +103,7 @@ func (s *session) scanText(text string) scanResult {
 	}
 	for _, st := range stmts {
 		n := len(res.changes)
-		s.classify(text, &st, &res)
+		t.classify(text, &st, &res)
 		if res.refuse != nil {
 			return res
 		}
@@ -120,7 +120,7 @@ func (s *session) scanText(text string) scanResult {
 }
 
 // classify adds what one statement of text means for the session to res.
-func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) {
+func (t *tracker) classify(text string, st *sqlscan.Statement, res *scanResult) {
 	switch st.Kind {
 	case sqlscan.Set, sqlscan.SetRole, sqlscan.SetSessionAuthorization:
 		value, ok := renderValues(st.Values)
@@ -135,7 +135,7 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 			}
 		}
 		if st.Name == "search_path" && value != "" {
-			if e := s.checkSearchPath(st.Values); e != nil {
+			if e := t.checkSearchPath(st.Values); e != nil {
 				res.refuse = e
 				return
 			}
@@ -149,7 +149,7 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 			}
 		}
 		if st.Name == "search_path" {
-			if e := s.checkSearchPath(st.Values); e != nil {
+			if e := t.checkSearchPath(st.Values); e != nil {
 				res.refuse = e
 				return
 			}
@@ -170,7 +170,7 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 		}
 		fallthrough
 	case sqlscan.Execute:
-		if _, ok := s.stmts[st.Name]; ok {
+		if _, ok := t.stmts[st.Name]; ok {
 			if start, end, ok := nameRange(text, st); ok {
 				res.refs = append(res.refs, nameRef{start: start, end: end, name: st.Name, drop: st.Kind == sqlscan.Deallocate})
 			}
@@ -221,7 +221,7 @@ func (s *session) classify(text string, st *sqlscan.Statement, res *scanResult) 
 					return
 				}
 				if name == "search_path" {
-					if e := s.checkSearchPathText(sc.Value); e != nil {
+					if e := t.checkSearchPathText(sc.Value); e != nil {
 						res.refuse = e
 						return
 					}
@@ -300,12 +300,12 @@ func renderValues(vals []sqlscan.Value) (string, bool) {
 
 // reachable says whether a tenant's client may put schema on its
 // search_path.
-func (s *session) reachable(schema string) bool {
+func (t *tracker) reachable(schema string) bool {
 	switch schema {
-	case s.tenant.Schema, "public", "pg_catalog", "pg_temp":
+	case t.tenant.Schema, "public", "pg_catalog", "pg_temp":
 		return true
 	}
-	for _, sh := range s.srv.cfg.SharedSchemas {
+	for _, sh := range t.shared {
 		if schema == sh {
 			return true
 		}
@@ -315,7 +315,7 @@ func (s *session) reachable(schema string) bool {
 
 // checkSearchPath refuses a SET search_path value naming a schema the
 // tenant may not reach.
-func (s *session) checkSearchPath(vals []sqlscan.Value) *pgError {
+func (t *tracker) checkSearchPath(vals []sqlscan.Value) *pgError {
 	for _, v := range vals {
 		if v.Kind == sqlscan.Keyword && v.Text == "default" {
 			continue
@@ -325,18 +325,18 @@ func (s *session) checkSearchPath(vals []sqlscan.Value) *pgError {
 			// In SET, each item names one schema as written: the lexer
 			// already folded unquoted identifiers, and a string is one
 			// name, not a list (unlike set_config's value).
-			if !s.reachable(v.Text) {
-				return s.searchPathError(v.Text)
+			if !t.reachable(v.Text) {
+				return t.searchPathError(v.Text)
 			}
 		default:
-			return s.searchPathError(v.Text)
+			return t.searchPathError(v.Text)
 		}
 	}
 	return nil
 }
 
 // checkSearchPathText checks a search_path string ("acme, public").
-func (s *session) checkSearchPathText(text string) *pgError {
+func (t *tracker) checkSearchPathText(text string) *pgError {
 	for _, item := range strings.Split(text, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
@@ -347,18 +347,18 @@ func (s *session) checkSearchPathText(text string) *pgError {
 		} else {
 			item = asciiLower(item) // PostgreSQL folds ASCII letters only
 		}
-		if !s.reachable(item) {
-			return s.searchPathError(item)
+		if !t.reachable(item) {
+			return t.searchPathError(item)
 		}
 	}
 	return nil
 }
 
-func (s *session) searchPathError(schema string) *pgError {
-	allowed := []string{s.tenant.Schema, "public"}
-	allowed = append(allowed, s.srv.cfg.SharedSchemas...)
+func (t *tracker) searchPathError(schema string) *pgError {
+	allowed := []string{t.tenant.Schema, "public"}
+	allowed = append(allowed, t.shared...)
 	return &pgError{Severity: "ERROR", Code: codeInsufficientPriv,
-		Message: fmt.Sprintf("pgtenant: tenant %q may not put schema %q on its search_path", s.tenant.Name, schema),
+		Message: fmt.Sprintf("pgtenant: tenant %q may not put schema %q on its search_path", t.tenant.Name, schema),
 		Hint:    "Allowed: " + strings.Join(allowed, ", ") + ", pg_catalog, pg_temp.",
 	}
 }
@@ -405,65 +405,101 @@ func (s *session) sessionEffectsLocked(res *scanResult) *pgError {
 	if res.refuse != nil {
 		return res.refuse
 	}
-	if res.unpoolable != "" && s.mode == config.PoolTransaction && s.pinned == "" {
+	if res.unpoolable != "" && s.mode == config.PoolTransaction && s.link.state != linkPinned {
 		if s.srv.cfg.Unpoolable == config.UnpoolableRefuse {
 			return unpoolableError(res.unpoolable)
 		}
-		s.pinned = res.unpoolable
-		s.logger().Info("client pinned to its server connection until it disconnects", "reason", res.unpoolable)
+		s.pinLocked(res.unpoolable)
 	}
 	if res.dropStatements {
-		clear(s.stmts)
-		if !(res.deallocateAllOnly && s.mode == config.PoolTransaction && s.pinned == "") {
+		clear(s.tr.stmts)
+		if !(res.deallocateAllOnly && s.link.state == linkAttached) {
 			// The server drops pgtenant's statements on this backend
 			// too. New ones get new names, so a failed DEALLOCATE ALL
 			// leaves only unused leftovers, never a clash.
-			s.be.Statements.Clear()
+			s.link.be.Statements.Clear()
 		}
 	}
 	return nil
 }
 
-// settleLocked runs at each ReadyForQuery the client gets. The changes of
+// completed: a command of the client's (an Execute) completed without
+// error; its changes are tentative until its transaction ends.
+func (t *tracker) completed(changes []change) {
+	t.txnChanges = append(t.txnChanges, changes...)
+}
+
+// commandFailed: the server reported an error in a command of the client's
+// (query: in a Query, whose changes then do not count).
+func (t *tracker) commandFailed(query bool) {
+	t.segmentFailed = true
+	if query {
+		t.queryFailed = true
+	}
+}
+
+// readyForQuery runs at each ReadyForQuery of the client's: a Query's
+// changes count when it had no error, the last CommandComplete's ROLLBACK
+// tag (when tagged) is noted, and the changes settle.
+func (t *tracker) readyForQuery(status byte, query bool, changes []change, tagged, rollback bool) {
+	if query {
+		if !t.queryFailed {
+			t.txnChanges = append(t.txnChanges, changes...)
+		}
+		t.queryFailed = false
+	}
+	if tagged {
+		t.lastRollback = rollback
+	}
+	t.settle(status)
+}
+
+// backendLost: the backend died; the changes of the transaction it held
+// are gone with it.
+func (t *tracker) backendLost() {
+	t.txnChanges = t.txnChanges[:0]
+}
+
+// settle runs at each ReadyForQuery the client gets. The changes of
 // the commands that completed (txnChanges, kept in reply order, so each
 // Sync-delimited segment of a pipeline has its own) become the client's
 // settings when their transaction ends ('I') unless it failed or rolled
 // back; a transaction still open ('T', 'E') keeps them for its end.
-func (s *session) settleLocked(status byte) {
-	failed := s.segmentFailed
-	s.segmentFailed = false
+func (t *tracker) settle(status byte) {
+	failed := t.segmentFailed
+	t.segmentFailed = false
 	if status != 'I' {
 		return
 	}
-	if !failed && !s.lastRollback && len(s.txnChanges) > 0 {
-		for _, c := range s.txnChanges {
+	if !failed && !t.lastRollback && len(t.txnChanges) > 0 {
+		for _, c := range t.txnChanges {
 			if c.name == "session_authorization" {
 				// SET SESSION AUTHORIZATION also ends any SET ROLE.
-				delete(s.settings, "role")
+				delete(t.settings, "role")
 			}
 			switch {
 			case c.all && c.discard:
-				clear(s.settings)
+				clear(t.settings)
 			case c.all:
 				// RESET ALL leaves the session user and role alone.
-				for name := range s.settings {
+				for name := range t.settings {
 					if name != "role" && name != "session_authorization" {
-						delete(s.settings, name)
+						delete(t.settings, name)
 					}
 				}
 			case c.value == "":
-				delete(s.settings, c.name)
+				delete(t.settings, c.name)
 			default:
-				if s.settings == nil {
-					s.settings = map[string]string{}
+				if t.settings == nil {
+					t.settings = map[string]string{}
 				}
-				s.settings[c.name] = c.value
+				t.settings[c.name] = c.value
 			}
 		}
-		s.rebuildPinLocked()
+		t.rebuildPin()
 	}
-	s.txnChanges = s.txnChanges[:0]
-	s.lastRollback = false
+	t.txnChanges = t.txnChanges[:0]
+	t.lastRollback = false
 }
 
 // restoreSQL is the statement that brings back the client's own defaults
@@ -476,7 +512,7 @@ func (s *session) settleLocked(status byte) {
 // connected with; for a tenant's client, that is its tenant's search_path
 // and its startup parameters. The names are schema-qualified so that a
 // search_path of the client's cannot redirect them.
-func (s *session) restoreSQL(changes []change) string {
+func (t *tracker) restoreSQL(changes []change) string {
 	if len(changes) == 0 {
 		return ""
 	}
@@ -520,9 +556,9 @@ func (s *session) restoreSQL(changes []change) string {
 		// quote_ident quotes as the pin's SET does when it displays the
 		// value, so SHOW search_path reads the same after a reset as
 		// before it.
-		add("search_path", "pg_catalog.quote_ident("+quoteLiteral(s.tenant.Schema)+") || ', public'")
+		add("search_path", "pg_catalog.quote_ident("+quoteLiteral(t.tenant.Schema)+") || ', public'")
 	}
-	for _, p := range s.params {
+	for _, p := range t.params {
 		if all || names[p.Name] {
 			add(p.Name, quoteLiteral(p.Value))
 		}
@@ -537,11 +573,11 @@ const restoreColumn = "pgtenant.restore"
 // Query text that resets settings, so the statements behind it in the same
 // Query already run with the client's defaults. It returns "" when nothing
 // needs restoring.
-func (s *session) inlineRestores(text string, resets []resetAt) string {
+func (t *tracker) inlineRestores(text string, resets []resetAt) string {
 	var b strings.Builder
 	last := 0
 	for _, r := range resets {
-		restore := s.restoreSQL(r.changes)
+		restore := t.restoreSQL(r.changes)
 		if restore == "" {
 			continue
 		}
@@ -557,15 +593,15 @@ func (s *session) inlineRestores(text string, resets []resetAt) string {
 	return b.String()
 }
 
-// rebuildPinLocked renders the pin from the startup parameters and the
+// rebuildPin renders the pin from the startup parameters and the
 // client's settings.
-func (s *session) rebuildPinLocked() {
+func (t *tracker) rebuildPin() {
 	searchPath := ""
 	merged := map[string]string{}
-	for _, p := range s.params {
+	for _, p := range t.params {
 		merged[p.Name] = quoteLiteral(p.Value)
 	}
-	for name, v := range s.settings {
+	for name, v := range t.settings {
 		if name == "search_path" {
 			searchPath = v
 			continue
@@ -587,117 +623,51 @@ func (s *session) rebuildPinLocked() {
 	for i, name := range names {
 		sets[i] = renderedSetting{name: name, sql: merged[name]}
 	}
-	s.pin = buildPinSQL(pinOwner(s.tenant.Name, s.user), s.tenant.Schema, searchPath, sets)
+	t.pin = buildPinSQL(pinOwner(t.tenant.Name, t.user), t.tenant.Schema, searchPath, sets)
 }
 
-// bindParamText returns the text of parameter n (1-based) of a Bind body,
-// or false when it is NULL, binary of a type pgtenant cannot read, or the
-// body is malformed.
-func bindParamText(body []byte, n int) (string, bool) {
-	_, rest, ok := splitName(body) // portal
-	if !ok {
-		return "", false
+// bindParams decodes the parameters of a Bind body with pgproto3's
+// decoder; they point into body. It returns nil for a body the server
+// would reject as malformed: such a Bind never creates a portal, so what
+// its parameters say changes nothing.
+func bindParams(body []byte) [][]byte {
+	var b pgproto3.Bind
+	if b.Decode(body) != nil {
+		return nil
 	}
-	_, rest, ok = splitName(rest) // statement
-	if !ok || len(rest) < 2 {
-		return "", false
-	}
-	nf := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if len(rest) < 2*nf {
-		return "", false
-	}
-	formats := rest[:2*nf]
-	rest = rest[2*nf:]
-	if len(rest) < 2 {
-		return "", false
-	}
-	np := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if n < 1 || n > np {
-		return "", false
-	}
-	for i := 1; i <= np; i++ {
-		if len(rest) < 4 {
-			return "", false
-		}
-		l := int(int32(binary.BigEndian.Uint32(rest)))
-		rest = rest[4:]
-		if l > len(rest) {
-			return "", false
-		}
-		if i == n {
-			if l < 0 {
-				return "", false
-			}
-			// Text format, or binary of a text type (the same bytes):
-			// set_config's value is text.
-			_ = formats
-			return string(rest[:l]), true
-		}
-		if l > 0 {
-			rest = rest[l:]
-		}
-	}
-	return "", false
+	return b.Parameters
 }
 
-// nameRange finds the statement name of an EXECUTE or DEALLOCATE [PREPARE]
-// statement in text. It gives up (false) on anything unusual, such as a
-// comment between the words; the statement then goes to the server as
+// paramText returns the text of parameter n (1-based), or false when there
+// is none or it is NULL. A binary parameter is taken as it comes: set_config's
+// value is text, whose binary form is the same bytes.
+func paramText(params [][]byte, n int) (string, bool) {
+	if n < 1 || n > len(params) || params[n-1] == nil {
+		return "", false
+	}
+	return string(params[n-1]), true
+}
+
+// nameRange is where the statement name of an EXECUTE or DEALLOCATE
+// [PREPARE] statement stands in text, as sqlscan found it. It gives up
+// (false) where the re-lexer it replaces gave up, so that what is rewritten
+// stays the same: a name sqlscan cannot place (U&"..."), a comment before
+// the name, and DEALLOCATE PREPARE with nothing after it (which the server
+// reads as the name "prepare"). The statement then goes to the server as
 // written.
 func nameRange(text string, st *sqlscan.Statement) (start, end int, ok bool) {
-	i, stop := st.Start, st.End
-	skipSpace := func() {
-		for i < stop && strings.IndexByte(" \t\r\n\f", text[i]) >= 0 {
-			i++
-		}
-	}
-	word := func() string {
-		j := i
-		for i < stop && (isIdentByte(text[i])) {
-			i++
-		}
-		return strings.ToLower(text[j:i])
-	}
-	skipSpace()
-	switch word() {
-	case "execute":
-	case "deallocate":
-		skipSpace()
-		save := i
-		if word() != "prepare" {
-			i = save
-		}
-	default:
+	if st.NameEnd == 0 || (st.Kind != sqlscan.Execute && st.Kind != sqlscan.Deallocate) {
 		return 0, 0, false
 	}
-	skipSpace()
-	start = i
-	if i+1 < stop && (text[i] == 'U' || text[i] == 'u') && text[i+1] == '&' {
-		return 0, 0, false // a Unicode-escaped name: left to the server as written
-	}
-	if i < stop && text[i] == '"' {
-		for i++; i < stop; i++ {
-			if text[i] == '"' {
-				if i+1 < stop && text[i+1] == '"' {
-					i++
-					continue
-				}
-				return start, i + 1, true
-			}
-		}
+	before := text[st.Start:st.NameStart]
+	if strings.Contains(before, "--") || strings.Contains(before, "/*") {
 		return 0, 0, false
 	}
-	word()
-	if i == start {
+	if st.Kind == sqlscan.Deallocate && strings.EqualFold(text[st.NameStart:st.NameEnd], "prepare") &&
+		len(strings.Fields(before)) == 1 {
 		return 0, 0, false
 	}
-	return start, i, true
-}
-
-func isIdentByte(c byte) bool {
-	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+	return st.NameStart, st.NameEnd, true
 }
 
 // rewriteRefsLocked rewrites EXECUTE and DEALLOCATE of the client's
@@ -708,7 +678,7 @@ func (s *session) rewriteRefsLocked(text string, refs []nameRef) string {
 	var b strings.Builder
 	last := 0
 	for _, r := range refs {
-		cs, ok := s.stmts[r.name]
+		cs, ok := s.tr.stmts[r.name]
 		if !ok {
 			continue
 		}
@@ -717,8 +687,8 @@ func (s *session) rewriteRefsLocked(text string, refs []nameRef) string {
 		b.WriteString(quoteIdent(backendName))
 		last = r.end
 		if r.drop {
-			s.be.Statements.Remove(key)
-			delete(s.stmts, r.name)
+			s.link.be.Statements.Remove(key)
+			delete(s.tr.stmts, r.name)
 		}
 	}
 	if last == 0 {

@@ -26,16 +26,19 @@ func newTestSession(t testing.TB) *session {
 	nc, peer := net.Pipe()
 	t.Cleanup(func() { nc.Close(); peer.Close() })
 	s := &session{
-		srv:      &Server{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		nc:       nc,
-		tenant:   router.Tenant{Name: "acme", Schema: "acme", Active: true},
-		stmts:    map[string]*clientStmt{},
-		settings: map[string]string{},
-		mode:     config.PoolTransaction,
-		status:   'I',
+		srv: &Server{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		nc:  nc,
+		tr: tracker{
+			tenant:   router.Tenant{Name: "acme", Schema: "acme", Active: true},
+			shared:   cfg.SharedSchemas,
+			stmts:    map[string]*clientStmt{},
+			settings: map[string]string{},
+		},
+		mode: config.PoolTransaction,
+		link: link{status: 'I'},
 	}
 	s.cond = sync.NewCond(&s.mu)
-	s.pin = buildPin(pinOwner(s.tenant.Name, s.user), s.tenant.Schema, nil)
+	s.tr.pin = buildPin(pinOwner(s.tr.tenant.Name, s.tr.user), s.tr.tenant.Schema, nil)
 	return s
 }
 
@@ -186,7 +189,7 @@ func TestScanTextSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		s := newTestSession(t)
-		checkScan(t, tt.text, s.scanText(tt.text), tt.want)
+		checkScan(t, tt.text, s.tr.scanText(tt.text), tt.want)
 	}
 }
 
@@ -239,7 +242,7 @@ func TestScanTextSearchPath(t *testing.T) {
 	}
 	for _, tt := range tests {
 		s := newTestSession(t)
-		res := s.scanText(tt.text)
+		res := s.tr.scanText(tt.text)
 		checkScan(t, tt.text, res, tt.want)
 		if res.refuse != nil && !strings.Contains(res.refuse.Message, `"acme"`) {
 			t.Errorf("%q: refusal does not name the tenant: %q", tt.text, res.refuse.Message)
@@ -255,7 +258,7 @@ func TestSetConfigNullIsReset(t *testing.T) {
 	for _, name := range []string{"app.user", "search_path"} {
 		text := "SELECT set_config('" + name + "', NULL, false)"
 		s := newTestSession(t)
-		checkScan(t, text, s.scanText(text), scanWant{changes: []change{reset(name)}})
+		checkScan(t, text, s.tr.scanText(text), scanWant{changes: []change{reset(name)}})
 	}
 }
 
@@ -273,7 +276,7 @@ func TestSetSearchPathStringIsOneSchema(t *testing.T) {
 		"SET LOCAL search_path = 'ACME'",
 	} {
 		s := newTestSession(t)
-		checkScan(t, text, s.scanText(text), scanWant{refuse: refused})
+		checkScan(t, text, s.tr.scanText(text), scanWant{refuse: refused})
 	}
 }
 
@@ -287,16 +290,16 @@ func TestSearchPathFoldsASCIIOnly(t *testing.T) {
 		"SELECT set_config('search_path', 'public, \u212aiosk', true)",
 	} {
 		s := newTestSession(t)
-		s.tenant = router.Tenant{Name: "kiosk", Schema: "kiosk"}
-		res := s.scanText(text)
+		s.tr.tenant = router.Tenant{Name: "kiosk", Schema: "kiosk"}
+		res := s.tr.scanText(text)
 		if res.refuse == nil || res.refuse.Code != refused {
 			t.Errorf("%q: not refused (changes %+v)", text, res.changes)
 		}
 	}
 	// The ASCII spelling is the tenant's own schema.
 	s := newTestSession(t)
-	s.tenant = router.Tenant{Name: "kiosk", Schema: "kiosk"}
-	if res := s.scanText("SELECT set_config('search_path', 'KIOSK', false)"); res.refuse != nil {
+	s.tr.tenant = router.Tenant{Name: "kiosk", Schema: "kiosk"}
+	if res := s.tr.scanText("SELECT set_config('search_path', 'KIOSK', false)"); res.refuse != nil {
 		t.Errorf("KIOSK refused: %s", res.refuse.Message)
 	}
 }
@@ -340,7 +343,7 @@ func TestScanTextLexerSafety(t *testing.T) {
 	}
 	for _, tt := range tests {
 		s := newTestSession(t)
-		checkScan(t, tt.text, s.scanText(tt.text), tt.want)
+		checkScan(t, tt.text, s.tr.scanText(tt.text), tt.want)
 	}
 }
 
@@ -388,10 +391,10 @@ func TestLexerSafe(t *testing.T) {
 // found, with the name's place in the text.
 func TestScanTextRefs(t *testing.T) {
 	s := newTestSession(t)
-	s.stmts["foo"] = &clientStmt{name: "foo"}
-	s.stmts["Foo"] = &clientStmt{name: "Foo"}
+	s.tr.stmts["foo"] = &clientStmt{name: "foo"}
+	s.tr.stmts["Foo"] = &clientStmt{name: "Foo"}
 	text := `SELECT 1; EXECUTE foo(1); execute "Foo"; DEALLOCATE PREPARE foo; EXECUTE bar; DEALLOCATE ALL`
-	res := s.scanText(text)
+	res := s.tr.scanText(text)
 	var got []string
 	for _, r := range res.refs {
 		got = append(got, text[r.start:r.end]+"/"+r.name+map[bool]string{true: "/drop", false: ""}[r.drop])
@@ -407,11 +410,11 @@ func TestScanTextRefs(t *testing.T) {
 
 func TestRewriteRefs(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 0)
+	s.link.be = testBackend(t, 0)
 	rest := parseRest(t, "SELECT $1::int", 23)
-	s.stmts["foo"] = &clientStmt{name: "foo", key: statementKey("acme", rest), parse: rest}
+	s.tr.stmts["foo"] = &clientStmt{name: "foo", key: statementKey("acme", rest), parse: rest}
 	text := "EXECUTE foo(1); DEALLOCATE foo"
-	res := s.scanText(text)
+	res := s.tr.scanText(text)
 	got := s.rewriteRefsLocked(text, res.refs)
 	if want := `EXECUTE "pgt_1"(1); DEALLOCATE "pgt_1"`; got != want {
 		t.Fatalf("rewritten to %q, want %q", got, want)
@@ -420,10 +423,10 @@ func TestRewriteRefs(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].(*pgproto3.Parse).Name != "pgt_1" || msgs[0].(*pgproto3.Parse).Query != "SELECT $1::int" {
 		t.Fatalf("statement prepared with %#v", msgs)
 	}
-	if _, ok := s.stmts["foo"]; ok {
+	if _, ok := s.tr.stmts["foo"]; ok {
 		t.Error("DEALLOCATE left the client's statement")
 	}
-	if _, _, ok := s.be.Statements.Lookup(statementKey("acme", rest)); ok {
+	if _, _, ok := s.link.be.Statements.Lookup(statementKey("acme", rest)); ok {
 		t.Error("DEALLOCATE left the backend's statement in the cache")
 	}
 	if got := s.rewriteRefsLocked("EXECUTE foo", nil); got != "" {
@@ -486,28 +489,28 @@ func TestSettle(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newTestSession(t)
 			for k, v := range before {
-				s.settings[k] = v
+				s.tr.settings[k] = v
 			}
-			s.rebuildPinLocked()
-			pinBefore := s.pin
-			s.txnChanges = append(s.txnChanges, pending...)
-			s.segmentFailed, s.lastRollback = tt.failed, tt.lastRollback
+			s.tr.rebuildPin()
+			pinBefore := s.tr.pin
+			s.tr.txnChanges = append(s.tr.txnChanges, pending...)
+			s.tr.segmentFailed, s.tr.lastRollback = tt.failed, tt.lastRollback
 
-			s.settleLocked(tt.status)
+			s.tr.settle(tt.status)
 
-			if !reflect.DeepEqual(s.settings, tt.wantSettings) {
-				t.Errorf("settings %v, want %v", s.settings, tt.wantSettings)
+			if !reflect.DeepEqual(s.tr.settings, tt.wantSettings) {
+				t.Errorf("settings %v, want %v", s.tr.settings, tt.wantSettings)
 			}
-			if got := len(s.txnChanges) > 0; got != tt.wantPending {
-				t.Errorf("tentative %+v, want pending %v", s.txnChanges, tt.wantPending)
+			if got := len(s.tr.txnChanges) > 0; got != tt.wantPending {
+				t.Errorf("tentative %+v, want pending %v", s.tr.txnChanges, tt.wantPending)
 			}
-			if s.segmentFailed {
+			if s.tr.segmentFailed {
 				t.Error("segmentFailed not consumed")
 			}
-			if tt.status == 'I' && s.lastRollback {
+			if tt.status == 'I' && s.tr.lastRollback {
 				t.Error("lastRollback kept past the end of the transaction")
 			}
-			pinChanged := !bytes.Equal(s.pin.msgs, pinBefore.msgs) || s.pin.key != pinBefore.key
+			pinChanged := !bytes.Equal(s.tr.pin.msgs, pinBefore.msgs) || s.tr.pin.key != pinBefore.key
 			if wantChanged := tt.status == 'I' && !tt.failed && !tt.lastRollback; pinChanged != wantChanged {
 				t.Errorf("pin changed %v, want %v", pinChanged, wantChanged)
 			}
@@ -575,16 +578,16 @@ func TestSettleSequences(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newTestSession(t)
 			for _, st := range tt.steps {
-				s.txnChanges = append(s.txnChanges, st.changes...)
-				s.segmentFailed = st.failed
-				s.lastRollback = st.rollback
-				s.settleLocked(st.status)
+				s.tr.txnChanges = append(s.tr.txnChanges, st.changes...)
+				s.tr.segmentFailed = st.failed
+				s.tr.lastRollback = st.rollback
+				s.tr.settle(st.status)
 			}
-			if !reflect.DeepEqual(s.settings, tt.want) {
-				t.Errorf("settings %v, want %v", s.settings, tt.want)
+			if !reflect.DeepEqual(s.tr.settings, tt.want) {
+				t.Errorf("settings %v, want %v", s.tr.settings, tt.want)
 			}
-			if len(s.txnChanges) != 0 {
-				t.Errorf("tentative left: %+v", s.txnChanges)
+			if len(s.tr.txnChanges) != 0 {
+				t.Errorf("tentative left: %+v", s.tr.txnChanges)
 			}
 		})
 	}
@@ -593,21 +596,21 @@ func TestSettleSequences(t *testing.T) {
 // commitText runs text's changes through a committed transaction.
 func commitText(t *testing.T, s *session, text string) {
 	t.Helper()
-	res := s.scanText(text)
+	res := s.tr.scanText(text)
 	if res.refuse != nil {
 		t.Fatalf("%q refused: %s", text, res.refuse.Message)
 	}
-	s.txnChanges = append(s.txnChanges, res.changes...)
-	s.settleLocked('I')
+	s.tr.txnChanges = append(s.tr.txnChanges, res.changes...)
+	s.tr.settle('I')
 }
 
 func TestSettleRebuildsPin(t *testing.T) {
 	s := newTestSession(t)
-	s.params = []startupParam{{Name: "application_name", Value: "psql"}, {Name: "datestyle", Value: "ISO"}}
-	s.pin = buildPin(pinOwner(s.tenant.Name, s.user), s.tenant.Schema, s.params)
+	s.tr.params = []startupParam{{Name: "application_name", Value: "psql"}, {Name: "datestyle", Value: "ISO"}}
+	s.tr.pin = buildPin(pinOwner(s.tr.tenant.Name, s.tr.user), s.tr.tenant.Schema, s.tr.params)
 
 	commitText(t, s, "SET ROLE reader; SET statement_timeout = 5000; SET SESSION AUTHORIZATION bob; SET datestyle = German")
-	sp, sets := pinParts(t, s.pin)
+	sp, sets := pinParts(t, s.tr.pin)
 	if want := `"acme", public`; sp != want {
 		t.Errorf("search_path %q, want %q", sp, want)
 	}
@@ -623,35 +626,35 @@ func TestSettleRebuildsPin(t *testing.T) {
 	// The client's search_path replaces the tenant default, and is not
 	// among the settings.
 	commitText(t, s, "SET search_path = public, acme")
-	sp, sets = pinParts(t, s.pin)
+	sp, sets = pinParts(t, s.tr.pin)
 	if want := `'public', 'acme'`; sp != want {
 		t.Errorf("search_path %q, want %q", sp, want)
 	}
 	if strings.Contains(strings.Join(sets, ";"), "search_path") {
 		t.Errorf("search_path among the settings: %q", sets)
 	}
-	keyWithPath := s.pin.key
+	keyWithPath := s.tr.pin.key
 
 	// RESET puts the startup value back, RESET search_path the tenant's.
 	commitText(t, s, "RESET datestyle; RESET search_path; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; RESET statement_timeout")
-	sp, sets = pinParts(t, s.pin)
+	sp, sets = pinParts(t, s.tr.pin)
 	if want := `"acme", public`; sp != want {
 		t.Errorf("search_path %q, want %q", sp, want)
 	}
 	if want := []string{`SET "application_name" TO 'psql'`, `SET "datestyle" TO 'ISO'`}; !reflect.DeepEqual(sets, want) {
 		t.Errorf("settings %q, want %q", sets, want)
 	}
-	if s.pin.key == keyWithPath {
+	if s.tr.pin.key == keyWithPath {
 		t.Error("pin key did not change with the state")
 	}
-	if fresh := buildPin(pinOwner(s.tenant.Name, s.user), s.tenant.Schema, s.params); s.pin.key != fresh.key || !bytes.Equal(s.pin.msgs, fresh.msgs) {
+	if fresh := buildPin(pinOwner(s.tr.tenant.Name, s.tr.user), s.tr.tenant.Schema, s.tr.params); s.tr.pin.key != fresh.key || !bytes.Equal(s.tr.pin.msgs, fresh.msgs) {
 		t.Errorf("back to the startup state, the pin differs from the startup pin")
 	}
 
 	// Nothing at all: no settings.
-	s.params = nil
+	s.tr.params = nil
 	commitText(t, s, "RESET ALL")
-	if _, sets := pinParts(t, s.pin); len(sets) != 0 {
+	if _, sets := pinParts(t, s.tr.pin); len(sets) != 0 {
 		t.Errorf("empty state pin: %q", sets)
 	}
 }
@@ -664,15 +667,15 @@ func TestSettleResetAllKeepsIdentity(t *testing.T) {
 	commitText(t, s, "SET SESSION AUTHORIZATION bob; SET ROLE reader; SET work_mem = '64MB'")
 	commitText(t, s, "RESET ALL")
 	want := map[string]string{"session_authorization": "'bob'", "role": "'reader'"}
-	if !reflect.DeepEqual(s.settings, want) {
-		t.Errorf("after RESET ALL settings %v, want %v", s.settings, want)
+	if !reflect.DeepEqual(s.tr.settings, want) {
+		t.Errorf("after RESET ALL settings %v, want %v", s.tr.settings, want)
 	}
 
 	s = newTestSession(t)
 	commitText(t, s, "SET SESSION AUTHORIZATION bob; SET ROLE reader; SET work_mem = '64MB'")
 	commitText(t, s, "DISCARD ALL")
-	if len(s.settings) != 0 {
-		t.Errorf("after DISCARD ALL settings %v, want none", s.settings)
+	if len(s.tr.settings) != 0 {
+		t.Errorf("after DISCARD ALL settings %v, want none", s.tr.settings)
 	}
 }
 
@@ -691,8 +694,8 @@ func TestSettleSessionAuthorizationEndsRole(t *testing.T) {
 	for _, tt := range tests {
 		s := newTestSession(t)
 		commitText(t, s, tt.text)
-		if !reflect.DeepEqual(s.settings, tt.want) {
-			t.Errorf("%q: settings %v, want %v", tt.text, s.settings, tt.want)
+		if !reflect.DeepEqual(s.tr.settings, tt.want) {
+			t.Errorf("%q: settings %v, want %v", tt.text, s.tr.settings, tt.want)
 		}
 	}
 }
@@ -706,6 +709,9 @@ func bindBody(t testing.TB, b *pgproto3.Bind) []byte {
 	}
 	return msg[5:]
 }
+
+// bindParamText is parameter n of a Bind body, as the tracker reads it.
+func bindParamText(body []byte, n int) (string, bool) { return paramText(bindParams(body), n) }
 
 func TestBindParamText(t *testing.T) {
 	body := bindBody(t, &pgproto3.Bind{
@@ -777,10 +783,11 @@ func TestBindParamText(t *testing.T) {
 			t.Errorf("%s: param 1 = %q, ok", name, got)
 		}
 	}
-	// A negative length other than -1 before the wanted parameter is read
-	// as NULL, never as a step backwards.
-	odd := []byte("\x00\x00\x00\x00\x00\x02\xff\xff\xff\xfe\x00\x00\x00\x02ok")
-	if got, ok := bindParamText(odd, 2); got != "ok" || !ok {
+	// A negative length other than -1 before the wanted parameter is
+	// never a step backwards: the server rejects such a Bind (no portal
+	// is made), and nothing is read of it.
+	odd := []byte("\x00\x00\x00\x00\x00\x02\xff\xff\xff\xfe\x00\x00\x00\x02ok\x00\x00")
+	if got, ok := bindParamText(odd, 2); ok {
 		t.Errorf("after a negative length: %q, %v", got, ok)
 	}
 }
@@ -826,7 +833,7 @@ func TestBindParamChangesAreChecked(t *testing.T) {
 		"SELECT set_config('client_encoding', $1, false)",
 		"SELECT set_config('standard_conforming_strings', $1, true)",
 	} {
-		res := newTestSession(t).scanText(q)
+		res := newTestSession(t).tr.scanText(q)
 		if res.refuse == nil || res.refuse.Code != codeFeatureUnsupported || len(res.params) != 0 {
 			t.Errorf("%q: refuse %+v, params %+v; want 0A000 and nothing tracked", q, res.refuse, res.params)
 		}
@@ -841,27 +848,27 @@ func TestBindParamChangesAreChecked(t *testing.T) {
 	}
 	for _, tt := range tests {
 		s := newTestSession(t)
-		res := s.scanText(tt.query)
+		res := s.tr.scanText(tt.query)
 		if len(res.params) != 1 {
 			t.Fatalf("%q: params %+v", tt.query, res.params)
 		}
-		s.unnamed = stmtEffects{params: res.params}
+		s.tr.unnamed = stmtEffects{params: res.params}
 		m := clientMsg{typ: 'B', whole: bindBody(t, &pgproto3.Bind{Parameters: [][]byte{[]byte(tt.value)}})}
 		m.n = len(m.whole)
 		m.nameEnd = 2
-		s.be = testBackend(t, 0)
+		s.link.be = testBackend(t, 0)
 		s.mu.Lock()
 		s.accountLocked(&m)
 		// The portal's changes count once its Execute completes.
-		s.txnChanges = append(s.txnChanges, s.portalFx[""].changes...)
-		s.settleLocked('I')
+		s.tr.txnChanges = append(s.tr.txnChanges, s.tr.portalFx[""].changes...)
+		s.tr.settle('I')
 		s.mu.Unlock()
 		name := res.params[0].name
-		_, kept := s.settings[name]
+		_, kept := s.tr.settings[name]
 		if kept != tt.keep {
-			t.Errorf("%q with $1 = %q: settings %v, want kept %v", tt.query, tt.value, s.settings, tt.keep)
+			t.Errorf("%q with $1 = %q: settings %v, want kept %v", tt.query, tt.value, s.tr.settings, tt.keep)
 		}
-		if q := pinQueries(t, s.pin.msgs); !tt.keep && strings.Contains(strings.Join(q, ";"), tt.value) {
+		if q := pinQueries(t, s.tr.pin.msgs); !tt.keep && strings.Contains(strings.Join(q, ";"), tt.value) {
 			t.Errorf("%q with $1 = %q: the pin applies it: %q", tt.query, tt.value, q)
 		}
 	}
@@ -940,11 +947,11 @@ func TestNameRangeUnicodeEscapedName(t *testing.T) {
 
 	// What it means for a client that prepared "foo" with Parse.
 	s := newTestSession(t)
-	s.be = testBackend(t, 0)
+	s.link.be = testBackend(t, 0)
 	rest := parseRest(t, "SELECT 1")
-	s.stmts["foo"] = &clientStmt{name: "foo", key: statementKey("acme", rest), parse: rest}
+	s.tr.stmts["foo"] = &clientStmt{name: "foo", key: statementKey("acme", rest), parse: rest}
 	text := `EXECUTE U&"foo"`
-	res := s.scanText(text)
+	res := s.tr.scanText(text)
 	if got := s.rewriteRefsLocked(text, res.refs); got != "" && got != `EXECUTE "pgt_1"` {
 		t.Errorf("%q rewritten to %q", text, got)
 	}
@@ -1012,7 +1019,7 @@ func TestRaiseSQL(t *testing.T) {
 	}
 	// A plain refusal keeps its words.
 	s := newTestSession(t)
-	e := s.searchPathError("other")
+	e := s.tr.searchPathError("other")
 	sql := raiseSQL(e)
 	raiseChecks(t, e, sql)
 	if !strings.Contains(sql, "MESSAGE = "+quoteLiteral(e.Message)) {
@@ -1037,19 +1044,19 @@ func FuzzRaiseSQL(f *testing.F) {
 // are dropped, and the Parses among them forgotten (skippedLocked).
 func TestSkipToSync(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 0)
+	s.link.be = testBackend(t, 0)
 	keyOwn := statementKey("acme", parseRest(t, "SELECT 1"))
 	keyClient := statementKey("acme", parseRest(t, "SELECT 2"))
 	keyAnswered := statementKey("acme", parseRest(t, "SELECT 3"))
 	for _, k := range []string{keyOwn, keyClient, keyAnswered} {
-		s.be.Statements.Add(k, 0)
+		s.link.be.Statements.Add(k, 0)
 	}
 	own := &clientStmt{name: "own", key: keyOwn}
 	client := &clientStmt{name: "client", key: keyClient}
 	answered := &clientStmt{name: "answered", key: keyAnswered, answered: true}
 	replaced := &clientStmt{name: "replaced"}
-	s.stmts["own"], s.stmts["client"], s.stmts["answered"] = own, client, answered
-	s.stmts["replaced"] = &clientStmt{name: "replaced"} // redefined since
+	s.tr.stmts["own"], s.tr.stmts["client"], s.tr.stmts["answered"] = own, client, answered
+	s.tr.stmts["replaced"] = &clientStmt{name: "replaced"} // redefined since
 
 	s.expectLocked(entry{kind: replyBind}) // the one that fails
 	s.expectLocked(entry{kind: replyParse, own: true, key: keyOwn, clientName: "own", stmt: own})
@@ -1062,86 +1069,86 @@ func TestSkipToSync(t *testing.T) {
 	s.expectLocked(entry{kind: replyParse, key: "later"})
 	s.expectLocked(entry{kind: replySync})
 
-	v, err := s.rm.reply('E', s.skippedLocked)
+	v, err := s.link.rm.reply('E', s.skippedLocked)
 	if err != nil || !v.failed || v.e.kind != replyBind {
 		t.Fatalf("error reply: %+v, %v", v, err)
 	}
 
-	if s.rm.len() != 3 || s.rm.front().kind != replySync {
-		t.Fatalf("queue after skip: len %d front %+v", s.rm.len(), s.rm.front())
+	if s.link.rm.len() != 3 || s.link.rm.front().kind != replySync {
+		t.Fatalf("queue after skip: len %d front %+v", s.link.rm.len(), s.link.rm.front())
 	}
-	if s.rm.own != 0 {
-		t.Errorf("own = %d after the own entries were dropped", s.rm.own)
+	if s.link.rm.own != 0 {
+		t.Errorf("own = %d after the own entries were dropped", s.link.rm.own)
 	}
-	if s.rm.clientWait != 2 {
-		t.Errorf("clientWait = %d, want 2", s.rm.clientWait)
+	if s.link.rm.clientWait != 2 {
+		t.Errorf("clientWait = %d, want 2", s.link.rm.clientWait)
 	}
 	for _, k := range []string{keyOwn, keyClient, keyAnswered} {
-		if _, _, ok := s.be.Statements.Lookup(k); ok {
+		if _, _, ok := s.link.be.Statements.Lookup(k); ok {
 			t.Errorf("backend still lists %q", k)
 		}
 	}
-	if _, ok := s.stmts["own"]; ok {
+	if _, ok := s.tr.stmts["own"]; ok {
 		t.Error("statement whose Parse was skipped still defined")
 	}
-	if _, ok := s.stmts["client"]; ok {
+	if _, ok := s.tr.stmts["client"]; ok {
 		t.Error("statement whose Parse failed still defined")
 	}
-	if s.stmts["answered"] != answered {
+	if s.tr.stmts["answered"] != answered {
 		t.Error("statement pgtenant answered for was forgotten")
 	}
-	if s.stmts["replaced"] == nil || s.stmts["replaced"] == replaced {
+	if s.tr.stmts["replaced"] == nil || s.tr.stmts["replaced"] == replaced {
 		t.Error("a newer definition of the name was touched")
 	}
 
 	// An error at a Sync (the implicit transaction failed to commit)
 	// drops nothing: the ReadyForQuery follows.
-	if v, err := s.rm.reply('E', s.skippedLocked); err != nil || v.failed || s.rm.len() != 3 {
-		t.Errorf("error at a Sync: %+v, %v, len %d", v, err, s.rm.len())
+	if v, err := s.link.rm.reply('E', s.skippedLocked); err != nil || v.failed || s.link.rm.len() != 3 {
+		t.Errorf("error at a Sync: %+v, %v, len %d", v, err, s.link.rm.len())
 	}
 }
 
 // sessionEffectsLocked: refusal, pinning, dropped statements, tentative.
 func TestSessionEffects(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 0)
-	s.be.Statements.Add("k", 0)
-	s.stmts["a"] = &clientStmt{name: "a"}
+	s.link.be = testBackend(t, 0)
+	s.link.be.Statements.Add("k", 0)
+	s.tr.stmts["a"] = &clientStmt{name: "a"}
 
-	res := s.scanText("SET search_path = other")
+	res := s.tr.scanText("SET search_path = other")
 	if e := s.sessionEffectsLocked(&res); e == nil || e.Code != codeInsufficientPriv {
 		t.Fatalf("refusal not returned: %v", e)
 	}
 
-	res = s.scanText("SET a = 1; LISTEN x")
+	res = s.tr.scanText("SET a = 1; LISTEN x")
 	if e := s.sessionEffectsLocked(&res); e != nil {
 		t.Fatalf("unexpected refusal %v", e)
 	}
-	if s.pinned != "LISTEN" || !reflect.DeepEqual(res.changes, []change{set("a", "1")}) {
-		t.Fatalf("pinned %q changes %+v", s.pinned, res.changes)
+	if s.link.pinReason != "LISTEN" || !reflect.DeepEqual(res.changes, []change{set("a", "1")}) {
+		t.Fatalf("pinned %q changes %+v", s.link.pinReason, res.changes)
 	}
 
-	res = s.scanText("DISCARD ALL")
+	res = s.tr.scanText("DISCARD ALL")
 	if e := s.sessionEffectsLocked(&res); e != nil {
 		t.Fatal(e)
 	}
-	if s.be.Statements.Len() != 0 || len(s.stmts) != 0 {
-		t.Fatalf("DISCARD ALL left statements: backend %d client %d", s.be.Statements.Len(), len(s.stmts))
+	if s.link.be.Statements.Len() != 0 || len(s.tr.stmts) != 0 {
+		t.Fatalf("DISCARD ALL left statements: backend %d client %d", s.link.be.Statements.Len(), len(s.tr.stmts))
 	}
 
 	// --unpoolable=refuse
 	s = newTestSession(t)
 	s.srv.cfg.Unpoolable = config.UnpoolableRefuse
-	res = s.scanText("SELECT pg_advisory_lock(1)")
+	res = s.tr.scanText("SELECT pg_advisory_lock(1)")
 	if e := s.sessionEffectsLocked(&res); e == nil || e.Code != codeFeatureUnsupported || !strings.Contains(e.Message, "pg_advisory_lock") {
 		t.Fatalf("unpoolable not refused: %v", e)
 	}
-	if s.pinned != "" {
+	if s.link.pinReason != "" {
 		t.Fatal("refused and pinned")
 	}
 	// Session pooling keeps the backend anyway.
 	s.mode = config.PoolSession
-	if e := s.sessionEffectsLocked(&res); e != nil || s.pinned != "" {
-		t.Fatalf("session pooling: %v, pinned %q", e, s.pinned)
+	if e := s.sessionEffectsLocked(&res); e != nil || s.link.pinReason != "" {
+		t.Fatalf("session pooling: %v, pinned %q", e, s.link.pinReason)
 	}
 }

@@ -89,11 +89,11 @@ const unknownStmtPrefix = "pgtenant/none/"
 // prepared again.
 func (s *session) ensureStatementLocked(cs *clientStmt) (name, key string) {
 	if cs.ownKey != "" {
-		if name, _, ok := s.be.Statements.Lookup(cs.ownKey); ok {
+		if name, _, ok := s.link.be.Statements.Lookup(cs.ownKey); ok {
 			return name, cs.ownKey
 		}
 	}
-	if name, seq, ok := s.be.Statements.Lookup(cs.key); ok && seq >= cs.seq {
+	if name, seq, ok := s.link.be.Statements.Lookup(cs.key); ok && seq >= cs.seq {
 		return name, cs.key
 	}
 	return s.prepareLocked(cs, cs.key, true), cs.key
@@ -104,7 +104,7 @@ func (s *session) ensureStatementLocked(cs *clientStmt) (name, key string) {
 // own says whether the ParseComplete is pgtenant's (re-preparing) or the
 // client's.
 func (s *session) prepareLocked(cs *clientStmt, key string, own bool) string {
-	name, evicted := s.be.Statements.Add(key, s.srv.stmtSeq.Add(1))
+	name, evicted := s.link.be.Statements.Add(key, s.srv.stmtSeq.Add(1))
 	for _, old := range evicted {
 		s.out = appendClose(s.out, 'S', old)
 		s.expectLocked(entry{kind: replyClose, own: true})
@@ -114,14 +114,15 @@ func (s *session) prepareLocked(cs *clientStmt, key string, own bool) string {
 	return name
 }
 
-// addClientStmt records a client's named statement.
-func (s *session) addClientStmt(name string, rest []byte, effects stmtEffects, answered bool) *clientStmt {
-	cs := &clientStmt{name: name, key: statementKey(s.tenant.Schema, rest), parse: rest, effects: effects, answered: answered,
-		seq: s.srv.stmtSeq.Add(1)}
-	if s.stmts == nil {
-		s.stmts = map[string]*clientStmt{}
+// addClientStmt records a client's named statement, prepared at seq
+// (Server.stmtSeq).
+func (t *tracker) addClientStmt(name string, rest []byte, effects stmtEffects, answered bool, seq uint64) *clientStmt {
+	cs := &clientStmt{name: name, key: statementKey(t.tenant.Schema, rest), parse: rest, effects: effects, answered: answered,
+		seq: seq}
+	if t.stmts == nil {
+		t.stmts = map[string]*clientStmt{}
 	}
-	s.stmts[name] = cs
+	t.stmts[name] = cs
 	return cs
 }
 
@@ -137,16 +138,16 @@ func (s *session) addClientStmt(name string, rest []byte, effects stmtEffects, a
 // must find that statement as it was, as it would directly (the Parse may
 // yet be skipped after an error).
 func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects) {
-	if old, ok := s.stmts[name]; ok {
+	if old, ok := s.tr.stmts[name]; ok {
 		// PostgreSQL refuses to redefine a named statement (42P05). Let
 		// the server say so: Parse the backend's existing name again.
 		backendName, _ := s.ensureStatementLocked(old)
 		s.out = appendParse(s.out, backendName, rest)
 		s.expectLocked(entry{kind: replyParse})
-		s.noteErrorName(backendName, name)
+		s.tr.noteErrorName(backendName, name)
 		return
 	}
-	cs := s.addClientStmt(name, rest, effects, false)
+	cs := s.tr.addClientStmt(name, rest, effects, false, s.srv.stmtSeq.Add(1))
 	cs.ownKey = cs.key + "\x00" + strconv.FormatUint(cs.seq, 10)
 	s.prepareLocked(cs, cs.ownKey, false)
 }
@@ -157,7 +158,7 @@ func (s *session) parseNamedLocked(name string, rest []byte, effects stmtEffects
 // sent. Bind of other statements sent before the confirmation went to the
 // copy they had, as they would have directly.
 func (s *session) promoteLocked(cs *clientStmt) {
-	if s.be.Statements.Promote(cs.ownKey, cs.key) {
+	if s.link.be.Statements.Promote(cs.ownKey, cs.key) {
 		cs.ownKey = ""
 	}
 }
@@ -169,13 +170,13 @@ func (s *session) backendStmtNameLocked(name string) (string, string) {
 	if name == "" {
 		return unknownStmtName(""), "" // see accountLocked 'B'
 	}
-	cs, ok := s.stmts[name]
+	cs, ok := s.tr.stmts[name]
 	if !ok {
 		unknown := unknownStmtName(name)
 		if len(unknown) != len(unknownStmtPrefix)+len(name) {
 			// Cut to fit: the server's 26000 must still name the
 			// client's statement whole.
-			s.noteErrorName(unknown, name)
+			s.tr.noteErrorName(unknown, name)
 		}
 		return unknown, ""
 	}
@@ -187,8 +188,8 @@ func (s *session) backendStmtNameLocked(name string) (string, string) {
 // it behind pgtenant's back, such as a DEALLOCATE inside a function). The
 // cache forgets it, so the next use prepares it again.
 func (s *session) vanishedStatementLocked(key string) {
-	if s.be != nil {
-		s.be.Statements.Remove(key)
+	if s.link.be != nil {
+		s.link.be.Statements.Remove(key)
 	}
 }
 
@@ -238,18 +239,18 @@ func appendClose(dst []byte, kind byte, name string) []byte {
 
 // noteErrorName remembers which client name a backend name stands for, for
 // the error the server is about to report with it.
-func (s *session) noteErrorName(backendName, clientName string) {
-	if s.errNames == nil || len(s.errNames) > 64 {
-		s.errNames = map[string]string{}
+func (t *tracker) noteErrorName(backendName, clientName string) {
+	if t.errNames == nil || len(t.errNames) > 64 {
+		t.errNames = map[string]string{}
 	}
-	s.errNames[backendName] = clientName
+	t.errNames[backendName] = clientName
 }
 
 // clientNames rewrites statement names in a server error message into the
 // names the client used, so it reads as PostgreSQL would have put it to the
 // client: "prepared statement "pgtenant/none/s1" does not exist" becomes
 // "prepared statement "s1" does not exist".
-func (s *session) clientNames(msg string) string {
+func (t *tracker) clientNames(msg string) string {
 	if !strings.Contains(msg, `"pgt`) {
 		return msg
 	}
@@ -259,15 +260,15 @@ func (s *session) clientNames(msg string) string {
 	// the bare prefix of unknown names goes last, as at one position the
 	// first pair that matches wins.
 	var pairs []string
-	names := make([]string, 0, len(s.errNames))
-	for backendName := range s.errNames {
+	names := make([]string, 0, len(t.errNames))
+	for backendName := range t.errNames {
 		names = append(names, backendName)
 	}
 	sort.Slice(names, func(i, j int) bool {
 		return len(names[i]) > len(names[j]) || (len(names[i]) == len(names[j]) && names[i] < names[j])
 	})
 	for _, backendName := range names {
-		pairs = append(pairs, `"`+backendName+`"`, `"`+s.errNames[backendName]+`"`)
+		pairs = append(pairs, `"`+backendName+`"`, `"`+t.errNames[backendName]+`"`)
 	}
 	pairs = append(pairs, `"`+unknownStmtPrefix, `"`)
 	return strings.NewReplacer(pairs...).Replace(msg)

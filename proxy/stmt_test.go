@@ -226,8 +226,8 @@ func TestUnknownStmtNameKeepsUTF8Valid(t *testing.T) {
 
 func TestClientNames(t *testing.T) {
 	s := &session{}
-	s.noteErrorName("pgt_1", "s1")
-	s.noteErrorName("pgt_12", "other")
+	s.tr.noteErrorName("pgt_1", "s1")
+	s.tr.noteErrorName("pgt_12", "other")
 	tests := []struct{ in, want string }{
 		{`prepared statement "pgtenant/none/s1" does not exist`, `prepared statement "s1" does not exist`},
 		{`prepared statement "pgtenant/none/Weird ""name" does not exist`, `prepared statement "Weird ""name" does not exist`},
@@ -240,14 +240,14 @@ func TestClientNames(t *testing.T) {
 		{``, ``},
 	}
 	for _, tt := range tests {
-		if got := s.clientNames(tt.in); got != tt.want {
+		if got := s.tr.clientNames(tt.in); got != tt.want {
 			t.Errorf("clientNames(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 
 	// A session that never noted a name still strips the unknown prefix.
 	var fresh session
-	if got := fresh.clientNames(`prepared statement "pgtenant/none/x" does not exist`); got != `prepared statement "x" does not exist` {
+	if got := fresh.tr.clientNames(`prepared statement "pgtenant/none/x" does not exist`); got != `prepared statement "x" does not exist` {
 		t.Errorf("fresh session: %q", got)
 	}
 }
@@ -256,12 +256,12 @@ func TestClientNames(t *testing.T) {
 func TestNoteErrorNameBounded(t *testing.T) {
 	s := &session{}
 	for i := 0; i < 1000; i++ {
-		s.noteErrorName(fmt.Sprintf("pgt_%d", i), fmt.Sprintf("s%d", i))
+		s.tr.noteErrorName(fmt.Sprintf("pgt_%d", i), fmt.Sprintf("s%d", i))
 	}
-	if len(s.errNames) > 65 {
-		t.Fatalf("errNames holds %d entries", len(s.errNames))
+	if len(s.tr.errNames) > 65 {
+		t.Fatalf("errNames holds %d entries", len(s.tr.errNames))
 	}
-	if got := s.clientNames(`prepared statement "pgt_999" already exists`); got != `prepared statement "s999" already exists` {
+	if got := s.tr.clientNames(`prepared statement "pgt_999" already exists`); got != `prepared statement "s999" already exists` {
 		t.Fatalf("latest name lost: %q", got)
 	}
 }
@@ -272,9 +272,9 @@ func TestNoteErrorNameBounded(t *testing.T) {
 func TestClientNamesDoesNotChain(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		s := &session{}
-		s.noteErrorName("pgt_1", "pgt_2") // the client's statement "pgt_2" is the backend's pgt_1
-		s.noteErrorName("pgt_2", "b")
-		got := s.clientNames(`prepared statement "pgt_1" already exists`)
+		s.tr.noteErrorName("pgt_1", "pgt_2") // the client's statement "pgt_2" is the backend's pgt_1
+		s.tr.noteErrorName("pgt_2", "b")
+		got := s.tr.clientNames(`prepared statement "pgt_1" already exists`)
 		if want := `prepared statement "pgt_2" already exists`; got != want {
 			t.Fatalf("clientNames = %q, want %q (a rewritten name was rewritten again)", got, want)
 		}
@@ -283,7 +283,7 @@ func TestClientNamesDoesNotChain(t *testing.T) {
 
 func TestEnsureStatementAndParseNamed(t *testing.T) {
 	s := newTestSession(t)
-	s.be = testBackend(t, 3)
+	s.link.be = testBackend(t, 3)
 	restA := parseRest(t, "SELECT 1")
 	restB := parseRest(t, "SELECT 2")
 	restC := parseRest(t, "SELECT 3")
@@ -295,8 +295,8 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	if len(msgs) != 1 || !reflect.DeepEqual(msgs[0], &pgproto3.Parse{Name: "pgt_1", Query: "SELECT 1"}) {
 		t.Fatalf("first Parse sent as %#v", msgs)
 	}
-	a := s.stmts["a"]
-	if e := s.rm.pop(); e.kind != replyParse || e.own || e.clientName != "a" || e.stmt != a || e.key != a.ownKey || a.ownKey == a.key {
+	a := s.tr.stmts["a"]
+	if e := s.link.rm.pop(); e.kind != replyParse || e.own || e.clientName != "a" || e.stmt != a || e.key != a.ownKey || a.ownKey == a.key {
 		t.Fatalf("entry %+v", e)
 	}
 
@@ -309,7 +309,7 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	if want := []pgproto3.FrontendMessage{&pgproto3.Parse{Name: "pgt_2", Query: "SELECT 1"}}; !reflect.DeepEqual(msgs, want) {
 		t.Fatalf("Parse of a known text sent as %#v, want %#v", msgs, want)
 	}
-	s.rm.reset()
+	s.link.rm.reset()
 	if name, key := s.backendStmtNameLocked("a"); name != "pgt_1" || key != a.ownKey {
 		t.Fatalf("statement a is %q (%q) on the backend, want its own pgt_1", name, key)
 	}
@@ -324,10 +324,10 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].(*pgproto3.Parse).Name != "pgt_1" || msgs[0].(*pgproto3.Parse).Query != "SELECT 2" {
 		t.Fatalf("redefinition sent as %#v", msgs)
 	}
-	if got := s.clientNames(`prepared statement "pgt_1" already exists`); got != `prepared statement "a" already exists` {
+	if got := s.tr.clientNames(`prepared statement "pgt_1" already exists`); got != `prepared statement "a" already exists` {
 		t.Fatalf("42P05 message reads %q", got)
 	}
-	s.rm.reset()
+	s.link.rm.reset()
 
 	// A full cache (3) evicts the least recently used statement and closes
 	// it before the new Parse.
@@ -347,9 +347,9 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	// The evicted statement is prepared again, as the tenant's shared
 	// copy, when it is used.
 	s.out = nil
-	s.rm.reset()
+	s.link.rm.reset()
 	name, key := s.backendStmtNameLocked("a2")
-	if name == "pgt_2" || key != s.stmts["a2"].key {
+	if name == "pgt_2" || key != s.tr.stmts["a2"].key {
 		t.Fatalf("evicted statement used as %q (%q)", name, key)
 	}
 	msgs = frontendMsgs(t, s.out)

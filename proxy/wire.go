@@ -167,55 +167,6 @@ func readyForQuery(status byte) []byte {
 	return []byte{'Z', 0, 0, 0, 5, status}
 }
 
-// SQLSTATEs pgtenant itself raises.
-const (
-	codeProtocolViolation = "08P01"
-	codeInternalError     = "XX000"
-	codeConnectionFailure = "08006"
-	// codeTransactionResolutionUnknown: the backend was lost with a
-	// command in flight, which may or may not have taken effect.
-	codeTransactionResolutionUnknown = "08007"
-	codeUnknownTenant                = "3D000" // invalid_catalog_name, as for an unknown database
-	codeTenantDisabled               = "55000" // object_not_in_prerequisite_state
-	codeTooManyClients               = "53300"
-	codeQueryCanceled                = "57014" // used for the pool wait timeout, like statement_timeout
-	codeAdminShutdown                = "57P01"
-	codeFeatureUnsupported           = "0A000"
-	codeInsufficientPriv             = "42501"
-	codeInvalidParameter             = "22023"
-	codeInvalidAuthorization         = "28000"
-)
-
-// pgError is an error pgtenant reports to a client.
-type pgError struct {
-	Severity string // ERROR or FATAL
-	Code     string
-	Message  string
-	Detail   string
-	Hint     string
-}
-
-func (e *pgError) Error() string { return e.Message }
-
-func (e *pgError) response() *pgproto3.ErrorResponse {
-	return &pgproto3.ErrorResponse{
-		Severity:            e.Severity,
-		SeverityUnlocalized: e.Severity,
-		Code:                e.Code,
-		Message:             e.Message,
-		Detail:              e.Detail,
-		Hint:                e.Hint,
-	}
-}
-
-func fatalf(code, format string, args ...any) *pgError {
-	return &pgError{Severity: "FATAL", Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-func errorf(code, format string, args ...any) *pgError {
-	return &pgError{Severity: "ERROR", Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
 // streamBody copies the next left bytes of r to w through r's buffer.
 func streamBody(r msgReader, w *outBuf, left int) error {
 	for left > 0 {

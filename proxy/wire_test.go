@@ -267,7 +267,7 @@ func TestReadyForQueryEncoding(t *testing.T) {
 func TestWriteMsgAndErrorResponse(t *testing.T) {
 	var buf bytes.Buffer
 	e := fatalf(codeUnknownTenant, "tenant %q does not exist", "acme")
-	if err := writeMsg(&buf, e.response()); err != nil {
+	if err := writeMsg(&buf, e.Response()); err != nil {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(&buf)

@@ -134,6 +134,14 @@ func (s *stream) part() (namePart, bool) {
 	return p, false
 }
 
+// nameRange records where the statement name that follows stands in the
+// text, when it is one plain or quoted identifier.
+func (s *stream) nameRange(st *Statement) {
+	if s.tok.kind == tIdent || s.tok.kind == tQIdent {
+		st.NameStart, st.NameEnd = s.tok.start, s.tok.end
+	}
+}
+
 // ident reads an identifier and returns its value.
 func (s *stream) ident() (string, bool) {
 	p, ok := s.part()
@@ -237,6 +245,7 @@ func classify(src string, start int) Statement {
 		case s.word("execute"):
 			s.advance()
 			st.Kind = Execute
+			s.nameRange(&st)
 			st.Name, _ = s.ident()
 		case s.word("deallocate"):
 			s.advance()
@@ -247,6 +256,7 @@ func classify(src string, start int) Statement {
 			if s.word("all") {
 				st.Name = "all"
 			} else {
+				s.nameRange(&st)
 				st.Name, _ = s.ident()
 			}
 		case s.word("declare"):

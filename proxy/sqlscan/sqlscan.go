@@ -192,6 +192,11 @@ type Statement struct {
 	// from its first token to the end of its last; comments and whitespace
 	// around it and the ';' after it are outside.
 	Start, End int
+	// NameStart and NameEnd are the byte offsets of the statement name of
+	// Execute and Deallocate as written (quotes included), so a caller can
+	// replace it; both are 0 when the name is not one plain or quoted
+	// identifier (a U&"..." name, ALL, or none).
+	NameStart, NameEnd int
 }
 
 // interesting reports whether a caller must act on st.

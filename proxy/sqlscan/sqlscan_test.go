@@ -372,6 +372,7 @@ func TestScan(t *testing.T) {
 			}
 			for i := range got {
 				got[i].Start, got[i].End = 0, 0
+				got[i].NameStart, got[i].NameEnd = 0, 0 // TestNameRange
 			}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("Scan(%q) =\n%s\nwant\n%s", tc.sql, format(got), format(tc.want))
@@ -551,5 +552,36 @@ func BenchmarkScanSet(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = Scan(setQuery)
+	}
+}
+
+// NameStart and NameEnd place the statement name of EXECUTE and
+// DEALLOCATE as written, comments and all around it, and are 0 where the
+// name is not one plain or quoted identifier.
+func TestNameRange(t *testing.T) {
+	tests := []struct{ text, want string }{
+		{"EXECUTE foo", "foo"},
+		{`execute "Fo""o"(1, 2)`, `"Fo""o"`},
+		{"EXECUTE /* c */ foo", "foo"},
+		{"DEALLOCATE PREPARE -- c\n Foo", "Foo"},
+		{"DEALLOCATE foo", "foo"},
+		{"DEALLOCATE PREPARE", "PREPARE"},
+		{"DEALLOCATE ALL", ""},
+		{`EXECUTE U&"foo"`, ""},
+		{"EXECUTE", ""},
+	}
+	for _, tt := range tests {
+		stmts, err := Scan("SELECT 1; " + tt.text)
+		if err != nil || len(stmts) != 2 {
+			t.Fatalf("%q: %v, %v", tt.text, stmts, err)
+		}
+		st := stmts[1]
+		got := ""
+		if st.NameEnd != 0 {
+			got = ("SELECT 1; " + tt.text)[st.NameStart:st.NameEnd]
+		}
+		if got != tt.want {
+			t.Errorf("%q: name as written %q, want %q", tt.text, got, tt.want)
+		}
 	}
 }

@@ -929,3 +929,53 @@ func TestPrpParseError(t *testing.T) {
 		t.Fatalf("execute the re-prepared bad2: %q, %v", rows, err)
 	}
 }
+
+// TestPrpReprepareInAbortedTransaction: a client's statement that pgtenant
+// must prepare again on its backend (the backend served another tenant
+// meanwhile, which drops every statement) meets an aborted transaction,
+// where PostgreSQL refuses every Parse (25P02). The client hears 25P02, as
+// it would directly; its statement is not forgotten, and after ROLLBACK it
+// runs.
+func TestPrpReprepareInAbortedTransaction(t *testing.T) {
+	t.Parallel()
+	const a, b = "prp_abort_a", "prp_abort_b"
+	fltTenant(t, a)
+	fltTenant(t, b)
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 1 })
+	ctx := prpCtx(t, time.Minute)
+	ca := p.Connect(t, a, pgx.QueryExecModeExec).PgConn()
+	cb := p.Connect(t, b, pgx.QueryExecModeExec).PgConn()
+	if _, err := ca.Prepare(ctx, "s", "select current_schema()", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prpSimple(ctx, ca, "begin"); err != nil {
+		t.Fatal(err)
+	}
+	// The backend goes to b in between: a's transaction must start on a
+	// backend that lacks a's statement.
+	if _, err := prpSimple(ctx, ca, "rollback"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prpSimple(ctx, cb, "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prpSimple(ctx, ca, "begin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prpSimple(ctx, ca, "select 1/0"); sqlState(err) != "22012" {
+		t.Fatalf("select 1/0: %v", err)
+	}
+	if _, err := prpExecPrepared(ctx, ca, "s"); sqlState(err) != "25P02" {
+		t.Fatalf("statement in an aborted transaction: got %v, want 25P02", err)
+	}
+	if _, err := prpSimple(ctx, ca, "rollback"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := prpExecPrepared(ctx, ca, "s")
+	if err != nil {
+		t.Fatalf("after ROLLBACK the client's statement is gone: %v", err)
+	}
+	if len(rows) != 1 || rows[0][0] != a {
+		t.Fatalf("s returned %q, want %s", rows, a)
+	}
+}

@@ -265,10 +265,14 @@ func (s *session) skippedLocked(e entry) {
 	if e.key != "" && s.link.be != nil {
 		s.link.be.Statements.Remove(e.key)
 	}
-	// A statement pgtenant answered itself (answerDetachedLocked) stays:
-	// the client was told it exists, so each use tries the Parse again
-	// and reports its error.
-	if e.stmt != nil && !e.stmt.answered && s.tr.stmts[e.clientName] == e.stmt {
+	// Only the client's own Parse that failed undefines its statement. One
+	// pgtenant sent to prepare it again on this backend (own) does not:
+	// the client prepared it successfully before, and directly it would
+	// still exist (in an aborted transaction, say, where every Parse
+	// fails with 25P02). Nor does one pgtenant answered itself
+	// (answerDetachedLocked): the client was told it exists. Each use
+	// tries the Parse again and reports its error.
+	if !e.own && e.stmt != nil && !e.stmt.answered && s.tr.stmts[e.clientName] == e.stmt {
 		delete(s.tr.stmts, e.clientName)
 	}
 }

@@ -371,6 +371,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	if err != nil {
 		return err
 	}
+	dialer.Log = log.With("component", "pool")
 	if cfg.Isolation == config.IsolationRole {
 		// Tenant roles log in with the password derived from the role
 		// secret, as `pgtenant tenant isolate` set it.

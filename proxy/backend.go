@@ -252,6 +252,10 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		if gone {
 			return act
 		}
+		if e.refuse != nil && er.Code == codeSyntaxError {
+			act.write, _ = e.refuse.Response().Encode(nil)
+			return act
+		}
 		switch {
 		case er.Code == codeUndefinedStatement && e.clientName != "" && (e.kind == replyBind || e.kind == replyDescribeStmt):
 			// The statement this Bind or Describe names is the client's,

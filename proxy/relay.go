@@ -356,7 +356,12 @@ func (s *session) inspect(m *clientMsg) error {
 			// Remember the client's unnamed statement, to re-prepare it
 			// on the next backend; the message itself is copied on from
 			// the reader. The buffer is reused: one unnamed statement at
-			// a time.
+			// a time. One large statement does not keep its buffer
+			// for the small ones after it (unnamedParse may still hold
+			// it, until this Parse is accounted).
+			if cap(s.tr.unnamedBuf) > unnamedKeep && len(rest) <= unnamedKeep {
+				s.tr.unnamedBuf = nil
+			}
 			s.tr.unnamedBuf = append(s.tr.unnamedBuf[:0], rest...)
 		}
 	case 'B':
@@ -432,6 +437,10 @@ func (s *session) inspect(m *clientMsg) error {
 	return nil
 }
 
+// unnamedKeep is the largest unnamed statement buffer kept for the next
+// unnamed Parse.
+const unnamedKeep = 64 << 10
+
 // refusedFunctionCalls are functions, by OID (fixed in PostgreSQL's
 // catalog), that a FunctionCall message may not call: each changes session
 // state pgtenant tracks from query texts (state.go), which it cannot read
@@ -478,6 +487,17 @@ func (s *session) scan(m *clientMsg, text []byte) {
 func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) (answered bool, reserved *pool.Conn) {
 	switch m.typ {
 	case 'P':
+		if m.mapped {
+			if _, exists := s.tr.stmts[m.name]; !exists {
+				_, rest, _ := splitName(m.whole)
+				if e := s.tr.stmtLimit(m.name, rest); e != nil {
+					// No backend needed: the batch is skipped to its Sync,
+					// which is answered with e (refuseLocked).
+					s.refuseLocked(m.typ, e)
+					return true, nil
+				}
+			}
+		}
 		res := &m.res
 		if !m.mapped || res.refuse != nil || res.unpoolable != "" || res.dropStatements || len(res.refs) > 0 {
 			return false, nil
@@ -495,7 +515,7 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) (answe
 		_, _ = s.cw.Write(parseComplete)
 	case 'C':
 		if m.mapped {
-			delete(s.tr.stmts, m.name)
+			s.tr.dropClientStmt(m.name)
 		}
 		_, _ = s.cw.Write(closeComplete)
 	case 'S':

@@ -291,6 +291,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		return accessError(err)
 	}
 	s.tr.tenant, s.tr.user, s.tr.shared = t, s.user, s.srv.cfg.SharedSchemas
+	s.tr.maxStmts, s.tr.maxStmtBytes = s.srv.cfg.MaxClientStatements, s.srv.cfg.MaxClientStatementBytes
 
 	params, perr := checkParams(sm.Parameters)
 	if perr != nil {

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"time"
 	"unsafe"
 
@@ -67,6 +68,7 @@ func (s *session) relayClient(ctx context.Context) error {
 	// pending: something was written to bw since the last flush point (this
 	// goroutine's own view of unsent, so the check costs no lock).
 	pending := false
+	idleTimeout := s.srv.cfg.IdleTransactionTimeout
 	for {
 		// Flush point: nothing more is buffered from the client, so send
 		// what it has said so far in one write before waiting for more.
@@ -77,7 +79,30 @@ func (s *session) relayClient(ctx context.Context) error {
 			s.flushedToBackend()
 			pending = false
 		}
+		// The wait for the next message's header is bounded while a
+		// backend serves the client, so that a client idle in a
+		// transaction is found (idleInTransaction); the body of a message
+		// is never read under a deadline.
+		armed := false
+		if idleTimeout > 0 && s.cr.Buffered() < 5 {
+			if deadline, ok := s.idleDeadline(idleTimeout); ok {
+				_ = s.nc.SetReadDeadline(deadline)
+				armed = true
+			}
+		}
 		typ, n, err := peekHeader(s.cr)
+		if armed {
+			_ = s.nc.SetReadDeadline(time.Time{})
+			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				if s.idleInTransaction(idleTimeout) {
+					return errIdleInTransaction
+				}
+				// Not idle in a transaction (a command runs, or the
+				// backend went back to the pool): wait again.
+				s.cr.clearTimeout()
+				continue
+			}
+		}
 		if err != nil {
 			if errors.Is(err, errMalformed) {
 				return s.violation(fatalf(codeProtocolViolation, "invalid message from client: %v", err))
@@ -147,6 +172,53 @@ func (s *session) relayClient(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// errIdleInTransaction ends a client that stayed idle in a transaction
+// longer than --idle-transaction-timeout (serve tells it, see
+// endIdleInTransaction).
+var errIdleInTransaction = errors.New("idle in transaction longer than idle-transaction-timeout")
+
+// idleInTransactionLocked says whether the client is idle inside a
+// transaction: a backend serves it, the last ReadyForQuery it was told said
+// it is in a transaction ('T', or 'E' failed), and it has sent nothing since
+// (nothing owed, no batch open, nothing waiting to be sent).
+func (s *session) idleInTransactionLocked() bool {
+	l := &s.link
+	return l.state.serving() && l.status != 'I' && l.rm.len() == 0 && !l.open && !l.rm.copyIn &&
+		!l.rm.skipping && !l.unsent
+}
+
+// idleDeadline is when the client, if it sends nothing, will have been idle
+// in a transaction for d: d after its last ReadyForQuery when it is idle in
+// one now, else d from now (a command still runs, and its ReadyForQuery may
+// yet leave the client in a transaction). ok is false when no backend serves
+// the client: a detached client is never in a transaction, and only the
+// client goroutine attaches one.
+func (s *session) idleDeadline(d time.Duration) (deadline time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.link.state.serving() {
+		return time.Time{}, false
+	}
+	if s.idleInTransactionLocked() {
+		return s.link.readyAt.Add(d), true
+	}
+	return time.Now().Add(d), true
+}
+
+// idleInTransaction says whether the client has been idle in a transaction
+// for d; if so, it is marked gone, so that the backend goroutine writes
+// nothing more to it (a notice, a notification) and releases the backend
+// once teardown's rollback is answered.
+func (s *session) idleInTransaction(d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.idleInTransactionLocked() || time.Since(s.link.readyAt) < d {
+		return false
+	}
+	s.clientGone = true
+	return true
 }
 
 // flushedToBackend: everything accounted has been written out. A backend

@@ -190,6 +190,21 @@ type Config struct {
 	// 08P01 before anything is read or allocated; under it, pgtenant holds
 	// only what has arrived. Server replies are not capped. Default 64 MiB.
 	MaxMessageSize int
+	// MaxClientStatements caps the named prepared statements one client
+	// keeps (pgtenant remembers each to prepare it again on any backend);
+	// a Parse of one more is refused with ERROR 53400 until the client
+	// closes some. 0: no cap. Default 1000.
+	MaxClientStatements int
+	// MaxClientStatementBytes caps the memory, in bytes, that one client's
+	// named prepared statements take in pgtenant (each statement's Parse
+	// message and bookkeeping); a Parse that would go over it is refused
+	// with ERROR 53400. 0: no cap. Default 16 MiB.
+	MaxClientStatementBytes int
+	// IdleTransactionTimeout ends a client that stays idle inside a
+	// transaction (its last ReadyForQuery said T or E, nothing sent since)
+	// longer than this: it gets FATAL 25P03, its transaction is rolled back
+	// and its backend goes back to the pool. 0 (the default) turns it off.
+	IdleTransactionTimeout time.Duration
 	// ServerIdleTimeout closes backend connections idle longer than this;
 	// 0 keeps them. Default 10m.
 	ServerIdleTimeout time.Duration
@@ -249,30 +264,32 @@ type Config struct {
 // Default returns the documented defaults.
 func Default() Config {
 	return Config{
-		Listen:                "127.0.0.1:6432",
-		PoolSize:              20,
-		PoolMode:              PoolTransaction,
-		TenantFrom:            TenantFromDatabase,
-		QueryWaitTimeout:      30 * time.Second,
-		MaxClientConn:         5000,
-		MaxStartupConn:        1000,
-		MaxStartupPerAddr:     250,
-		MaxMessageSize:        64 << 20,
-		ServerIdleTimeout:     10 * time.Minute,
-		ServerLifetime:        time.Hour,
-		ServerConnectTimeout:  10 * time.Second,
-		ServerCheckIdle:       time.Second,
-		TenantCacheTTL:        time.Minute,
-		TenantMissTTL:         time.Second,
-		StartupTimeout:        15 * time.Second,
-		ShutdownTimeout:       30 * time.Second,
-		MaxPreparedStatements: 200,
-		Unpoolable:            UnpoolablePin,
-		ClientTLS:             ClientTLSAllow,
-		PinReuse:              true,
-		Isolation:             IsolationSchema,
-		LogFormat:             "text",
-		LogLevel:              "info",
+		Listen:                  "127.0.0.1:6432",
+		PoolSize:                20,
+		PoolMode:                PoolTransaction,
+		TenantFrom:              TenantFromDatabase,
+		QueryWaitTimeout:        30 * time.Second,
+		MaxClientConn:           5000,
+		MaxStartupConn:          1000,
+		MaxStartupPerAddr:       250,
+		MaxMessageSize:          64 << 20,
+		MaxClientStatements:     1000,
+		MaxClientStatementBytes: 16 << 20,
+		ServerIdleTimeout:       10 * time.Minute,
+		ServerLifetime:          time.Hour,
+		ServerConnectTimeout:    10 * time.Second,
+		ServerCheckIdle:         time.Second,
+		TenantCacheTTL:          time.Minute,
+		TenantMissTTL:           time.Second,
+		StartupTimeout:          15 * time.Second,
+		ShutdownTimeout:         30 * time.Second,
+		MaxPreparedStatements:   200,
+		Unpoolable:              UnpoolablePin,
+		ClientTLS:               ClientTLSAllow,
+		PinReuse:                true,
+		Isolation:               IsolationSchema,
+		LogFormat:               "text",
+		LogLevel:                "info",
 	}
 }
 
@@ -392,6 +409,12 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max-message-size must be between %d and %d bytes, got %d",
 			MinMessageSize, MaxMessageSizeLimit, c.MaxMessageSize))
 	}
+	if c.MaxClientStatements < 0 {
+		errs = append(errs, fmt.Errorf("max-client-statements must not be negative (0 turns it off), got %d", c.MaxClientStatements))
+	}
+	if c.MaxClientStatementBytes < 0 {
+		errs = append(errs, fmt.Errorf("max-client-statement-bytes must not be negative (0 turns it off), got %d", c.MaxClientStatementBytes))
+	}
 	type durationSetting struct {
 		name      string
 		value     time.Duration
@@ -407,6 +430,7 @@ func (c Config) Validate() error {
 		{"tenant-cache-ttl", c.TenantCacheTTL, true},
 		{"tenant-miss-ttl", c.TenantMissTTL, true},
 		{"shutdown-timeout", c.ShutdownTimeout, true},
+		{"idle-transaction-timeout", c.IdleTransactionTimeout, true},
 	} {
 		switch {
 		case d.value < 0:

@@ -150,6 +150,15 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		s.link.open = true
 	case 'P':
 		s.link.open = true
+		if m.mapped {
+			if _, exists := s.tr.stmts[m.name]; !exists {
+				_, rest, _ := splitName(m.whole)
+				if e := s.tr.stmtLimit(m.name, rest); e != nil {
+					s.refuseParseLocked(m, e)
+					return true
+				}
+			}
+		}
 		effects := stmtEffects{changes: m.res.changes, params: m.res.params}
 		m.res.changes, m.res.params = nil, nil // they apply when the statement is bound
 		body := m.whole
@@ -227,7 +236,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			// The backend's statement stays for others; the client's is
 			// gone. Closing a name that does not exist is no error, so the
 			// server still answers CloseComplete.
-			delete(s.tr.stmts, m.name)
+			s.tr.dropClientStmt(m.name)
 			s.out = appendClose(s.out, 'S', unknownStmtName(m.name))
 		} else if m.kind == 'P' {
 			delete(s.tr.portalFx, m.name)
@@ -273,6 +282,6 @@ func (s *session) skippedLocked(e entry) {
 	// (answerDetachedLocked): the client was told it exists. Each use
 	// tries the Parse again and reports its error.
 	if !e.own && e.stmt != nil && !e.stmt.answered && s.tr.stmts[e.clientName] == e.stmt {
-		delete(s.tr.stmts, e.clientName)
+		s.tr.dropClientStmt(e.clientName)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/pool"
@@ -218,6 +219,9 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		s.tr.readyForQuery(status, e.kind == replyQuery, e.changes, s.link.queryTagged, s.link.queryRollback)
 		s.link.queryTagged = false
 		s.link.status = status
+		if s.srv.cfg.IdleTransactionTimeout > 0 && status != 'I' {
+			s.link.readyAt = time.Now()
+		}
 		if !gone {
 			act.write = readyForQuery(status)
 		}
@@ -250,6 +254,10 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			}
 		}
 		if gone {
+			return act
+		}
+		if e.refuse != nil && er.Code == codeSyntaxError {
+			act.write, _ = e.refuse.Response().Encode(nil)
 			return act
 		}
 		switch {

@@ -31,4 +31,7 @@ const (
 	codeInvalidAuthorization         = pgerr.InvalidAuthorizationSpecification
 	codeUndefinedStatement           = pgerr.InvalidSQLStatementName
 	codeDuplicateStatement           = pgerr.DuplicatePreparedStatement
+	codeSyntaxError                  = pgerr.SyntaxError
+	codeConfigurationLimit           = pgerr.ConfigurationLimitExceeded
+	codeIdleInTransactionTimeout     = pgerr.IdleInTransactionSessionTimeout
 )

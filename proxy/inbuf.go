@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"io"
+	"os"
 	"sync"
 )
 
@@ -100,6 +102,14 @@ func (b *inBuf) fill(n int) {
 	b.end += m
 	if err != nil {
 		b.err = err
+	}
+}
+
+// clearTimeout forgets a read deadline's timeout, so reading goes on
+// (relayClient's idle-transaction-timeout); other errors stay.
+func (b *inBuf) clearTimeout() {
+	if errors.Is(b.err, os.ErrDeadlineExceeded) {
+		b.err = nil
 	}
 }
 

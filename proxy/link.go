@@ -22,8 +22,10 @@ type link struct {
 	be    *pool.Conn
 	// rm is what be owes, in order (replies.go).
 	rm replyModel
-	// status is the last transaction status the client was told.
-	status byte
+	// status is the last transaction status the client was told, and
+	// readyAt when (set only with --idle-transaction-timeout).
+	status  byte
+	readyAt time.Time
 	// open: the client sent extended-protocol messages after its last Sync.
 	open bool
 	// pinPending: the pin was sent with the client's first message and is

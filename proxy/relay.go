@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"time"
 	"unsafe"
 
@@ -67,6 +68,7 @@ func (s *session) relayClient(ctx context.Context) error {
 	// pending: something was written to bw since the last flush point (this
 	// goroutine's own view of unsent, so the check costs no lock).
 	pending := false
+	idleTimeout := s.srv.cfg.IdleTransactionTimeout
 	for {
 		// Flush point: nothing more is buffered from the client, so send
 		// what it has said so far in one write before waiting for more.
@@ -77,7 +79,30 @@ func (s *session) relayClient(ctx context.Context) error {
 			s.flushedToBackend()
 			pending = false
 		}
+		// The wait for the next message's header is bounded while a
+		// backend serves the client, so that a client idle in a
+		// transaction is found (idleInTransaction); the body of a message
+		// is never read under a deadline.
+		armed := false
+		if idleTimeout > 0 && s.cr.Buffered() < 5 {
+			if deadline, ok := s.idleDeadline(idleTimeout); ok {
+				_ = s.nc.SetReadDeadline(deadline)
+				armed = true
+			}
+		}
 		typ, n, err := peekHeader(s.cr)
+		if armed {
+			_ = s.nc.SetReadDeadline(time.Time{})
+			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				if s.idleInTransaction(idleTimeout) {
+					return errIdleInTransaction
+				}
+				// Not idle in a transaction (a command runs, or the
+				// backend went back to the pool): wait again.
+				s.cr.clearTimeout()
+				continue
+			}
+		}
 		if err != nil {
 			if errors.Is(err, errMalformed) {
 				return s.violation(fatalf(codeProtocolViolation, "invalid message from client: %v", err))
@@ -147,6 +172,53 @@ func (s *session) relayClient(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// errIdleInTransaction ends a client that stayed idle in a transaction
+// longer than --idle-transaction-timeout (serve tells it, see
+// endIdleInTransaction).
+var errIdleInTransaction = errors.New("idle in transaction longer than idle-transaction-timeout")
+
+// idleInTransactionLocked says whether the client is idle inside a
+// transaction: a backend serves it, the last ReadyForQuery it was told said
+// it is in a transaction ('T', or 'E' failed), and it has sent nothing since
+// (nothing owed, no batch open, nothing waiting to be sent).
+func (s *session) idleInTransactionLocked() bool {
+	l := &s.link
+	return l.state.serving() && l.status != 'I' && l.rm.len() == 0 && !l.open && !l.rm.copyIn &&
+		!l.rm.skipping && !l.unsent
+}
+
+// idleDeadline is when the client, if it sends nothing, will have been idle
+// in a transaction for d: d after its last ReadyForQuery when it is idle in
+// one now, else d from now (a command still runs, and its ReadyForQuery may
+// yet leave the client in a transaction). ok is false when no backend serves
+// the client: a detached client is never in a transaction, and only the
+// client goroutine attaches one.
+func (s *session) idleDeadline(d time.Duration) (deadline time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.link.state.serving() {
+		return time.Time{}, false
+	}
+	if s.idleInTransactionLocked() {
+		return s.link.readyAt.Add(d), true
+	}
+	return time.Now().Add(d), true
+}
+
+// idleInTransaction says whether the client has been idle in a transaction
+// for d; if so, it is marked gone, so that the backend goroutine writes
+// nothing more to it (a notice, a notification) and releases the backend
+// once teardown's rollback is answered.
+func (s *session) idleInTransaction(d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.idleInTransactionLocked() || time.Since(s.link.readyAt) < d {
+		return false
+	}
+	s.clientGone = true
+	return true
 }
 
 // flushedToBackend: everything accounted has been written out. A backend
@@ -356,7 +428,12 @@ func (s *session) inspect(m *clientMsg) error {
 			// Remember the client's unnamed statement, to re-prepare it
 			// on the next backend; the message itself is copied on from
 			// the reader. The buffer is reused: one unnamed statement at
-			// a time.
+			// a time. One large statement does not keep its buffer
+			// for the small ones after it (unnamedParse may still hold
+			// it, until this Parse is accounted).
+			if cap(s.tr.unnamedBuf) > unnamedKeep && len(rest) <= unnamedKeep {
+				s.tr.unnamedBuf = nil
+			}
 			s.tr.unnamedBuf = append(s.tr.unnamedBuf[:0], rest...)
 		}
 	case 'B':
@@ -432,6 +509,10 @@ func (s *session) inspect(m *clientMsg) error {
 	return nil
 }
 
+// unnamedKeep is the largest unnamed statement buffer kept for the next
+// unnamed Parse.
+const unnamedKeep = 64 << 10
+
 // refusedFunctionCalls are functions, by OID (fixed in PostgreSQL's
 // catalog), that a FunctionCall message may not call: each changes session
 // state pgtenant tracks from query texts (state.go), which it cannot read
@@ -478,6 +559,17 @@ func (s *session) scan(m *clientMsg, text []byte) {
 func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) (answered bool, reserved *pool.Conn) {
 	switch m.typ {
 	case 'P':
+		if m.mapped {
+			if _, exists := s.tr.stmts[m.name]; !exists {
+				_, rest, _ := splitName(m.whole)
+				if e := s.tr.stmtLimit(m.name, rest); e != nil {
+					// No backend needed: the batch is skipped to its Sync,
+					// which is answered with e (refuseLocked).
+					s.refuseLocked(m.typ, e)
+					return true, nil
+				}
+			}
+		}
 		res := &m.res
 		if !m.mapped || res.refuse != nil || res.unpoolable != "" || res.dropStatements || len(res.refs) > 0 {
 			return false, nil
@@ -495,7 +587,7 @@ func (s *session) answerDetachedLocked(ctx context.Context, m *clientMsg) (answe
 		_, _ = s.cw.Write(parseComplete)
 	case 'C':
 		if m.mapped {
-			delete(s.tr.stmts, m.name)
+			s.tr.dropClientStmt(m.name)
 		}
 		_, _ = s.cw.Write(closeComplete)
 	case 'S':

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgtenant/pgtenant/config"
 )
 
 // The link's life against scripted fake backends: when a backend changes
@@ -286,5 +287,76 @@ func waitDone(t *testing.T, rig *relayRig) {
 	case <-rig.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("session still running")
+	}
+}
+
+// A client idle inside a transaction longer than idle-transaction-timeout
+// hears FATAL 25P03 and is closed; its transaction is rolled back and the
+// backend goes back to the pool, not destroyed. A command that runs longer
+// than the timeout, and a client idle outside a transaction, are left alone.
+func TestRelayIdleTransactionTimeout(t *testing.T) {
+	release := make(chan struct{})
+	rig := newRelayRig(t, extendedServer(func(be *pgproto3.Backend, msg pgproto3.FrontendMessage) (bool, error) {
+		if q, ok := msg.(*pgproto3.Query); ok && q.String == "slow" {
+			<-release // the command runs until the test says
+			be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'T'})
+			return true, be.Flush()
+		}
+		return false, nil
+	}), func(c *config.Config) { c.IdleTransactionTimeout = 20 * time.Millisecond })
+
+	// A query outside a transaction: attached while it ran, then released.
+	rig.send(t, &pgproto3.Query{String: "select"})
+	if got := rig.recv(t); len(got) != 2 || got[1] != "ZI" {
+		t.Fatalf("select: %v", got)
+	}
+	waitLink(t, rig, linkDetached)
+
+	rig.send(t, &pgproto3.Query{String: "begin"})
+	if got := rig.recv(t); len(got) != 2 || got[1] != "ZT" {
+		t.Fatalf("begin: %v", got)
+	}
+	rig.send(t, &pgproto3.Query{String: "slow"})
+	// The command runs: the client's read deadline passes, several times,
+	// while it is owed. Once it is in the reply model, let five timeouts
+	// go by (a shorter wait would only make the check weaker, never fail
+	// it).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rig.s.mu.Lock()
+		owed := rig.s.link.rm.len()
+		rig.s.mu.Unlock()
+		if owed == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	if got := rig.recv(t); len(got) != 2 || got[1] != "ZT" {
+		t.Fatalf("slow command inside the transaction: %v, want it answered", got)
+	}
+	// Now idle in the transaction: the client is told, and closed.
+	if got := rig.recv(t); len(got) != 1 || got[0] != "FATAL 25P03" {
+		t.Fatalf("idle in transaction: %v, want FATAL 25P03", got)
+	}
+	if got := rig.recv(t); len(got) != 1 || got[0] != "closed" {
+		t.Fatalf("after FATAL: %v, want the connection closed", got)
+	}
+	select {
+	case err := <-rig.done:
+		if !errors.Is(err, errIdleInTransaction) {
+			t.Fatalf("relay ended with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("session did not end")
+	}
+	got := rig.fake.received(0)
+	if last := got[len(got)-1]; last != "Q ROLLBACK" {
+		t.Fatalf("backend got %v, want the ROLLBACK last", got)
+	}
+	if st := rig.s.srv.pool.Stats(); st.Destroys != 0 || st.Idle != 1 {
+		t.Fatalf("pool %+v: want the backend back in the pool", st)
 	}
 }

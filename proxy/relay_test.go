@@ -202,10 +202,13 @@ type relayRig struct {
 	done chan error
 }
 
-func newRelayRig(t *testing.T, script fakeServer) *relayRig {
+func newRelayRig(t *testing.T, script fakeServer, mods ...func(*config.Config)) *relayRig {
 	t.Helper()
 	cfg := config.Default()
 	cfg.PoolSize = 1
+	for _, m := range mods {
+		m(&cfg)
+	}
 	fake := &fakeBackends{t: t, script: script}
 	p, err := pool.New(pool.Config{Size: 1, WaitTimeout: 2 * time.Second, ConnectTimeout: time.Second}, fake)
 	if err != nil {
@@ -220,9 +223,7 @@ func newRelayRig(t *testing.T, script fakeServer) *relayRig {
 	rig := &relayRig{s: s, fe: pgproto3.NewFrontend(clientSide, clientSide), cnc: clientSide, fake: fake, done: make(chan error, 1)}
 	go func() {
 		err := s.relayClient(context.Background())
-		_ = s.nc.Close()
-		s.teardown()
-		s.backendDone.Wait()
+		s.endRelay(err)
 		rig.done <- err
 	}()
 	t.Cleanup(func() {

@@ -115,6 +115,9 @@ type entry struct {
 	// for a Bind or Describe, the client's name of the statement it uses.
 	clientName string
 	stmt       *clientStmt
+	// refuse: pgtenant refused the client's Parse (refuseParseLocked) and
+	// sent one that fails; the client hears refuse instead of its error.
+	refuse *pgError
 	// changes are the session settings an Execute or Query changes; they
 	// count once it completes without error (state.go).
 	changes []change

@@ -211,15 +211,54 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 		s.logger().Debug("client admitted")
 	}
 	err = s.relayClient(ctx)
+	s.endRelay(err)
+	if err != nil && !isClosedErr(err) && !errors.Is(err, errIdleInTransaction) {
+		s.logger().Info("client connection ended", "err", err)
+	}
+}
+
+// endRelay ends the session once relayClient returned err: the backend, if
+// one is attached, is rolled back and released or destroyed (teardown), and
+// the backend goroutine is waited for.
+func (s *session) endRelay(err error) {
+	if errors.Is(err, errIdleInTransaction) {
+		s.endIdleInTransaction()
+		return
+	}
 	// The client is done: close its socket first, so a backend goroutine
 	// blocked writing to a client that stopped reading fails at once
 	// instead of holding up the teardown.
 	_ = s.nc.Close()
 	s.teardown()
 	s.backendDone.Wait()
-	if err != nil && !isClosedErr(err) {
-		s.logger().Info("client connection ended", "err", err)
+}
+
+// endIdleInTransaction ends a client that stayed idle in a transaction
+// longer than --idle-transaction-timeout, as PostgreSQL does: its
+// transaction is rolled back (teardown; the backend goes back to the pool),
+// and it is told FATAL 25P03 and closed. The client was marked gone
+// (idleInTransaction), so the backend goroutine writes nothing more to it;
+// the error is written once that goroutine is done, so it follows whatever
+// the client was sent before, and a client that hears it finds its
+// transaction already rolled back. Its socket stays open until then, with a
+// write deadline, so a backend goroutine stuck writing to a client that
+// stopped reading gives up (and destroys the backend, which may be
+// mid-reply).
+func (s *session) endIdleInTransaction() {
+	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	s.teardown()
+	s.backendDone.Wait()
+	s.mu.Lock()
+	tell := !s.cwBusy // shutdown may be telling it something else
+	s.cwBusy = true
+	s.mu.Unlock()
+	if tell {
+		s.fail(&pgError{Severity: "FATAL", Code: codeIdleInTransactionTimeout,
+			Message: "terminating connection due to idle-in-transaction timeout"})
 	}
+	_ = s.nc.Close()
+	s.logger().Info("client ended: idle in a transaction longer than idle-transaction-timeout",
+		"timeout", s.srv.cfg.IdleTransactionTimeout)
 }
 
 // reportStartupError sends the client the error if it is one for the
@@ -291,6 +330,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		return accessError(err)
 	}
 	s.tr.tenant, s.tr.user, s.tr.shared = t, s.user, s.srv.cfg.SharedSchemas
+	s.tr.maxStmts, s.tr.maxStmtBytes = s.srv.cfg.MaxClientStatements, s.srv.cfg.MaxClientStatementBytes
 
 	params, perr := checkParams(sm.Parameters)
 	if perr != nil {

@@ -412,7 +412,7 @@ func (s *session) sessionEffectsLocked(res *scanResult) *pgError {
 		s.pinLocked(res.unpoolable)
 	}
 	if res.dropStatements {
-		clear(s.tr.stmts)
+		s.tr.dropClientStmts()
 		if !(res.deallocateAllOnly && s.link.state == linkAttached) {
 			// The server drops pgtenant's statements on this backend
 			// too. New ones get new names, so a failed DEALLOCATE ALL
@@ -688,7 +688,7 @@ func (s *session) rewriteRefsLocked(text string, refs []nameRef) string {
 		last = r.end
 		if r.drop {
 			s.link.be.Statements.Remove(key)
-			delete(s.tr.stmts, r.name)
+			s.tr.dropClientStmt(r.name)
 		}
 	}
 	if last == 0 {

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,7 +15,7 @@ import (
 //
 // A client's statement names mean nothing to the backends: each client
 // statement is remembered here (its Parse, minus the name) under a key of
-// tenant schema, query text and parameter types, and each backend keeps its
+// tenant schema, query text and parameter types (hashed), and each backend keeps its
 // own statements by that key under names pgtenant generates
 // (pool.Statements). When a client's Bind or Describe lands on a backend
 // that lacks the statement, pgtenant first sends the Parse it remembered. A
@@ -47,6 +49,9 @@ type clientStmt struct {
 	// ownKey is the cache key of the copy the client's own Parse made, on
 	// the backend it was sent to ("" when pgtenant answered the Parse).
 	ownKey string
+	// size is what it costs in memory (stmtCost), counted in
+	// tracker.stmtBytes while the client keeps it.
+	size int
 }
 
 // stmtEffects are the session changes a statement makes each time it runs:
@@ -118,13 +123,91 @@ func (s *session) prepareLocked(cs *clientStmt, key string, own bool) string {
 // (Server.stmtSeq).
 func (t *tracker) addClientStmt(name string, rest []byte, effects stmtEffects, answered bool, seq uint64) *clientStmt {
 	cs := &clientStmt{name: name, key: statementKey(t.tenant.Schema, rest), parse: rest, effects: effects, answered: answered,
-		seq: seq}
+		seq: seq, size: t.stmtCost(name, rest)}
 	if t.stmts == nil {
 		t.stmts = map[string]*clientStmt{}
 	}
 	t.stmts[name] = cs
+	t.stmtBytes += cs.size
 	return cs
 }
+
+// dropClientStmt forgets the client's statement name, if it has one.
+func (t *tracker) dropClientStmt(name string) {
+	if cs, ok := t.stmts[name]; ok {
+		t.stmtBytes -= cs.size
+		delete(t.stmts, name)
+	}
+}
+
+// dropClientStmts forgets all the client's statements.
+func (t *tracker) dropClientStmts() {
+	clear(t.stmts)
+	t.stmtBytes = 0
+}
+
+// Limits on what a client keeps. pgtenant holds every named statement a
+// client prepares until the client closes it (it must be able to prepare it
+// again on whatever backend serves the client next), so without a cap a
+// client could grow pgtenant by a gigabyte of Parse texts. The caps are
+// per client: --max-client-statements on their number and
+// --max-client-statement-bytes on the memory they take (stmtCost). A Parse
+// of one more statement over either is refused as PostgreSQL refuses a
+// Parse (ERROR 53400, and the rest of the batch is skipped to its Sync);
+// closing statements, by Close or DEALLOCATE, makes room again. The
+// client's unnamed statement is one at most, and bounded by
+// --max-message-size.
+
+// stmtOverhead is what a client statement costs besides its bytes counted
+// in stmtCost: the clientStmt itself (its slice and string headers, its
+// effects) and its map entry.
+const stmtOverhead = 192
+
+// stmtCost is the memory, in bytes, a client statement name with Parse body
+// rest (after the name) holds in pgtenant: the Parse message it was read
+// into (rest is a slice of it, which keeps it whole: the name, its NUL and
+// rest's capacity), the name again as the map key, the cache key (schema
+// and hash, see statementKey) and the client's own copy's key (ownKey, a
+// few bytes longer), and the fixed overhead. Effects are derived from the
+// text and small beside it.
+func (t *tracker) stmtCost(name string, rest []byte) int {
+	key := len(t.tenant.Schema) + 1 + statementHashLen
+	return 2*len(name) + 1 + cap(rest) + 2*key + 24 + stmtOverhead
+}
+
+// stmtLimit says why the client may not keep one more named statement,
+// name with Parse body rest, or returns nil when it may.
+func (t *tracker) stmtLimit(name string, rest []byte) *pgError {
+	if t.maxStmts > 0 && len(t.stmts) >= t.maxStmts {
+		return &pgError{Severity: "ERROR", Code: codeConfigurationLimit,
+			Message: fmt.Sprintf("pgtenant: too many prepared statements: this connection keeps %d (max-client-statements %d)",
+				len(t.stmts), t.maxStmts),
+			Hint: "Close (DEALLOCATE) prepared statements the application no longer uses, or raise --max-client-statements."}
+	}
+	if cost := t.stmtCost(name, rest); t.maxStmtBytes > 0 && t.stmtBytes+cost > t.maxStmtBytes {
+		return &pgError{Severity: "ERROR", Code: codeConfigurationLimit,
+			Message: fmt.Sprintf("pgtenant: prepared statements take too much memory: this connection's take %d bytes, this one %d (max-client-statement-bytes %d)",
+				t.stmtBytes, cost, t.maxStmtBytes),
+			Hint: "Close (DEALLOCATE) prepared statements the application no longer uses, or raise --max-client-statement-bytes."}
+	}
+	return nil
+}
+
+// refuseParseLocked answers a client's Parse of a named statement with e
+// (a limit, stmtLimit) as PostgreSQL answers a Parse that fails: the server
+// is sent a Parse that fails in its parser, under a name pgtenant never
+// defines, so it skips the rest of the client's batch to its Sync as after
+// any failed Parse, and the backend goroutine tells the client e in place
+// of the server's syntax error (entry.refuse). Nothing is recorded for
+// the client.
+func (s *session) refuseParseLocked(m *clientMsg, e *pgError) {
+	s.out = appendParse(s.out, unknownStmtName(m.name), failingParse)
+	s.expectLocked(entry{kind: replyParse, refuse: e})
+}
+
+// failingParse is a Parse body (after the name) that every server refuses
+// in its raw parser, with 42601, whatever its state.
+var failingParse = []byte(")\x00\x00\x00")
 
 // parseNamedLocked maps a client's Parse of a named statement.
 //
@@ -193,14 +276,23 @@ func (s *session) vanishedStatementLocked(key string) {
 	}
 }
 
-// statementKey is schema, query text and parameter types.
+// statementKey is schema, then a hash of query text and parameter types:
+// the key names a statement for every backend's cache (pool.Statements),
+// which keeps it after the client closes its statement, so it must not hold
+// the text (that would put up to --max-prepared-statements texts per
+// backend beyond the clients' caps). SHA-256 makes two different texts
+// under one key as unlikely as a collision of it; the schema (which cannot
+// hold a NUL) comes whole, so tenants never share a key.
 func statementKey(schema string, rest []byte) string {
-	b := make([]byte, 0, len(schema)+1+len(rest))
+	sum := sha256.Sum256(rest)
+	b := make([]byte, 0, len(schema)+1+statementHashLen)
 	b = append(b, schema...)
 	b = append(b, 0)
-	b = append(b, rest...)
+	b = append(b, sum[:]...)
 	return string(b)
 }
+
+const statementHashLen = sha256.Size
 
 // splitName splits a NUL-terminated name off the front of b.
 func splitName(b []byte) (name string, rest []byte, ok bool) {

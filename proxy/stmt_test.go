@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/pool"
+	"github.com/pgtenant/pgtenant/router"
 )
 
 // dialFunc is a pool.Dialer that hands out unconnected Conns: enough for
@@ -362,5 +363,65 @@ func TestEnsureStatementAndParseNamed(t *testing.T) {
 	s.out = nil
 	if got, _ := s.backendStmtNameLocked("nope"); got != unknownStmtName("nope") || len(s.out) != 0 {
 		t.Fatalf("unknown name sent as %q with %q queued", got, s.out)
+	}
+}
+
+// The cache key holds a hash, not the text: backends keep keys after the
+// clients close their statements.
+func TestStatementKeyHoldsNoText(t *testing.T) {
+	short := statementKey("acme", parseRest(t, "SELECT 1"))
+	long := statementKey("acme", parseRest(t, "SELECT '"+strings.Repeat("x", 1<<20)+"'"))
+	if len(short) != len(long) || len(long) != len("acme")+1+statementHashLen {
+		t.Fatalf("key lengths %d and %d, want %d", len(short), len(long), len("acme")+1+statementHashLen)
+	}
+}
+
+// The client's statements are counted and capped by number and by bytes;
+// dropping them, one or all, frees room.
+func TestClientStatementLimits(t *testing.T) {
+	tr := tracker{tenant: router.Tenant{Name: "acme", Schema: "acme"}, maxStmts: 3}
+	add := func(name string, text string) *pgError {
+		rest := parseRest(t, text)
+		if e := tr.stmtLimit(name, rest); e != nil {
+			return e
+		}
+		tr.addClientStmt(name, rest, stmtEffects{}, false, 1)
+		return nil
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		if e := add(name, "SELECT 1"); e != nil {
+			t.Fatalf("%s: %v", name, e)
+		}
+	}
+	if e := add("d", "SELECT 1"); e == nil || e.Code != codeConfigurationLimit || !strings.Contains(e.Message, "max-client-statements 3") {
+		t.Fatalf("fourth statement: %v, want 53400 naming max-client-statements", e)
+	}
+	tr.dropClientStmt("b")
+	tr.dropClientStmt("nonesuch")
+	if e := add("d", "SELECT 1"); e != nil {
+		t.Fatalf("after a drop: %v", e)
+	}
+
+	tr.dropClientStmts()
+	if tr.stmtBytes != 0 || len(tr.stmts) != 0 {
+		t.Fatalf("after dropping all: %d statements, %d bytes", len(tr.stmts), tr.stmtBytes)
+	}
+	big := "SELECT '" + strings.Repeat("x", 4000) + "'"
+	tr.maxStmts, tr.maxStmtBytes = 0, 10000
+	for i, want := range []bool{true, true, false} {
+		e := add(fmt.Sprint("big", i), big)
+		if (e == nil) != want {
+			t.Fatalf("statement %d of ~4 KB under a 10000-byte cap: %v", i+1, e)
+		}
+		if e != nil && (e.Code != codeConfigurationLimit || !strings.Contains(e.Message, "max-client-statement-bytes 10000")) {
+			t.Fatalf("refusal: %v", e)
+		}
+	}
+	if tr.stmtBytes <= 8000 || tr.stmtBytes > 10000 {
+		t.Fatalf("two ~4 KB statements counted as %d bytes", tr.stmtBytes)
+	}
+	tr.dropClientStmt("big0")
+	if e := add("big2", big); e != nil {
+		t.Fatalf("after closing one: %v", e)
 	}
 }

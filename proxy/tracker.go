@@ -49,8 +49,13 @@ type tracker struct {
 	segmentFailed, queryFailed bool
 	lastRollback               bool
 
-	// stmts are the client's named prepared statements (stmt.go).
-	stmts map[string]*clientStmt
+	// stmts are the client's named prepared statements (stmt.go);
+	// stmtBytes the memory they take (stmtCost). maxStmts and maxStmtBytes
+	// cap them (--max-client-statements, --max-client-statement-bytes;
+	// 0: no cap), see stmtLimit.
+	stmts                  map[string]*clientStmt
+	stmtBytes              int
+	maxStmts, maxStmtBytes int
 	// errNames maps backend statement names to the client's, for errors.
 	errNames map[string]string
 	// portalFx is what executing a bound portal means for the session, by

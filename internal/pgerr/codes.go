@@ -15,17 +15,21 @@ const (
 	FeatureNotSupported = "0A000" // refused statements, settings, SCRAM extensions
 	// Class 22: data exception.
 	InvalidParameterValue = "22023" // a bad startup parameter
-	// Class 26 and 42: prepared statements, privileges.
+	// Class 25: invalid transaction state.
+	IdleInTransactionSessionTimeout = "25P03" // --idle-transaction-timeout
+	// Class 26 and 42: prepared statements, privileges, syntax.
 	InvalidSQLStatementName    = "26000" // the server's: no such prepared statement
 	DuplicatePreparedStatement = "42P05" // the server's: statement already exists
 	InsufficientPrivilege      = "42501" // search_path outside the tenant, reserved parameters
+	SyntaxError                = "42601" // the server's: what a Parse refused by pgtenant fails with
 	// Class 28: invalid authorization specification.
 	InvalidAuthorizationSpecification = "28000" // no user, user not allowed on the tenant
 	InvalidPassword                   = "28P01" // wrong password, unknown user
 	// Class 3D: invalid catalog name.
 	InvalidCatalogName = "3D000" // an unknown tenant, as for an unknown database
 	// Class 53: insufficient resources.
-	TooManyConnections = "53300" // max-client-conn, the auth failure limiter
+	TooManyConnections         = "53300" // max-client-conn, the auth failure limiter
+	ConfigurationLimitExceeded = "53400" // max-client-statements, max-client-statement-bytes
 	// Class 55: object not in prerequisite state.
 	ObjectNotInPrerequisiteState = "55000" // a disabled tenant
 	// Class 57: operator intervention.

@@ -175,9 +175,10 @@ type Config struct {
 	// MaxClientConn caps concurrent client connections; one more gets
 	// 53300. Default 5000.
 	MaxClientConn int
-	// MaxStartupConn caps connections accepted but not yet admitted: those
-	// whose StartupMessage has not arrived (TLS handshake, SSLRequest, or
-	// nothing at all). Admitted clients count toward MaxClientConn instead,
+	// MaxStartupConn caps connections accepted but not yet authenticated:
+	// those whose StartupMessage has not arrived (TLS handshake,
+	// SSLRequest, or nothing at all) and those still authenticating.
+	// Authenticated clients count toward MaxClientConn instead,
 	// so pgtenant holds at most MaxClientConn + MaxStartupConn client
 	// sockets. One more gets 53300 at once. Default 1000.
 	MaxStartupConn int

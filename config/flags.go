@@ -76,7 +76,7 @@ var settings = []setting{
 		func(c *Config) *time.Duration { return &c.QueryWaitTimeout }),
 	intSetting("max-client-conn", "number of concurrent client connections; one more is refused with SQLSTATE 53300",
 		func(c *Config) *int { return &c.MaxClientConn }),
-	intSetting("max-startup-conn", "number of connections accepted but still before their startup packet (TLS handshake, silence); one more is refused with SQLSTATE 53300",
+	intSetting("max-startup-conn", "number of connections accepted but not authenticated yet (TLS handshake, silence, password exchange); one more is refused with SQLSTATE 53300",
 		func(c *Config) *int { return &c.MaxStartupConn }),
 	intSetting("max-startup-per-addr", "number of connections from one client IP address still before their startup packet; one more is refused with SQLSTATE 53300; 0 turns it off",
 		func(c *Config) *int { return &c.MaxStartupPerAddr }),

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/router"
 )
@@ -580,5 +581,45 @@ func TestFaultShutdownDuringStartups(t *testing.T) {
 	close(unexpected)
 	for err := range unexpected {
 		t.Errorf("client got %v, want success, 57P01 or a refused connection", err)
+	}
+}
+
+// A client counts toward max-client-conn only once it has authenticated
+// (issue 11 D): clients that connect and stall at the password exchange
+// hold startup slots (capped per address), never the slots of clients that
+// proved who they are.
+func TestFaultMaxClientConnCountsAuthenticatedOnly(t *testing.T) {
+	t.Parallel()
+	const tenant = "flt_maxauth"
+	fltTenant(t, tenant)
+	path := newUserList(t, map[string]string{"alice": "secret-a"})
+	p := startProxy(t, withAuthFile(path), func(c *config.Config) {
+		c.MaxClientConn = 1
+		c.StartupTimeout = 30 * time.Second
+	})
+	// Three clients stall at the password: each got the SASL request and
+	// answers nothing.
+	for i := 0; i < 3; i++ {
+		nc := rawDial(t, p)
+		rawSend(t, nc, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+			Parameters: map[string]string{"user": "alice", "database": tenant}})
+		fe := pgproto3.NewFrontend(nc, nc)
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("stalling client %d: %v", i, err)
+		}
+		if _, ok := msg.(*pgproto3.AuthenticationSASL); !ok {
+			t.Fatalf("stalling client %d got %T, want the SASL request", i, msg)
+		}
+	}
+	conn, err := connectAs(p, "alice", "secret-a", tenant)
+	if err != nil {
+		t.Fatalf("an authenticating client was refused while others stalled at the password: %v", err)
+	}
+	defer conn.Close(context.Background())
+	fltCheckSchema(t, conn, tenant)
+	// The one max-client-conn slot is now taken by an authenticated client.
+	if _, err := connectAs(p, "alice", "secret-a", tenant); sqlState(err) != "53300" {
+		t.Fatalf("a second authenticated client: %v, want 53300", err)
 	}
 }

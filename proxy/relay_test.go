@@ -33,6 +33,7 @@ type fakeBackends struct {
 	mu     sync.Mutex
 	got    [][]string // per backend, the frontend messages received
 	conns  []net.Conn
+	ended  []chan struct{} // per backend, closed when its server side is done
 	// failPin: the pin statement that fails on the next backend dialed;
 	// "" none.
 	failPin string
@@ -120,10 +121,13 @@ func (f *fakeBackends) Dial(ctx context.Context) (*pool.Conn, error) {
 	idx := len(f.got)
 	f.got = append(f.got, nil)
 	f.conns = append(f.conns, serverSide)
+	ended := make(chan struct{})
+	f.ended = append(f.ended, ended)
 	fail := f.failPin
 	f.failPin = "" // the first backend dialed only
 	f.mu.Unlock()
 	go func() {
+		defer close(ended)
 		defer serverSide.Close()
 		be := pgproto3.NewBackend(serverSide, serverSide)
 		var pin fakePin
@@ -508,6 +512,16 @@ func TestRelayPinFailureRunsNothingOfTheClients(t *testing.T) {
 			}
 			if got := rig.recv(t); len(got) != 2 || got[0] != "C INSERT 0 1" || got[1] != "ZI" {
 				t.Fatalf("the next statement: %v", got)
+			}
+			// Backend 0 was closed: once its server side is done, it has
+			// recorded everything it got.
+			rig.fake.mu.Lock()
+			ended := rig.fake.ended[0]
+			rig.fake.mu.Unlock()
+			select {
+			case <-ended:
+			case <-time.After(5 * time.Second):
+				t.Fatal("backend 0 still open after its pin failed")
 			}
 			first, second := rig.fake.received(0), rig.fake.received(1)
 			for _, m := range first {

@@ -50,6 +50,10 @@ type session struct {
 
 	user string
 	key  cancelKey
+	// admitted gives back the startup slot once the client authenticated
+	// (serve); counted: the client counts toward max-client-conn.
+	admitted func()
+	counted  bool
 	// tr is what pgtenant knows of the client's session (tracker.go).
 	// Client goroutine, and under mu where the backend goroutine reads it.
 	tr tracker
@@ -154,10 +158,14 @@ func (s *session) fail(e *pgError) {
 }
 
 // serve runs the whole life of the connection. admitted is called once
-// the startup phase is over (the StartupMessage arrived, or admission
-// failed): it gives back the connection's startup slot (startup.go), as the
-// client now counts toward max-client-conn.
+// the startup phase is over (the client authenticated, or startup failed):
+// it gives back the connection's startup slot (startup.go). A client counts
+// toward max-client-conn only from its authentication on, so clients that
+// connect and stall (before their StartupMessage, or at the password) take
+// startup slots, which are capped per address, and never the slots of
+// clients that proved who they are.
 func (s *session) serve(ctx context.Context, admitted func()) {
+	defer admitted() // whatever way startup ends; releasing twice is a no-op
 	defer func() {
 		if r := recover(); r != nil {
 			// Every locked section unlocks in a defer, so teardown can
@@ -176,7 +184,6 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 	deadline := time.Now().Add(s.srv.cfg.StartupTimeout)
 	_ = s.nc.SetDeadline(deadline)
 	startup, err := s.admit()
-	admitted()
 	// From here on every client message is framed by s.cr, which admit
 	// may have replaced (TLS): cap the lengths it will take.
 	s.cr.maxMessage = s.srv.cfg.MaxMessageSize
@@ -187,13 +194,12 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 	if startup == nil {
 		return // a CancelRequest, handled
 	}
-	if s.srv.clients.Add(1) > int64(s.srv.cfg.MaxClientConn) {
-		s.srv.clients.Add(-1)
-		s.fail(fatalf(codeTooManyClients, "sorry, too many clients already (max-client-conn %d)", s.srv.cfg.MaxClientConn))
-		return
-	}
-	defer s.srv.clients.Add(-1)
-
+	defer func() {
+		if s.counted {
+			s.srv.clients.Add(-1)
+		}
+	}()
+	s.admitted = admitted
 	defer s.srv.unregister(s) // start registers the cancel key it hands out
 	if err := s.start(ctx, startup, deadline); err != nil {
 		if ctx.Err() != nil && !isClosedErr(err) {
@@ -313,6 +319,14 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		}
 		return err
 	}
+	// Authenticated: the client leaves the startup slots and counts toward
+	// max-client-conn (see serve).
+	s.admitted()
+	if s.srv.clients.Add(1) > int64(s.srv.cfg.MaxClientConn) {
+		s.srv.clients.Add(-1)
+		return fatalf(codeTooManyClients, "sorry, too many clients already (max-client-conn %d)", s.srv.cfg.MaxClientConn)
+	}
+	s.counted = true
 	// The tenant option is taken out of the parameters before anything
 	// else reads them: it is pgtenant's, and must reach neither the
 	// backend nor the pin.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -174,6 +175,8 @@ var rtCases = []rtCase{
 		rtRefused("0A000"), rtRefused("0A000"), rtFunctionCall},
 	{"8", "registry-lock", "hold the registry's advisory lock, so `tenant create`/`grant`/`revoke` wait",
 		rtAllowed, rtAllowed, rtRegistryLock},
+	{"8", "stalled-startups", "connections that never finish their startup, to fill `--max-client-conn`",
+		rtRefused("53300"), rtRefused("53300"), rtStalledStartups},
 	{"9", "superuser-backend", "a superuser `--backend`",
 		rtRefusing, rtRefusing, rtSuperuserBackend},
 	{"9", "copy-to-program", "`COPY ... TO PROGRAM`",
@@ -682,6 +685,39 @@ func rtRegistryLock(t *testing.T, e *rtEnv) string {
 	default:
 		return fmt.Sprintf("the registry change was not held up: %v", err)
 	}
+}
+
+// Escape 8 (in part): silent connections from one address get 53300 once
+// they hold --max-startup-per-addr startup slots, and do not count toward
+// --max-client-conn, so a client from elsewhere still gets in
+// (TestLimitsStartupConnections has more).
+func rtStalledStartups(t *testing.T, e *rtEnv) string {
+	const perAddr = 3
+	p := startProxy(t, append(append([]func(*config.Config){}, e.mods...), func(c *config.Config) {
+		c.MaxStartupPerAddr, c.MaxClientConn, c.StartupTimeout = perAddr, perAddr-1, time.Minute
+	})...)
+	for range perAddr {
+		rawDial(t, p) // silent: no startup packet
+	}
+	nc := rawDial(t, p)
+	er := rawExpectError(t, nc, false)
+	if er.Code != "53300" {
+		return fmt.Sprintf("connection %d over the limit: %s %s", perAddr+1, er.Code, er.Message)
+	}
+	cfg, err := pgx.ParseConfig(p.DSN(e.globex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DialFunc = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext
+	g, err := pgx.ConnectConfig(rtCtx(t), cfg)
+	if err != nil {
+		return fmt.Sprintf("globex from another address was refused: %v", err)
+	}
+	defer g.Close(context.Background())
+	if _, err := g.Exec(rtCtx(t), `SELECT 1`); err != nil {
+		return fmt.Sprintf("globex from another address: %v", err)
+	}
+	return rtRefused(er.Code)
 }
 
 // Escape 7; TestHostileFunctionCallSetConfig.

@@ -135,6 +135,8 @@ var rtCases = []rtCase{
 		rtRefused("42501"), rtRefused("42501"), rtStatement(`CREATE TABLE pgtenant.planted (x int)`)},
 	{"5", "alter-role-current-user", "`ALTER ROLE CURRENT_USER SET search_path / default_transaction_read_only` from a DO block, to reach globex's next backend",
 		rtBlocked, rtBlocked, rtRoleSettings},
+	{"5", "shadow-pin-function", "`acme.pg_advisory_unlock_all()` ahead of `pg_catalog` on the search_path, to run inside the next pin",
+		rtBlocked, rtBlocked, rtShadowPinFunction},
 	{"5", "alter-other-role", "`ALTER ROLE pgtenant_admin SET ...`",
 		rtRefused("42501"), rtRefused("42501"), rtStatement(`ALTER ROLE pgtenant_admin SET search_path = public`)},
 	{"5", "alter-database", "`ALTER DATABASE ... SET ...` from a DO block",
@@ -155,6 +157,10 @@ var rtCases = []rtCase{
 		rtAllowed, rtRefused("42501"), rtWriteQualified},
 	{"6", "create-in-other-schema", "`CREATE TABLE globex.x`",
 		rtAllowed, rtRefused("42501"), rtCreateInOther},
+	{"6", "trigger-on-other", "`CREATE TRIGGER` on `globex.orders` that copies each new row to acme",
+		rtAllowed, rtRefused("42501"), rtTriggerOnOther},
+	{"6", "catalogs", "read globex's table names, columns, row estimates and function sources in the catalogs",
+		rtAllowed, rtAllowed, rtCatalogs},
 	{"6", "query-texts", "read globex's query texts and literals in `pg_stat_activity`",
 		rtAllowed, rtBlocked, rtQueryTexts},
 	{"6", "cancel-backend", "`pg_cancel_backend` of globex's backend",
@@ -187,6 +193,15 @@ var rtCases = []rtCase{
 		rtRefused("42501"), rtRefused("42501"), rtStatement(`SELECT pg_read_file('/etc/passwd')`)},
 	{"9", "lo-import", "server-side `lo_import('/etc/passwd')`",
 		rtRefused("42501"), rtRefused("42501"), rtStatement(`SELECT lo_import('/etc/passwd')`)},
+	{"9", "pg-ls-dir", "`pg_ls_dir('.')`",
+		rtRefused("42501"), rtRefused("42501"), rtStatement(`SELECT pg_ls_dir('.')`)},
+	{"9", "alter-system", "`ALTER SYSTEM SET ...`",
+		rtRefused("42501"), rtRefused("42501"), rtStatement(`ALTER SYSTEM SET log_statement = 'none'`)},
+	{"9", "event-trigger", "`CREATE EVENT TRIGGER`, to run in every tenant's DDL",
+		rtRefused("42501"), rtRefused("42501"), rtStatement(`DO $$ BEGIN
+			EXECUTE 'CREATE FUNCTION {acme}.on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $f$ BEGIN END $f$';
+			EXECUTE 'CREATE EVENT TRIGGER on_ddl ON ddl_command_start EXECUTE FUNCTION {acme}.on_ddl()';
+		END $$`)},
 	{"9", "create-extension", "`CREATE EXTENSION dblink`",
 		rtRefused("42501"), rtRefused("42501"), rtStatement(`CREATE EXTENSION dblink`)},
 }
@@ -400,6 +415,36 @@ func rtRoleSettings(t *testing.T, e *rtEnv) string {
 	return rtBlocked
 }
 
+// The pin calls pg_catalog's functions by qualified name and sets
+// search_path first, so a function of acme's named like one of them never
+// runs inside globex's pin.
+func rtShadowPinFunction(t *testing.T, e *rtEnv) string {
+	ctx := rtCtx(t)
+	p := e.proxy(t, 1)
+	a := e.conn(t, p, e.acme)
+	t.Cleanup(func() {
+		_, _ = e.su.Exec(context.Background(), e.sql(`DROP FUNCTION IF EXISTS {acme}.pg_advisory_unlock_all()`))
+	})
+	if _, err := a.Exec(ctx, e.sql(`CREATE FUNCTION {acme}.pg_advisory_unlock_all() RETURNS void LANGUAGE sql
+		AS $$ INSERT INTO {acme}.loot VALUES ('ran in a pin as ' || current_user || ' for ' || current_setting('application_name')) $$`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, e.sql(`DO $$ BEGIN PERFORM pg_catalog.set_config('search_path', '{acme}, pg_catalog', false); END $$`)); err != nil {
+		t.Fatal(err)
+	}
+	before := e.count(t, `SELECT count(*) FROM {acme}.loot`)
+	g := e.conn(t, p, e.globex)
+	for range 2 {
+		if _, err := g.Exec(ctx, `SELECT 1`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM {acme}.loot`); n != before {
+		return "escaped: acme's function ran inside globex's pin"
+	}
+	return rtBlocked
+}
+
 func rtResetRole(t *testing.T, e *rtEnv) string {
 	ctx := rtCtx(t)
 	a := e.conn(t, e.proxy(t, 2), e.acme)
@@ -455,6 +500,59 @@ func rtCreateInOther(t *testing.T, e *rtEnv) string {
 		return "CREATE TABLE reported success but made nothing"
 	}
 	return rtAllowed
+}
+
+// A trigger of acme's on globex's table runs as whoever inserts: globex's
+// own rows are copied to acme as they are written.
+func rtTriggerOnOther(t *testing.T, e *rtEnv) string {
+	ctx := rtCtx(t)
+	p := e.proxy(t, 2)
+	a := e.conn(t, p, e.acme)
+	t.Cleanup(func() {
+		_, _ = e.su.Exec(context.Background(), e.sql(`DROP TRIGGER IF EXISTS copy_out ON {globex}.orders; DROP FUNCTION IF EXISTS {acme}.copy_out()`))
+	})
+	if _, err := a.Exec(ctx, e.sql(`CREATE FUNCTION {acme}.copy_out() RETURNS trigger LANGUAGE plpgsql
+		AS $$ BEGIN INSERT INTO {acme}.loot VALUES (NEW.item); RETURN NEW; END $$`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, e.sql(`CREATE TRIGGER copy_out AFTER INSERT ON {globex}.orders
+		FOR EACH ROW EXECUTE FUNCTION {acme}.copy_out()`)); err != nil {
+		return outcomeOf(err)
+	}
+	g := e.conn(t, p, e.globex)
+	if _, err := g.Exec(ctx, `INSERT INTO orders (item) VALUES ('globex private order')`); err != nil {
+		return fmt.Sprintf("globex's INSERT: %v", err)
+	}
+	if e.count(t, `SELECT count(*) FROM {acme}.loot WHERE item = 'globex private order'`) != 1 {
+		return "the trigger was made but copied nothing"
+	}
+	return rtAllowed
+}
+
+// The catalogs are readable by every role: globex's table and column
+// names, its row estimates and the source of its functions.
+func rtCatalogs(t *testing.T, e *rtEnv) string {
+	ctx := rtCtx(t)
+	t.Cleanup(func() {
+		_, _ = e.su.Exec(context.Background(), e.sql(`DROP FUNCTION IF EXISTS {globex}.pricing()`))
+	})
+	g := e.conn(t, e.proxy(t, 2), e.globex)
+	if _, err := g.Exec(ctx, `CREATE FUNCTION pricing() RETURNS int LANGUAGE sql AS 'SELECT 4711 /* globex margin */'`); err != nil {
+		t.Fatal(err)
+	}
+	a := e.conn(t, e.proxy(t, 2), e.acme)
+	var tables, columns, sources int
+	if err := a.QueryRow(ctx, e.sql(`SELECT
+		(SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{globex}' AND c.relname = 'secrets'),
+		(SELECT count(*) FROM pg_attribute WHERE attrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = '{globex}' AND c.relname = 'secrets') AND attname = 's'),
+		(SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = '{globex}' AND p.prosrc LIKE '%globex margin%')`)).Scan(&tables, &columns, &sources); err != nil {
+		return outcomeOf(err)
+	}
+	if tables == 1 && columns == 1 && sources == 1 {
+		return rtAllowed
+	}
+	return fmt.Sprintf("saw %d tables, %d columns, %d function sources of globex's", tables, columns, sources)
 }
 
 // rtGlobexInTx gives globex's client a transaction it holds (so its backend

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -25,9 +26,14 @@ type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// registryLockKey is the pg_advisory_xact_lock key that serialises changes
-// to the registry. It spells "pgtenant" in ASCII, to be recognisable in
-// pg_locks and unlikely to clash with an application's own keys.
+// registryLockKey is the pg_advisory_xact_lock key that serialises the
+// creation of the registry. It spells "pgtenant" in ASCII, to be
+// recognisable in pg_locks and unlikely to clash with an application's own
+// keys. Once the registry exists, changes are serialised by a lock on
+// pgtenant.tenants instead (ensureRegistry): any role can take an advisory
+// lock, so a tenant holding this key would block every tenant command,
+// while a table lock needs privileges on the registry that tenant traffic
+// never has.
 const registryLockKey int64 = 0x706774656e616e74
 
 // registryDDL creates the registry, and upgrades an older one in place:
@@ -190,9 +196,38 @@ func registryDelete(ctx context.Context, db DB, sql string, args ...any) (remove
 }
 
 // ensureRegistry takes the registry lock for the rest of tx and creates the
-// registry if needed.
+// registry if needed. The lock is SHARE ROW EXCLUSIVE on pgtenant.tenants,
+// which conflicts with itself (one registry change at a time) and not with
+// the reads of lookups; before the registry exists, the advisory lock
+// registryLockKey stands in for it.
 func ensureRegistry(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, registryLockKey); err != nil {
+	// A scan of pg_class under the statement's snapshot, not to_regclass:
+	// name lookups go through the backend's catalog caches, which after a
+	// wait on an advisory lock (no relation lock, so no cache invalidation)
+	// can still say the registry is missing when another creator has just
+	// committed it.
+	exists := func() (bool, error) {
+		var ok bool
+		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_class c
+			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = 'pgtenant' AND c.relname = 'tenants')`).Scan(&ok)
+		return ok, err
+	}
+	ok, err := exists()
+	if err == nil && !ok {
+		// No registry yet: creators queue on the advisory lock. One that
+		// got it after another created the registry must also queue with
+		// those that found it there (below), or two would change it at
+		// once.
+		_, err = tx.Exec(ctx, `SELECT pg_catalog.pg_advisory_xact_lock(`+strconv.FormatInt(registryLockKey, 10)+`)`)
+		if err == nil {
+			ok, err = exists()
+		}
+	}
+	if err == nil && ok {
+		_, err = tx.Exec(ctx, `LOCK TABLE pgtenant.tenants IN SHARE ROW EXCLUSIVE MODE`)
+	}
+	if err != nil {
 		return fmt.Errorf("lock registry: %w", err)
 	}
 	for _, stmt := range registryDDL {

@@ -180,7 +180,9 @@ var rtCases = []rtCase{
 	{"7", "functioncall-set-config", "FunctionCall message (oid 2078, `set_config('search_path', 'globex')`)",
 		rtRefused("0A000"), rtRefused("0A000"), rtFunctionCall},
 	{"8", "registry-lock", "hold the registry's advisory lock, so `tenant create`/`grant`/`revoke` wait",
-		rtAllowed, rtAllowed, rtRegistryLock},
+		rtBlocked, rtBlocked, rtRegistryLock},
+	{"8", "parse-flood", "named statements parsed and never closed, to grow pgtenant's memory (`--max-client-statements`, `--max-client-statement-bytes`)",
+		rtRefused("53400"), rtRefused("53400"), rtParseFlood},
 	{"8", "stalled-startups", "connections that never finish their startup, to fill `--max-client-conn`",
 		rtRefused("53300"), rtRefused("53300"), rtStalledStartups},
 	{"9", "superuser-backend", "a superuser `--backend` (with `--allow-privileged-backend` it serves and warns)",
@@ -765,8 +767,10 @@ func rtAdvisoryLock(t *testing.T, e *rtEnv) string {
 // rtRegistryLockKey is router's registryLockKey: "pgtenant" in ASCII.
 const rtRegistryLockKey int64 = 0x706774656e616e74
 
-// Escape 8 (in part): the registry's changes serialise on an advisory
-// lock, which any session may take.
+// Escape 8 (in part): any session may take the advisory lock that once
+// serialised the registry's changes; they now serialise on a lock of
+// pgtenant.tenants, which tenant traffic has no privilege to take, so an
+// admin change goes through while acme holds the old key.
 func rtRegistryLock(t *testing.T, e *rtEnv) string {
 	ctx := rtCtx(t)
 	a := e.conn(t, e.proxy(t, 2), e.acme)
@@ -782,12 +786,48 @@ func rtRegistryLock(t *testing.T, e *rtEnv) string {
 	if _, err := admin.Exec(ctx, `SET lock_timeout = '300ms'`); err != nil {
 		t.Fatal(err)
 	}
-	switch err := router.EnsureRegistry(ctx, admin); sqlState(err) {
-	case "55P03":
+	switch err := router.EnsureRegistry(ctx, admin); {
+	case sqlState(err) == "55P03":
 		return rtAllowed
+	case err == nil:
+		return rtBlocked
 	default:
-		return fmt.Sprintf("the registry change was not held up: %v", err)
+		return fmt.Sprintf("the registry change failed: %v", err)
 	}
+}
+
+// Escape 8 (in part): the named statements one client keeps, which
+// pgtenant holds to prepare them again on any backend, are capped in count
+// and in bytes; one more is refused with 53400 and the client goes on.
+func rtParseFlood(t *testing.T, e *rtEnv) string {
+	const maxStmts, maxBytes = 20, 64 << 10
+	p := startProxy(t, append(append([]func(*config.Config){}, e.mods...), func(c *config.Config) {
+		c.PoolSize, c.MaxClientStatements, c.MaxClientStatementBytes = 2, maxStmts, maxBytes
+	})...)
+	ctx := rtCtx(t)
+	a := e.conn(t, p, e.acme)
+	for i := range maxStmts {
+		if _, err := a.Prepare(ctx, fmt.Sprintf("flood_%d", i), fmt.Sprintf("SELECT %d", i)); err != nil {
+			return fmt.Sprintf("statement %d, under the cap: %v", i+1, err)
+		}
+	}
+	_, err := a.Prepare(ctx, "flood_over", "SELECT 'one too many'")
+	if sqlState(err) != "53400" {
+		return fmt.Sprintf("statement %d, over the cap: %s", maxStmts+1, outcomeOf(err))
+	}
+	// Room for one more statement, but not for its bytes.
+	if err := a.Deallocate(ctx, "flood_0"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Prepare(ctx, "flood_big", "SELECT '"+strings.Repeat("x", 2*maxBytes)+"'")
+	if sqlState(err) != "53400" {
+		return fmt.Sprintf("a statement over the byte cap: %s", outcomeOf(err))
+	}
+	var n int
+	if err := a.QueryRow(ctx, `SELECT count(*) FROM orders`).Scan(&n); err != nil {
+		return fmt.Sprintf("acme's client after the refusals: %v", err)
+	}
+	return rtRefused("53400")
 }
 
 // Escape 8 (in part): silent connections from one address get 53300 once

@@ -267,3 +267,70 @@ func TestHostileFunctionCallSetConfig(t *testing.T) {
 		t.Fatalf("current_schema() = %q after the refused call, want %q", got, acme)
 	}
 }
+
+// The pin sets the client's own parameters on a backend another client
+// left with other values. PostgreSQL reports changed values just before
+// ReadyForQuery, so those reports arrive with the client's first reply;
+// the client was told these values at startup, and directly it would hear
+// nothing. It must not hear them through pgtenant either.
+func TestPinParameterStatusNotRepeated(t *testing.T) {
+	t.Parallel()
+	acme, globex := hostileTenants(t, "hpstatus")
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 1 })
+	start := func(tenant, app string) (*pgproto3.Frontend, func(string) []string) {
+		nc := rawDial(t, p)
+		rawSend(t, nc, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+			Parameters: map[string]string{"user": "app", "database": tenant, "application_name": app, "TimeZone": app}})
+		fe := pgproto3.NewFrontend(nc, nc)
+		for {
+			msg, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+				break
+			}
+		}
+		query := func(sql string) []string {
+			rawSend(t, nc, &pgproto3.Query{String: sql})
+			var status []string
+			for {
+				msg, err := fe.Receive()
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch m := msg.(type) {
+				case *pgproto3.ParameterStatus:
+					status = append(status, m.Name+"="+m.Value)
+				case *pgproto3.ErrorResponse:
+					t.Fatalf("%s: %s %s", sql, m.Code, m.Message)
+				case *pgproto3.ReadyForQuery:
+					return status
+				}
+			}
+		}
+		return fe, query
+	}
+	_, qa := start(acme, "UTC")
+	_, qg := start(globex, "Asia/Tokyo")
+	for round := 0; round < 3; round++ {
+		// One backend, two clients with different application_name and
+		// TimeZone: every query gets a full pin.
+		if got := qa("select 1"); len(got) != 0 {
+			t.Fatalf("round %d: acme was told %v, which it knew", round, got)
+		}
+		if got := qg("select 1"); len(got) != 0 {
+			t.Fatalf("round %d: globex was told %v, which it knew", round, got)
+		}
+	}
+	// A change of the client's own is reported, once.
+	if got := qg("set application_name = 'renamed'"); len(got) != 1 || got[0] != "application_name=renamed" {
+		t.Fatalf("globex's own change: told %v", got)
+	}
+	if got := qa("select 1"); len(got) != 0 {
+		t.Fatalf("acme was told %v after globex's change", got)
+	}
+	if got := qg("select 1"); len(got) != 0 {
+		t.Fatalf("globex was told %v again", got)
+	}
+}

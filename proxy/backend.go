@@ -283,7 +283,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		var ps pgproto3.ParameterStatus
 		if err := ps.Decode(body); err == nil {
 			be.Params[ps.Name] = ps.Value
-			if (!e.own || e.soft) && !gone {
+			if (!e.own || e.soft) && !gone && s.tr.report(ps.Name, ps.Value) {
 				act.write, _ = ps.Encode(nil)
 			}
 		}

@@ -377,6 +377,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	s.mu.Lock()
 	s.srv.assignKey(s)
 	s.greeting = true
+	s.tr.greeted(greeting)
 	s.mu.Unlock()
 	_, _ = s.cw.Write(greeting)
 	_ = writeMsg(s.cw, &pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: s.key.secret[:]})

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"encoding/binary"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/router"
 )
 
@@ -68,6 +71,45 @@ type tracker struct {
 	unnamedParse []byte
 	unnamedBuf   []byte
 	unnamed      stmtEffects
+
+	// reported are the run-time parameter values the client was told (its
+	// greeting, then ParameterStatus messages), as PostgreSQL keeps them
+	// per session: a value is reported again only when it changes (report).
+	reported map[string]string
+}
+
+// report says whether a ParameterStatus the server sent for one of the
+// client's commands is news to the client, and records it. The server
+// reports a value when it differs from what it last reported on that
+// backend; since PostgreSQL 14 it does so just before ReadyForQuery, so
+// the values the pin set (the client's own, on a backend that had another
+// holder's) come with the client's first ReadyForQuery. Directly, the
+// client would not hear them: they are what it was told already.
+func (t *tracker) report(name, value string) bool {
+	if old, ok := t.reported[name]; ok && old == value {
+		return false
+	}
+	if t.reported == nil {
+		t.reported = map[string]string{}
+	}
+	t.reported[name] = value
+	return true
+}
+
+// greeted records the ParameterStatus messages of the client's greeting
+// (encoded, as sent) as reported.
+func (t *tracker) greeted(greeting []byte) {
+	for len(greeting) >= 5 && greeting[0] == 'S' {
+		n := int(binary.BigEndian.Uint32(greeting[1:5]))
+		if n < 4 || 1+n > len(greeting) {
+			return
+		}
+		var ps pgproto3.ParameterStatus
+		if ps.Decode(greeting[5:1+n]) == nil {
+			t.report(ps.Name, ps.Value)
+		}
+		greeting = greeting[1+n:]
+	}
 }
 
 // effectsOf returns the session effects of the client's statement name

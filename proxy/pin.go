@@ -84,6 +84,9 @@ var cleanupStatements = []string{
 	"CLOSE ALL",
 	"UNLISTEN *",
 	"DISCARD TEMP",
+	// lastval() and currval() would tell the next holder the previous
+	// one's sequence values.
+	"DISCARD SEQUENCES",
 }
 
 // The pin's own bounds. A pin waits on a lock only when a previous holder

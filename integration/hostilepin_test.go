@@ -28,6 +28,37 @@ func hostileTenants(t *testing.T, prefix string) (acme, globex string) {
 	return acme, globex
 }
 
+// holdShareLock begins a transaction on conn that holds ACCESS SHARE on
+// table until the caller rolls it back (or the test ends).
+func holdShareLock(t *testing.T, ctx context.Context, conn *pgx.Conn, table string) pgx.Tx {
+	t.Helper()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// armPinTrap leaves the backend serving conn (a client of schema's tenant)
+// as a hostile tenant would, from a DO block pgtenant cannot read:
+// search_path set to schema, a pg_temp trigger function and a trigger
+// named trigger on schema.orders. The next pin's DISCARD TEMP drops them,
+// which needs a lock on schema.orders.
+func armPinTrap(t *testing.T, ctx context.Context, conn *pgx.Conn, schema, trigger string) {
+	t.Helper()
+	if _, err := conn.Exec(ctx, `DO $$ BEGIN
+		PERFORM pg_catalog.set_config('search_path', '`+schema+`', false);
+		EXECUTE 'CREATE FUNCTION pg_temp.steal() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$';
+		EXECUTE 'CREATE TRIGGER `+trigger+` BEFORE INSERT ON `+schema+`.orders FOR EACH ROW EXECUTE FUNCTION pg_temp.steal()';
+	END $$`); err != nil {
+		t.Fatalf("arming: %v", err)
+	}
+}
+
 func countRows(t *testing.T, d *pgx.Conn, table string) int {
 	t.Helper()
 	var n int
@@ -57,26 +88,13 @@ func TestHostilePinCannotHalfFail(t *testing.T) {
 	// which dropping the trigger below (DISCARD TEMP drops pg_temp.steal
 	// and the trigger with it) must wait for.
 	holder := p.Connect(t, acme, pgx.QueryExecModeSimpleProtocol)
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+acme+".orders IN ACCESS SHARE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	tx := holdShareLock(t, ctx, holder, acme+".orders")
 	// Another arms the other backend and leaves it idle: the only one
 	// globex can get.
 	armer := p.Connect(t, acme, pgx.QueryExecModeSimpleProtocol)
-	if _, err := armer.Exec(ctx, `DO $$ BEGIN
-		PERFORM pg_catalog.set_config('search_path', '`+acme+`', false);
-		EXECUTE 'CREATE FUNCTION pg_temp.steal() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$';
-		EXECUTE 'CREATE TRIGGER steal BEFORE INSERT ON `+acme+`.orders FOR EACH ROW EXECUTE FUNCTION pg_temp.steal()';
-	END $$`); err != nil {
-		t.Fatalf("arming: %v", err)
-	}
+	armPinTrap(t, ctx, armer, acme, "steal")
 
-	_, err = victim.Exec(ctx, "INSERT INTO orders VALUES ('globex order')")
+	_, err := victim.Exec(ctx, "INSERT INTO orders VALUES ('globex order')")
 	// acme lets go of its lock: the closed backend, on its way out, drops
 	// its temporary objects and the trigger with them, which waits for it.
 	if rerr := tx.Rollback(ctx); rerr != nil {
@@ -115,20 +133,8 @@ func TestHostilePinCannotHalfFail(t *testing.T) {
 	// The same trap set for a client that is still connecting: its
 	// startup check of its parameters meets the armed backend, fails, and
 	// is tried once more on another, so the client gets in.
-	tx2, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx2.Rollback(ctx)
-	if _, err := tx2.Exec(ctx, "LOCK TABLE "+acme+".orders IN ACCESS SHARE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := armer.Exec(ctx, `DO $$ BEGIN
-		EXECUTE 'CREATE FUNCTION pg_temp.steal() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$';
-		EXECUTE 'CREATE TRIGGER steal2 BEFORE INSERT ON `+acme+`.orders FOR EACH ROW EXECUTE FUNCTION pg_temp.steal()';
-	END $$`); err != nil {
-		t.Fatalf("arming again: %v", err)
-	}
+	tx2 := holdShareLock(t, ctx, holder, acme+".orders")
+	armPinTrap(t, ctx, armer, acme, "steal2")
 	cfg, err := pgx.ParseConfig(p.DSN(globex) + " application_name=late")
 	if err != nil {
 		t.Fatal(err)

@@ -268,25 +268,11 @@ func rtPinHalfFail(t *testing.T, e *rtEnv) string {
 	ctx := rtCtx(t)
 	victim := e.conn(t, p, e.globex)
 	holder := e.conn(t, p, e.acme)
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, e.sql(`LOCK TABLE {acme}.orders IN ACCESS SHARE MODE`)); err != nil {
-		t.Fatal(err)
-	}
-	armer := e.conn(t, p, e.acme)
-	if _, err := armer.Exec(ctx, e.sql(`DO $$ BEGIN
-		PERFORM pg_catalog.set_config('search_path', '{acme}', false);
-		EXECUTE 'CREATE FUNCTION pg_temp.steal() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$';
-		EXECUTE 'CREATE TRIGGER steal BEFORE INSERT ON {acme}.orders FOR EACH ROW EXECUTE FUNCTION pg_temp.steal()';
-	END $$`)); err != nil {
-		t.Fatalf("arming: %v", err)
-	}
+	tx := holdShareLock(t, ctx, holder, e.acme+".orders")
+	armPinTrap(t, ctx, e.conn(t, p, e.acme), e.acme, "steal")
 	acmeBefore := e.count(t, `SELECT count(*) FROM {acme}.orders`)
 	before := e.count(t, `SELECT count(*) FROM {globex}.orders`)
-	_, err = victim.Exec(ctx, `INSERT INTO orders (item) VALUES ('globex order')`)
+	_, err := victim.Exec(ctx, `INSERT INTO orders (item) VALUES ('globex order')`)
 	if rerr := tx.Rollback(ctx); rerr != nil {
 		t.Fatal(rerr)
 	}

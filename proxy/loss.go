@@ -44,24 +44,12 @@ func (s *session) lose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause error
 	}
 	s.srv.pool.Destroy(be)
 	if e != nil {
-		// The link is failing: the client goroutine waits, and this
-		// goroutine owns cw until finishLose.
-		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		if cont.pending > 0 {
-			for i := 0; i < cont.pending; i++ {
-				_ = writeMsg(s.cw, e.Response())
-				_, _ = s.cw.Write(readyForQuery('I'))
-			}
-		} else {
-			_ = writeMsg(s.cw, e.Response())
-		}
-		_ = s.cw.Flush()
-		_ = s.nc.SetWriteDeadline(time.Time{})
+		s.tellFailingLink(e, cont.pending)
 		if !cont.carryOn {
 			_ = s.nc.Close() // the client goroutine's read fails and it ends
 		}
 	}
-	s.finishLose(cont.carryOn)
+	s.finishLose(cont.carryOn, nil)
 	if e != nil && !cont.violation {
 		s.logger().Warn("server connection lost", "sqlstate", e.Code, "err", e.Message,
 			"client_pending", cont.pending, "client_status", string(cont.status), "client_goes_on", cont.carryOn)
@@ -91,11 +79,7 @@ func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause 
 	}
 	out.pending, out.status = s.link.rm.clientWait, s.link.status
 	inFlight := out.pending > 0 || s.link.open
-	s.link.rm.reset()
-	s.setLinkLocked(linkFailing)
-	s.link.curClient, s.link.curQuery = false, false
-	s.link.open, s.link.pinErr, s.link.unsent = false, nil, false
-	s.tr.backendLost()
+	s.failLinkLocked()
 
 	e = &pgError{Severity: "FATAL", Code: codeConnectionFailure, Message: "pgtenant: server connection lost"}
 	if fatal != nil {
@@ -126,16 +110,53 @@ func (s *session) beginLose(be *pool.Conn, fatal *pgproto3.ErrorResponse, cause 
 	return e, out, true
 }
 
-// finishLose ends the failing state.
-func (s *session) finishLose(carryOn bool) {
+// failLinkLocked moves the link to failing and forgets everything of the
+// backend it had: what it owed, what was being sent, the pin's progress,
+// the changes of the client's transaction there.
+func (s *session) failLinkLocked() {
+	s.link.rm.reset()
+	s.setLinkLocked(linkFailing)
+	s.link.curClient, s.link.curQuery = false, false
+	s.link.open, s.link.pinErr, s.link.unsent = false, nil, false
+	s.link.pinPending, s.link.pinBoundary = false, false
+	s.tr.backendLost()
+}
+
+// tellFailingLink writes e to the client, with ReadyForQuery 'I' after it
+// for each of the answers the client waits for (e alone when none). The
+// link is failing: the client goroutine waits, and the backend goroutine
+// owns cw until finishLose. The write is bounded: a client that does not
+// read is not waited for.
+func (s *session) tellFailingLink(e *pgError, answers int) {
+	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = writeMsg(s.cw, e.Response())
+	for i := 0; i < answers; i++ {
+		if i > 0 {
+			_ = writeMsg(s.cw, e.Response())
+		}
+		_, _ = s.cw.Write(readyForQuery('I'))
+	}
+	_ = s.cw.Flush()
+	_ = s.nc.SetWriteDeadline(time.Time{})
+}
+
+// finishLose ends the failing state: the client carries on (detached, or
+// skipping the rest of its batch with skipErr when that is set) or its
+// session ends (lost).
+func (s *session) finishLose(carryOn bool, skipErr *pgError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if carryOn {
+	switch {
+	case !carryOn:
+		s.setLinkLocked(linkLost)
+	case skipErr != nil:
+		s.link.status = 'I'
+		s.link.skipErr = skipErr
+		s.setLinkLocked(linkSkipping)
+	default:
 		s.link.status = 'I'
 		s.setLinkLocked(linkDetached)
-		return
 	}
-	s.setLinkLocked(linkLost)
 }
 
 // failPin handles a pin that failed on the server. The server skips what
@@ -160,14 +181,13 @@ func (s *session) failPin(be *pool.Conn, er *pgproto3.ErrorResponse) {
 	}
 	s.srv.pool.Destroy(be)
 	if answer {
-		// The link is failing: this goroutine owns cw until it ends that.
-		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = writeMsg(s.cw, e.Response())
-		_, _ = s.cw.Write(readyForQuery('I'))
-		_ = s.cw.Flush()
-		_ = s.nc.SetWriteDeadline(time.Time{})
+		s.tellFailingLink(e, 1)
 	}
-	s.endPinFailure(skip, e)
+	var skipErr *pgError
+	if skip {
+		skipErr = e
+	}
+	s.finishLose(true, skipErr)
 	s.logger().Warn("the pin failed on the server; closed the server connection, the client's transaction did not run",
 		"sqlstate", er.Code, "err", er.Message)
 }
@@ -183,27 +203,8 @@ func (s *session) beginPinFailure(be *pool.Conn) (answer, skip, ok bool) {
 	}
 	answer = s.link.pinBoundary && !s.clientGone
 	skip = !s.link.pinBoundary && s.link.open && !s.clientGone
-	s.link.rm.reset()
-	s.setLinkLocked(linkFailing)
-	s.link.curClient, s.link.curQuery = false, false
-	s.link.open, s.link.pinErr, s.link.unsent = false, nil, false
-	s.link.pinPending, s.link.pinBoundary = false, false
-	s.tr.backendLost()
+	s.failLinkLocked()
 	return answer, skip, true
-}
-
-// endPinFailure ends failPin's failing state: the client carries on,
-// skipping the rest of its batch when skip says so.
-func (s *session) endPinFailure(skip bool, e *pgError) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.link.status = 'I'
-	if skip {
-		s.link.skipErr = e
-		s.setLinkLocked(linkSkipping)
-		return
-	}
-	s.setLinkLocked(linkDetached)
 }
 
 var errClosedByUs = errors.New("closed by pgtenant")

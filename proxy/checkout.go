@@ -17,6 +17,13 @@ import (
 // cap. wait false is TryCheckout: ErrBusy rather than a wait. It is the one
 // place the session asks the pool for a backend.
 func (s *session) checkout(ctx context.Context, wait bool) (*pool.Conn, error) {
+	if s.te != nil {
+		s.te.waiting.Add(1)
+		defer s.te.waiting.Add(-1)
+	}
+	if err := s.gate(ctx, wait); err != nil {
+		return nil, err
+	}
 	if s.srv.cfg.Isolation != config.IsolationRole {
 		if wait {
 			return s.srv.pool.Checkout(ctx)
@@ -55,4 +62,19 @@ func roleLoginError(tenant, role string, err error) error {
 		e.Hint = "The role secret differs from the one the role's password was set with; run pgtenant tenant isolate --all with the secret serve uses."
 	}
 	return e
+}
+
+// gate holds a checkout back until the tenant may start another
+// transaction: it is where per-tenant controls that act before a backend is
+// asked for (pause, the transaction rate limit) wait. wait false is a
+// checkout that must not wait (TryCheckout): a control that would make it
+// wait answers pool.ErrBusy instead.
+func (s *session) gate(ctx context.Context, wait bool) error {
+	if s.te == nil {
+		return nil
+	}
+	if err := s.te.pause.wait(ctx, wait); err != nil {
+		return err
+	}
+	return s.te.limits.takeTxn(ctx, wait)
 }

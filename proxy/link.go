@@ -160,6 +160,12 @@ func (l linkState) String() string {
 // serving says whether a backend serves the client: attached or pinned.
 func (l linkState) serving() bool { return l == linkAttached || l == linkPinned }
 
+// holds says whether the link holds a backend in this state (for the
+// tenant's count of backends held).
+func (l linkState) holds() bool {
+	return l == linkAttached || l == linkPinned || l == linkDraining || l == linkClosing
+}
+
 // busy says whether the backend goroutine is telling the client something
 // without the lock (draining, failing): the client goroutine waits it out.
 func (l linkState) busy() bool { return l == linkDraining || l == linkFailing }
@@ -206,6 +212,13 @@ func (s *session) setLinkLocked(to linkState) {
 	switch to {
 	case linkDetached, linkFailing, linkLost:
 		s.link.be = nil
+	}
+	if h := to.holds(); h != from.holds() && s.te != nil {
+		if h {
+			s.te.backends.Add(1)
+		} else {
+			s.te.backends.Add(-1)
+		}
 	}
 	s.cond.Broadcast()
 }

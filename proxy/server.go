@@ -76,6 +76,9 @@ type Server struct {
 	// the same statement (stmt.go).
 	stmtSeq atomic.Uint64
 
+	// tenants are the per-tenant counts and controls (tenants.go).
+	tenants tenantTable
+
 	mu     sync.Mutex
 	byKey  map[uint32]*session // admitted sessions by cancel key pid
 	conns  map[net.Conn]struct{}

@@ -50,6 +50,9 @@ type session struct {
 
 	user string
 	key  cancelKey
+	// te is the tenant's entry in the server's table (tenants.go), from
+	// the moment the tenant is known until the session ends.
+	te *tenantEntry
 	// admitted gives back the startup slot once the client authenticated
 	// (serve); counted: the client counts toward max-client-conn.
 	admitted func()
@@ -198,6 +201,9 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 		if s.counted {
 			s.srv.clients.Add(-1)
 		}
+		if s.te != nil {
+			s.srv.tenants.leave(s.te)
+		}
 	}()
 	s.admitted = admitted
 	defer s.srv.unregister(s) // start registers the cancel key it hands out
@@ -344,6 +350,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		return accessError(err)
 	}
 	s.tr.tenant, s.tr.user, s.tr.shared = t, s.user, s.srv.cfg.SharedSchemas
+	s.te = s.srv.tenants.join(t.Name)
 	s.tr.maxStmts, s.tr.maxStmtBytes = s.srv.cfg.MaxClientStatements, s.srv.cfg.MaxClientStatementBytes
 
 	params, perr := checkParams(sm.Parameters)

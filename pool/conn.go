@@ -46,6 +46,12 @@ type Conn struct {
 	// takes the connection. The pool only carries it.
 	Tenant string
 
+	// key is whom the connection was checked out for (Request.Key), and
+	// claimed says it counts in the pool's held[key]: from checkout to
+	// Release or Destroy.
+	key     string
+	claimed bool
+
 	createdAt time.Time
 	expiresAt time.Time // zero: never
 	idleSince time.Time

@@ -18,6 +18,9 @@ var (
 	ErrClosed = errors.New("pool: closed")
 	// ErrBusy: TryCheckout found every connection in use.
 	ErrBusy = errors.New("pool: every server connection is in use")
+	// ErrKeyMax: the wait timed out while the key held its Request.Max
+	// connections. errors.Is(ErrKeyMax, ErrTimeout) holds.
+	ErrKeyMax = fmt.Errorf("%w: the key holds its maximum of connections", ErrTimeout)
 )
 
 // Config tunes a Pool. Durations of 0 disable the feature they bound, except
@@ -71,6 +74,25 @@ type grant struct {
 type waiter struct {
 	ch   chan grant // buffered 1: the granter never blocks
 	role string     // the login the waiter wants ("" for the Dialer's own)
+	key  string     // whom it waits for (Request.Key)
+	max  int        // the most connections key may hold (Request.Max; 0: no cap)
+}
+
+// Request is what a checkout asks for (Get).
+type Request struct {
+	// Key names whom the connection is for (the proxy passes the tenant).
+	// Waiters are queued per key and the keys are served in turn, so one
+	// key's wait does not grow with the number of waiters of another.
+	Key string
+	// Role is the login the connection must have: "" for the Dialer's
+	// own, else a role the pool's RoleDialer dials (see CheckoutAs).
+	Role string
+	// Max is the most connections Key may hold at once, counting those
+	// being dialled for it (0: no cap but Size). It is read at every
+	// checkout, so a change applies to the next one. A key at its Max
+	// waits in its own queue, even while the pool has room, and holds up
+	// no other key.
+	Max int
 }
 
 // Pool is a set of at most Size backend connections shared by every holder.
@@ -91,11 +113,18 @@ type Pool struct {
 	// now is the clock of the dial backoff; tests replace it.
 	now func() time.Time
 
-	mu      sync.Mutex
-	idle    []*Conn   // by release time: the last is the most recently used
-	waiters []*waiter // FIFO, but a caller whose dial failed goes first
-	open    int       // connections open or being dialled
-	dialing int       // of open, the dials in progress
+	mu   sync.Mutex
+	idle []*Conn // by release time: the last is the most recently used
+	// queues are the waiters of each key, and turns the keys that have
+	// waiters in the order they are served: the one served goes to the
+	// back. Within a queue waiters are FIFO, but a caller whose dial
+	// failed goes first, and its key to the front of turns.
+	queues  map[string]*keyQueue
+	turns   []*keyQueue
+	nwait   int            // waiters in all queues
+	held    map[string]int // per key: connections held or being dialled for it (Conn.claimed)
+	open    int            // connections open or being dialled
+	dialing int            // of open, the dials in progress
 	health  dialHealth
 	// retry, when set, will give the oldest waiter the right to dial once
 	// the backoff has passed (see armRetryLocked).
@@ -120,6 +149,7 @@ func New(cfg Config, dialer Dialer) (*Pool, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Pool{cfg: cfg, dialer: dialer, log: log.With("component", "pool"), now: time.Now,
+		queues: map[string]*keyQueue{}, held: map[string]int{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go p.reap()
 	return p, nil
@@ -128,13 +158,13 @@ func New(cfg Config, dialer Dialer) (*Pool, error) {
 // Checkout returns a connection for the caller's exclusive use, waiting up
 // to Config.WaitTimeout (or until ctx ends) when all are busy.
 func (p *Pool) Checkout(ctx context.Context) (*Conn, error) {
-	return p.checkout(ctx, "", true)
+	return p.checkout(ctx, Request{}, true)
 }
 
 // TryCheckout is Checkout without the wait: when every connection is in
 // use it returns ErrBusy at once. It may still dial a new connection.
 func (p *Pool) TryCheckout(ctx context.Context) (*Conn, error) {
-	return p.checkout(ctx, "", false)
+	return p.checkout(ctx, Request{}, false)
 }
 
 // CheckoutAs is Checkout of a connection logged in as role, which the
@@ -148,7 +178,7 @@ func (p *Pool) CheckoutAs(ctx context.Context, role string) (*Conn, error) {
 	if err := p.checkRole(role); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, role, true)
+	return p.checkout(ctx, Request{Role: role}, true)
 }
 
 // TryCheckoutAs is CheckoutAs without the wait, as TryCheckout is to
@@ -157,7 +187,24 @@ func (p *Pool) TryCheckoutAs(ctx context.Context, role string) (*Conn, error) {
 	if err := p.checkRole(role); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, role, false)
+	return p.checkout(ctx, Request{Role: role}, false)
+}
+
+// Get is the checkout of req: a connection for req.Key logged in as
+// req.Role, under req.Key's Max. With wait it waits as Checkout does (up to
+// Config.WaitTimeout, or until ctx ends), in req.Key's queue; without, it
+// is TryCheckout: ErrBusy at once when it would wait, whether because every
+// connection is in use or because req.Key holds its Max. A wait that ends
+// at the timeout while the key held its Max returns ErrKeyMax (which is
+// ErrTimeout too). Checkout, CheckoutAs and their Try forms are Get with
+// the empty key and no Max.
+func (p *Pool) Get(ctx context.Context, req Request, wait bool) (*Conn, error) {
+	if req.Role != "" {
+		if err := p.checkRole(req.Role); err != nil {
+			return nil, err
+		}
+	}
+	return p.checkout(ctx, req, wait)
 }
 
 func (p *Pool) checkRole(role string) error {
@@ -182,8 +229,9 @@ func (p *Pool) takeIdleLocked(role string) *Conn {
 	return nil
 }
 
-func (p *Pool) checkout(ctx context.Context, role string, wait bool) (*Conn, error) {
+func (p *Pool) checkout(ctx context.Context, req Request, wait bool) (*Conn, error) {
 	deadline := time.Now().Add(p.cfg.WaitTimeout)
+	role, key := req.Role, req.Key
 	// dialErr is this caller's own failed dial. While other connections
 	// exist it does not end the checkout: the caller queues again, first
 	// in line, for the next released connection or the next dial.
@@ -194,30 +242,41 @@ func (p *Pool) checkout(ctx context.Context, role string, wait bool) (*Conn, err
 			p.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if c := p.takeIdleLocked(role); c != nil {
-			p.mu.Unlock()
-			if c.usable(p.cfg.CheckIdle) {
-				return c, nil
-			}
-			p.mu.Lock()
-			p.stats.DeadAtCheckout++
-			p.mu.Unlock()
-			p.Destroy(c)
-			continue
-		}
 		now := p.now()
-		if len(p.waiters) == 0 && p.mayDialLocked(now) {
+		// A key at its Max takes nothing, even what is free: it waits
+		// for one of its own connections to come back.
+		free := p.underMaxLocked(key, req.Max)
+		if free {
+			if c := p.takeIdleLocked(role); c != nil {
+				p.claimLocked(c, key)
+				p.mu.Unlock()
+				if c.usable(p.cfg.CheckIdle) {
+					return c, nil
+				}
+				p.mu.Lock()
+				p.stats.DeadAtCheckout++
+				p.mu.Unlock()
+				p.Destroy(c)
+				continue
+			}
+		}
+		// Room is taken only when no waiter could use it: a newcomer
+		// does not pass those that wait (waiters of keys at their Max
+		// are not in its way).
+		first := free && !p.servableLocked()
+		if first && p.mayDialLocked(now) {
 			p.open++
 			p.dialing++
+			p.held[key]++
 			p.mu.Unlock()
-			c, done, err := p.dialForCheckout(ctx, role)
+			c, done, err := p.dialForCheckout(ctx, role, key)
 			if done {
 				return c, err
 			}
 			dialErr = err
 			continue
 		}
-		if len(p.waiters) == 0 && len(p.idle) > 0 && p.healthAllowsDialLocked(now) {
+		if first && len(p.idle) > 0 && p.healthAllowsDialLocked(now) {
 			// Full, and what is idle is another role's (this role's
 			// would have been taken above): close the least recently
 			// used and dial in its slot.
@@ -226,9 +285,10 @@ func (p *Pool) checkout(ctx context.Context, role string, wait bool) (*Conn, err
 			p.stats.Evictions++
 			p.stats.Destroys++
 			p.dialing++
+			p.held[key]++
 			p.mu.Unlock()
 			_ = victim.NetConn.Close()
-			c, done, err := p.dialForCheckout(ctx, role)
+			c, done, err := p.dialForCheckout(ctx, role, key)
 			if done {
 				return c, err
 			}
@@ -253,18 +313,17 @@ func (p *Pool) checkout(ctx context.Context, role string, wait bool) (*Conn, err
 			default:
 				p.stats.Timeouts++
 				err = ErrTimeout
+				if !free {
+					err = ErrKeyMax
+				}
 			}
 			p.mu.Unlock()
 			return nil, err
 		}
-		w := &waiter{ch: make(chan grant, 1), role: role}
-		if dialErr != nil {
-			// This caller's turn went to a dial that failed; it keeps
-			// its turn for what comes next.
-			p.waiters = slices.Insert(p.waiters, 0, w)
-		} else {
-			p.waiters = append(p.waiters, w)
-		}
+		w := &waiter{ch: make(chan grant, 1), role: role, key: key, max: req.Max}
+		// This caller's turn may have gone to a dial that failed; then it
+		// keeps its turn for what comes next.
+		p.enqueueLocked(w, dialErr != nil)
 		p.armRetryLocked(now)
 		p.mu.Unlock()
 
@@ -275,6 +334,8 @@ func (p *Pool) checkout(ctx context.Context, role string, wait bool) (*Conn, err
 		case g.err != nil:
 			return nil, g.err
 		case !g.dial && g.conn.Role == role && g.conn.usable(p.cfg.CheckIdle):
+			// Counted in p.held[key] when it was granted.
+			g.conn.key, g.conn.claimed = key, true
 			return g.conn, nil
 		case !g.dial:
 			// The slot of the dead connection, or of one logged in as
@@ -292,7 +353,7 @@ func (p *Pool) checkout(ctx context.Context, role string, wait bool) (*Conn, err
 			p.dialing++
 			p.mu.Unlock()
 		}
-		c, done, err := p.dialForCheckout(ctx, role)
+		c, done, err := p.dialForCheckout(ctx, role, key)
 		if done {
 			return c, err
 		}
@@ -300,11 +361,120 @@ func (p *Pool) checkout(ctx context.Context, role string, wait bool) (*Conn, err
 	}
 }
 
-// dialForCheckout dials in a checkout's slot. done says the checkout is
-// over: it has a connection, or its context ended; otherwise the dial
-// failed and the caller goes back to the queue with err.
-func (p *Pool) dialForCheckout(ctx context.Context, role string) (c *Conn, done bool, err error) {
-	c, err = p.dial(ctx, role)
+// keyQueue is the waiters of one key, oldest first.
+type keyQueue struct {
+	key     string
+	waiters []*waiter
+}
+
+// enqueueLocked queues w in its key's queue: at the back, or at the front
+// (first, a caller whose dial failed), its key then served next.
+func (p *Pool) enqueueLocked(w *waiter, first bool) {
+	q := p.queues[w.key]
+	if q == nil {
+		q = &keyQueue{key: w.key}
+		p.queues[w.key] = q
+		p.turns = append(p.turns, q)
+	}
+	p.nwait++
+	if !first {
+		q.waiters = append(q.waiters, w)
+		return
+	}
+	q.waiters = slices.Insert(q.waiters, 0, w)
+	i := slices.Index(p.turns, q)
+	copy(p.turns[1:i+1], p.turns[:i])
+	p.turns[0] = q
+}
+
+// turnLocked returns the index in p.turns of the key whose turn it is: the
+// first under its Max (-1 if every waiting key holds its Max). The cost is
+// the number of keys waiting, which is at most the number of waiters.
+func (p *Pool) turnLocked() int {
+	for i, q := range p.turns {
+		if p.underMaxLocked(q.key, q.waiters[0].max) {
+			return i
+		}
+	}
+	return -1
+}
+
+// popLocked removes and returns the oldest waiter of p.turns[i], whose key
+// goes to the back of the turns; the connection the waiter is about to get
+// is counted as its key's already.
+func (p *Pool) popLocked(i int) *waiter {
+	q := p.turns[i]
+	w := q.waiters[0]
+	q.waiters[0] = nil
+	q.waiters = q.waiters[1:]
+	p.nwait--
+	p.turns = slices.Delete(p.turns, i, i+1)
+	if len(q.waiters) > 0 {
+		p.turns = append(p.turns, q)
+	} else {
+		delete(p.queues, q.key)
+	}
+	p.held[w.key]++
+	return w
+}
+
+// servableLocked says whether some waiter's key is under its Max: such a
+// waiter is owed whatever becomes free before a newcomer.
+func (p *Pool) servableLocked() bool { return p.turnLocked() >= 0 }
+
+// withdrawLocked removes w from its queue; false when it is not queued
+// (it was granted).
+func (p *Pool) withdrawLocked(w *waiter) bool {
+	q := p.queues[w.key]
+	if q == nil {
+		return false
+	}
+	i := slices.Index(q.waiters, w)
+	if i < 0 {
+		return false
+	}
+	q.waiters = slices.Delete(q.waiters, i, i+1)
+	p.nwait--
+	if len(q.waiters) == 0 {
+		delete(p.queues, q.key)
+		p.turns = slices.Delete(p.turns, slices.Index(p.turns, q), slices.Index(p.turns, q)+1)
+	}
+	return true
+}
+
+// underMaxLocked says whether key may have one more connection.
+func (p *Pool) underMaxLocked(key string, max int) bool {
+	return max <= 0 || p.held[key] < max
+}
+
+// claimLocked counts c as held by key.
+func (p *Pool) claimLocked(c *Conn, key string) {
+	c.key, c.claimed = key, true
+	p.held[key]++
+}
+
+// unclaimLocked counts c as no longer held (Release, Destroy).
+func (p *Pool) unclaimLocked(c *Conn) {
+	if c.claimed {
+		c.claimed = false
+		p.unholdLocked(c.key)
+	}
+}
+
+func (p *Pool) unholdLocked(key string) {
+	if p.held[key] <= 1 {
+		delete(p.held, key) // keys come and go: keep the map to those holding
+		return
+	}
+	p.held[key]--
+}
+
+// dialForCheckout dials in a checkout's slot, already counted as key's.
+// done says the checkout is over: it has a connection, or its context
+// ended; otherwise the dial failed and the caller goes back to the queue
+// with err.
+func (p *Pool) dialForCheckout(ctx context.Context, role, key string) (c *Conn, done bool, err error) {
+	c, err = p.dial(ctx, role, key)
 	if err == nil {
 		return c, true, nil
 	}
@@ -342,26 +512,26 @@ func (p *Pool) wait(ctx context.Context, w *waiter, deadline time.Time) (grant, 
 		cause = ErrClosed
 	}
 	p.mu.Lock()
-	for i, x := range p.waiters {
-		if x == w {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			if cause == ErrTimeout {
-				p.stats.Timeouts++
+	if p.withdrawLocked(w) {
+		if cause == ErrTimeout {
+			p.stats.Timeouts++
+			if !p.underMaxLocked(w.key, w.max) {
+				cause = ErrKeyMax
 			}
-			p.mu.Unlock()
-			return grant{}, cause
 		}
+		p.mu.Unlock()
+		return grant{}, cause
 	}
 	p.mu.Unlock()
 	// Already granted: take it rather than leak it.
 	return <-w.ch, nil
 }
 
-// dial opens a connection in a slot already counted in p.open and
-// p.dialing. A failure frees the slot and feeds the backoff; when it leaves
-// no connection at all, the waiters get the error too, since none could be
-// served.
-func (p *Pool) dial(ctx context.Context, role string) (*Conn, error) {
+// dial opens a connection for key in a slot already counted in p.open,
+// p.dialing and p.held[key]. A failure frees the slot and feeds the
+// backoff; when it leaves no connection at all, the waiters get the error
+// too, since none could be served.
+func (p *Pool) dial(ctx context.Context, role, key string) (*Conn, error) {
 	started := p.now()
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	var (
@@ -380,11 +550,12 @@ func (p *Pool) dial(ctx context.Context, role string) (*Conn, error) {
 		} else {
 			err = fmt.Errorf("connect to backend: %w", err)
 		}
-		p.dialFailed(ctx, err, role != "" && roleRefused(err))
+		p.dialFailed(ctx, err, role != "" && roleRefused(err), key)
 		return nil, err
 	}
 	c.pool = p
 	c.Role = role
+	c.key, c.claimed = key, true // counted in p.held since the dial began
 	c.Statements = newStatements(p.cfg.MaxStatements)
 	if p.cfg.MaxLifetime > 0 {
 		jitter := time.Duration(rand.Int64N(int64(p.cfg.MaxLifetime)/10 + 1))
@@ -407,12 +578,13 @@ func (p *Pool) dial(ctx context.Context, role string) (*Conn, error) {
 	return c, nil
 }
 
-// dialFailed gives back the slot of a failed dial. forRole says the server
-// refused the login of that dial's role alone.
-func (p *Pool) dialFailed(ctx context.Context, err error, forRole bool) {
+// dialFailed gives back the slot of key's failed dial. forRole says the
+// server refused the login of that dial's role alone.
+func (p *Pool) dialFailed(ctx context.Context, err error, forRole bool, key string) {
 	p.mu.Lock()
 	p.dialing--
 	p.open--
+	p.unholdLocked(key)
 	if ctx.Err() != nil || forRole {
 		// The caller gave up, or the server refused one role: that says
 		// nothing about the server.
@@ -424,11 +596,15 @@ func (p *Pool) dialFailed(ctx context.Context, err error, forRole bool) {
 	first := p.health.failed(p.now(), err)
 	live := p.open - p.dialing
 	if p.open == 0 {
-		for _, w := range p.waiters {
-			w.ch <- grant{err: err}
+		for _, q := range p.turns {
+			for _, w := range q.waiters {
+				w.ch <- grant{err: err}
+			}
 		}
-		clear(p.waiters)
-		p.waiters = p.waiters[:0]
+		clear(p.queues)
+		clear(p.turns)
+		p.turns = p.turns[:0]
+		p.nwait = 0
 	} else {
 		p.serveWaitersLocked()
 	}
@@ -439,45 +615,46 @@ func (p *Pool) dialFailed(ctx context.Context, err error, forRole bool) {
 	}
 }
 
-// freeSlot gives a slot back: to the oldest waiter as the right to dial, or
-// to the pool.
-func (p *Pool) freeSlot() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.open--
-	p.serveWaitersLocked()
-}
-
-// serveWaitersLocked gives waiters the right to dial as far as the size and
-// the backoff allow (while dials fail, one at a time), and otherwise makes
-// sure that one will get it when the backoff has passed.
+// serveWaitersLocked serves waiters, in turn, with what is free: an idle
+// connection of the waiter's role (idle connections and waiters meet when
+// the waiters' keys were at their Max as the connections came back), else
+// the right to dial as far as the size and the backoff allow (while dials
+// fail, one at a time), else an idle connection of another role to close
+// and dial in its slot; and otherwise makes sure that one will get the right
+// to dial when the backoff has passed.
 func (p *Pool) serveWaitersLocked() {
 	if p.closed {
 		return
 	}
 	now := p.now()
-	for len(p.waiters) > 0 && p.mayDialLocked(now) {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
-		p.open++
-		p.dialing++
-		w.ch <- grant{dial: true}
-	}
-	// Full, yet connections of other roles sit idle while someone waits:
-	// that happens only when dials were failing as the waiter came
-	// (CheckoutAs does not wait while it may evict). The waiter gets the
-	// least recently used one and dials its own role in that slot, one
-	// dial at a time while they fail.
-	for len(p.waiters) > 0 && len(p.idle) > 0 && p.healthAllowsDialLocked(now) {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
-		c := p.takeIdleLocked(w.role)
-		if c == nil {
-			c = p.idle[0]
-			p.idle = slices.Delete(p.idle, 0, 1)
+	for {
+		i := p.turnLocked()
+		if i < 0 {
+			break // nobody waits, or every waiting key holds its Max
 		}
-		w.ch <- grant{conn: c}
-		if p.health.failing {
+		w := p.turns[i].waiters[0]
+		var g grant
+		if c := p.takeIdleLocked(w.role); c != nil {
+			g.conn = c
+		} else if p.mayDialLocked(now) {
+			p.open++
+			p.dialing++
+			g.dial = true
+		} else if len(p.idle) > 0 && p.healthAllowsDialLocked(now) {
+			// Full, yet connections of other roles sit idle while
+			// someone waits: that happens only when dials were failing
+			// as the waiter came (a checkout does not wait while it may
+			// evict). The waiter gets the least recently used one and
+			// dials its own role in that slot, one dial at a time while
+			// they fail.
+			g.conn = p.idle[0]
+			p.idle = slices.Delete(p.idle, 0, 1)
+		} else {
+			break
+		}
+		p.popLocked(i)
+		w.ch <- g
+		if g.conn != nil && g.conn.Role != w.role && p.health.failing {
 			break
 		}
 	}
@@ -489,7 +666,7 @@ func (p *Pool) serveWaitersLocked() {
 // Without it, waiters would be served only by releases, even once the
 // server has room again.
 func (p *Pool) armRetryLocked(now time.Time) {
-	if !p.health.failing || len(p.waiters) == 0 || p.retry != nil || p.closed ||
+	if !p.health.failing || p.nwait == 0 || p.retry != nil || p.closed ||
 		p.dialing > 0 || p.open >= p.cfg.Size {
 		// Not failing, nobody waits, or what is in flight (a timer, a
 		// dial, the holders of every slot) will serve the waiters.
@@ -527,21 +704,21 @@ func (c *Conn) usable(checkIdle time.Duration) bool {
 }
 
 // Release returns a connection that its holder left at a safe point. The
-// oldest waiter gets it directly.
+// waiter whose turn it is gets it directly.
 func (p *Pool) Release(c *Conn) {
 	if c.pool != p {
 		panic("pool: Release of a connection from another pool")
 	}
 	c.idleSince = time.Now()
 	p.mu.Lock()
+	p.unclaimLocked(c)
 	if p.closed || (!c.expiresAt.IsZero() && c.idleSince.After(c.expiresAt)) {
 		p.mu.Unlock()
 		p.Destroy(c)
 		return
 	}
-	if len(p.waiters) > 0 {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+	if i := p.turnLocked(); i >= 0 {
+		w := p.popLocked(i)
 		p.mu.Unlock()
 		w.ch <- grant{conn: c}
 		return
@@ -551,13 +728,16 @@ func (p *Pool) Release(c *Conn) {
 }
 
 // Destroy closes a connection whose state is in doubt (or that is too old)
-// and frees its slot.
+// and frees its slot: to the waiter whose turn it is, as the right to
+// dial, or to the pool.
 func (p *Pool) Destroy(c *Conn) {
 	_ = c.NetConn.Close()
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unclaimLocked(c)
 	p.stats.Destroys++
-	p.mu.Unlock()
-	p.freeSlot()
+	p.open--
+	p.serveWaitersLocked()
 }
 
 // Stats returns a snapshot.
@@ -567,8 +747,19 @@ func (p *Pool) Stats() Stats {
 	s := p.stats
 	s.Open = p.open
 	s.Idle = len(p.idle)
-	s.Waiting = len(p.waiters)
+	s.Waiting = p.nwait
 	return s
+}
+
+// Held returns how many connections key holds (or are being dialled for
+// it), and how many of its checkouts wait.
+func (p *Pool) Held(key string) (held, waiting int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if q := p.queues[key]; q != nil {
+		waiting = len(q.waiters)
+	}
+	return p.held[key], waiting
 }
 
 // Close refuses new checkouts, wakes waiters with ErrClosed and closes idle

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"regexp"
 	"strings"
@@ -201,6 +202,23 @@ type Config struct {
 	// message and bookkeeping); a Parse that would go over it is refused
 	// with ERROR 53400. 0: no cap. Default 16 MiB.
 	MaxClientStatementBytes int
+	// TenantMaxBackends caps the backend connections one tenant holds at
+	// once; its further transactions wait for one of its own, and do not
+	// hold up other tenants. 0 (the default): no cap but PoolSize. A
+	// tenant's own value in the registry overrides it.
+	TenantMaxBackends int
+	// TenantMaxClients caps one tenant's concurrent clients; one more gets
+	// FATAL 53300 after authentication. 0 (the default): no cap. A
+	// tenant's own value in the registry overrides it.
+	TenantMaxClients int
+	// TenantRate is the transactions per second one tenant may start (a
+	// token bucket); over it transactions wait, and get ERROR 53400 when
+	// the wait would pass QueryWaitTimeout. 0 (the default) turns it off.
+	TenantRate float64
+	// TenantRateBurst is the bucket's size: how many transactions a
+	// tenant may start at once after a quiet spell. 0 (the default): one
+	// second's worth of TenantRate, at least 1.
+	TenantRateBurst int
 	// IdleTransactionTimeout ends a client that stays idle inside a
 	// transaction (its last ReadyForQuery said T or E, nothing sent since)
 	// longer than this: it gets FATAL 25P03, its transaction is rolled back
@@ -415,6 +433,21 @@ func (c Config) Validate() error {
 	}
 	if c.MaxClientStatementBytes < 0 {
 		errs = append(errs, fmt.Errorf("max-client-statement-bytes must not be negative (0 turns it off), got %d", c.MaxClientStatementBytes))
+	}
+	for _, n := range []struct {
+		name  string
+		value int
+	}{
+		{"tenant-max-backends", c.TenantMaxBackends},
+		{"tenant-max-clients", c.TenantMaxClients},
+		{"tenant-rate-burst", c.TenantRateBurst},
+	} {
+		if n.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (0 turns it off), got %d", n.name, n.value))
+		}
+	}
+	if c.TenantRate < 0 || math.IsNaN(c.TenantRate) || math.IsInf(c.TenantRate, 0) {
+		errs = append(errs, fmt.Errorf("tenant-rate must be a number of transactions per second, 0 or more (0 turns it off), got %v", c.TenantRate))
 	}
 	type durationSetting struct {
 		name      string

@@ -42,6 +42,13 @@ func TestValidate(t *testing.T) {
 		{"tiny max message size", func(c *Config) { c.MaxMessageSize = 100 }, "max-message-size must be between 1024 and 1073741824 bytes, got 100"},
 		{"negative statement cap", func(c *Config) { c.MaxClientStatements = -1 }, "max-client-statements must not be negative"},
 		{"negative statement bytes", func(c *Config) { c.MaxClientStatementBytes = -1 }, "max-client-statement-bytes must not be negative"},
+		{"negative tenant max backends", func(c *Config) { c.TenantMaxBackends = -1 }, "tenant-max-backends must not be negative"},
+		{"negative tenant max clients", func(c *Config) { c.TenantMaxClients = -1 }, "tenant-max-clients must not be negative"},
+		{"negative tenant rate", func(c *Config) { c.TenantRate = -1 }, "tenant-rate must be a number of transactions per second"},
+		{"negative tenant rate burst", func(c *Config) { c.TenantRateBurst = -2 }, "tenant-rate-burst must not be negative"},
+		{"tenant limits", func(c *Config) {
+			c.TenantMaxBackends, c.TenantMaxClients, c.TenantRate, c.TenantRateBurst = 2, 10, 0.5, 3
+		}, ""},
 		{"negative idle transaction timeout", func(c *Config) { c.IdleTransactionTimeout = -time.Second }, "idle-transaction-timeout must not be negative"},
 		{"max message size over 1 GiB", func(c *Config) { c.MaxMessageSize = 1<<30 + 1 }, "max-message-size must be between"},
 		{"max message size at 1 GiB", func(c *Config) { c.MaxMessageSize = 1 << 30 }, ""},

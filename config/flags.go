@@ -86,6 +86,14 @@ var settings = []setting{
 		func(c *Config) *int { return &c.MaxClientStatements }),
 	intSetting("max-client-statement-bytes", "bytes pgtenant may hold for one client's named prepared statements; a Parse over it is refused with SQLSTATE 53400; 0: no cap",
 		func(c *Config) *int { return &c.MaxClientStatementBytes }),
+	intSetting("tenant-max-backends", "backend connections one tenant may hold at once; its further transactions wait for one of its own without holding up other tenants; 0: no cap (a tenant's own setting overrides it)",
+		func(c *Config) *int { return &c.TenantMaxBackends }),
+	intSetting("tenant-max-clients", "concurrent clients of one tenant; one more is refused with SQLSTATE 53300; 0: no cap (a tenant's own setting overrides it)",
+		func(c *Config) *int { return &c.TenantMaxClients }),
+	floatSetting("tenant-rate", "transactions per second one tenant may start; over it they wait, and get SQLSTATE 53400 past --query-wait-timeout; 0 turns it off (a tenant's own setting overrides it)",
+		func(c *Config) *float64 { return &c.TenantRate }),
+	intSetting("tenant-rate-burst", "transactions a tenant may start at once under --tenant-rate; 0: one second's worth, at least 1",
+		func(c *Config) *int { return &c.TenantRateBurst }),
 	durationSetting("idle-transaction-timeout", "end a client idle inside a transaction longer than this (FATAL 25P03; the transaction is rolled back, the backend goes back to the pool); 0 turns it off",
 		func(c *Config) *time.Duration { return &c.IdleTransactionTimeout }),
 	durationSetting("server-idle-timeout", "close backend connections idle longer than this; 0 keeps them",
@@ -122,7 +130,7 @@ var settings = []setting{
 		func(c *Config) *string { return &c.LogLevel }),
 }
 
-// stringSetting, intSetting and durationSetting take their defaults from
+// stringSetting, intSetting, floatSetting and durationSetting take their defaults from
 // Default so that --help, FromContext and the documented values cannot drift
 // apart. None marks its flag Required: cli checks Required before any Before
 // func runs, so a value that only the TOML file gives would be refused.
@@ -186,6 +194,19 @@ func intSetting(name, usage string, field func(*Config) *int) setting {
 			})
 		},
 		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Int(name) },
+	}
+}
+
+func floatSetting(name, usage string, field func(*Config) *float64) setting {
+	def := Default()
+	return setting{
+		name: name,
+		newFlag: func() cli.Flag {
+			return altsrc.NewFloat64Flag(&cli.Float64Flag{
+				Name: name, Usage: usage, Value: *field(&def), EnvVars: envVars(name),
+			})
+		},
+		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Float64(name) },
 	}
 }
 

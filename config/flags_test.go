@@ -106,9 +106,11 @@ func TestPrecedence(t *testing.T) {
 				"PGTENANT_MAX_CLIENT_CONN":  "100",
 				"PGTENANT_TENANT_CACHE_TTL": "90s",
 				"PGTENANT_TENANT_FROM":      "user",
+				"PGTENANT_TENANT_RATE":      "2.5",
 			},
 			want: func(c *Config) {
 				c.Backend = "postgres://env/registry"
+				c.TenantRate = 2.5
 				c.MaxClientConn = 100
 				c.TenantCacheTTL = 90 * time.Second
 				c.TenantFrom = TenantFromUser
@@ -308,6 +310,10 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		"max-client-statements":      "12",
 		"max-client-statement-bytes": "65536",
 		"idle-transaction-timeout":   "13s",
+		"tenant-max-backends":        "14",
+		"tenant-max-clients":         "15",
+		"tenant-rate":                "1.5",
+		"tenant-rate-burst":          "16",
 		"server-idle-timeout":        "2s",
 		"server-lifetime":            "3s",
 		"server-connect-timeout":     "4s",

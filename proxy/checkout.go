@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -14,8 +15,10 @@ import (
 // checkout gets this client a backend: in schema mode one of the shared
 // pool's, logged in as the backend DSN's role; in role mode one logged in
 // as the tenant's own role (router.TenantRoleName), under the same global
-// cap. wait false is TryCheckout: ErrBusy rather than a wait. It is the one
-// place the session asks the pool for a backend.
+// cap. Either way the pool queues it under the tenant's name, so that the
+// tenants waiting are served in turn, and caps the backends the tenant
+// holds at its max-backends. wait false is TryCheckout: ErrBusy rather
+// than a wait. It is the one place the session asks the pool for a backend.
 func (s *session) checkout(ctx context.Context, wait bool) (*pool.Conn, error) {
 	if s.te != nil {
 		s.te.waiting.Add(1)
@@ -24,26 +27,26 @@ func (s *session) checkout(ctx context.Context, wait bool) (*pool.Conn, error) {
 	if err := s.gate(ctx, wait); err != nil {
 		return nil, err
 	}
-	if s.srv.cfg.Isolation != config.IsolationRole {
-		if wait {
-			return s.srv.pool.Checkout(ctx)
-		}
-		return s.srv.pool.TryCheckout(ctx)
+	tenant := s.tr.tenant.Name
+	req := pool.Request{Key: tenant, Max: s.tenantMaxBackends()}
+	if s.srv.cfg.Isolation == config.IsolationRole {
+		req.Role = router.TenantRoleName(tenant)
 	}
-	role := router.TenantRoleName(s.tr.tenant.Name)
-	var (
-		be  *pool.Conn
-		err error
-	)
-	if wait {
-		be, err = s.srv.pool.CheckoutAs(ctx, role)
-	} else {
-		be, err = s.srv.pool.TryCheckoutAs(ctx, role)
+	be, err := s.srv.pool.Get(ctx, req, wait)
+	if err == nil {
+		return be, nil
 	}
-	if err != nil {
-		return nil, roleLoginError(s.tr.tenant.Name, role, err)
+	if s.te != nil {
+		s.te.limits.giveBack() // no transaction ran on the rate's token
 	}
-	return be, nil
+	switch {
+	case errors.Is(err, pool.ErrKeyMax):
+		return nil, errorf(codeQueryCanceled,
+			"pgtenant: no server connection became free within query-wait-timeout: tenant %q holds its most backends at once (%d)", tenant, req.Max)
+	case req.Role != "":
+		return nil, roleLoginError(tenant, req.Role, err)
+	}
+	return nil, err
 }
 
 // roleLoginError turns PostgreSQL's refusal of a tenant role's login into
@@ -76,5 +79,70 @@ func (s *session) gate(ctx context.Context, wait bool) error {
 	if err := s.te.pause.wait(ctx, wait); err != nil {
 		return err
 	}
-	return s.te.limits.takeTxn(ctx, wait)
+	perSec, burst := s.tenantRate()
+	s.te.limits.setRate(perSec, burst, s.srv.cfg.QueryWaitTimeout)
+	if err := s.te.limits.takeTxn(ctx, wait); err != nil {
+		if errors.Is(err, errRateLimited) {
+			return errorf(codeConfigurationLimit,
+				"pgtenant: tenant %q is over its transaction rate (%g per second, burst %d): no transaction could start within query-wait-timeout", s.tr.tenant.Name, perSec, burst)
+		}
+		return err
+	}
+	return nil
+}
+
+// tenantMaxBackends is the most backends the session's tenant may hold at
+// once (0: no cap): its own setting, else --tenant-max-backends.
+func (s *session) tenantMaxBackends() int {
+	if s.te == nil {
+		return s.srv.cfg.TenantMaxBackends
+	}
+	return orDefault(s.te.conf.maxBackends(), s.srv.cfg.TenantMaxBackends)
+}
+
+// tenantMaxClients is the most clients the session's tenant may have at
+// once (0: no cap): its own setting, else --tenant-max-clients.
+func (s *session) tenantMaxClients() int {
+	return orDefault(s.te.conf.maxClients(), s.srv.cfg.TenantMaxClients)
+}
+
+// tenantRate is the session's tenant's transaction rate (0: none) and
+// burst: its own settings, else --tenant-rate and --tenant-rate-burst; a
+// burst of 0 is one second's worth of the rate, at least 1.
+func (s *session) tenantRate() (perSec float64, burst int) {
+	perSec, burst = s.te.conf.rate()
+	switch {
+	case perSec < 0:
+		return 0, 0
+	case perSec == 0:
+		perSec = s.srv.cfg.TenantRate
+	}
+	if burst <= 0 {
+		burst = s.srv.cfg.TenantRateBurst
+	}
+	if perSec > 0 && burst <= 0 {
+		burst = int(max(1, math.Ceil(perSec)))
+	}
+	return perSec, burst
+}
+
+// orDefault is a tenant's own limit, or the flag's when it has none (0); a
+// negative setting is no limit.
+func orDefault(own, flag int) int {
+	switch {
+	case own < 0:
+		return 0
+	case own > 0:
+		return own
+	}
+	return flag
+}
+
+// checkTenantClients refuses a client beyond its tenant's most clients; the
+// client is already counted (tenants.join), and uncounted when it goes.
+func (s *session) checkTenantClients() error {
+	if max := s.tenantMaxClients(); max > 0 && s.te.clients.Load() > int64(max) {
+		return fatalf(codeTooManyClients, "sorry, too many clients for tenant %q (at most %d)", s.tr.tenant.Name, max)
+	}
+	return nil
 }

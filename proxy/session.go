@@ -351,6 +351,9 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	}
 	s.tr.tenant, s.tr.user, s.tr.shared = t, s.user, s.srv.cfg.SharedSchemas
 	s.te = s.srv.tenants.join(t.Name)
+	if err := s.checkTenantClients(); err != nil {
+		return err
+	}
 	s.tr.maxStmts, s.tr.maxStmtBytes = s.srv.cfg.MaxClientStatements, s.srv.cfg.MaxClientStatementBytes
 
 	params, perr := checkParams(sm.Parameters)

@@ -89,6 +89,22 @@ func (l *tenantLimits) takeTxn(ctx context.Context, wait bool) error {
 	}
 }
 
+// charge takes a token, without waiting, for a transaction that needs no
+// checkout: the client started it on the backend its last one left
+// attached, having spoken before the backend was released. Waiting there
+// would keep a backend idle, so the token is taken ahead of its time
+// instead, and the tenant's next checkout waits for it. The debt is bounded
+// by the longest wait a checkout accepts (maxWait), so that it never turns
+// into refusals on its own.
+func (l *tenantLimits) charge() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bucket.rate == 0 {
+		return
+	}
+	l.bucket.charge(l.clock(), max(l.bucket.burst, l.bucket.rate*l.maxWait.Seconds()))
+}
+
 // giveBack returns the token of a transaction that got no backend after
 // all (the checkout failed): it did not run.
 func (l *tenantLimits) giveBack() {
@@ -151,6 +167,13 @@ func (b *bucket) reserve(now time.Time, maxWait time.Duration) (wait time.Durati
 	}
 	b.tokens--
 	return wait, true
+}
+
+// charge takes a token whatever the wait, leaving at most debt tokens
+// owed.
+func (b *bucket) charge(now time.Time, debt float64) {
+	b.advance(now)
+	b.tokens = max(b.tokens-1, -debt)
 }
 
 // unreserve gives a token back.

@@ -133,3 +133,26 @@ func TestTakeTxn(t *testing.T) {
 		t.Fatalf("tokens after the cancelled take = %v: its reservation was kept", tokens)
 	}
 }
+
+// TestBucketCharge: a transaction that needed no checkout takes its token
+// ahead of time, and the next reservation waits for it; the debt stops at
+// its bound.
+func TestBucketCharge(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	var b bucket
+	b.set(10, 1, t0)
+	b.charge(t0, 2) // the burst's token
+	b.charge(t0, 2) // 100ms ahead
+	if wait, ok := b.reserve(t0, time.Second); !ok || !near(wait, ms(200)) {
+		t.Fatalf("reserve after two charges: %v, %v; want 200ms", wait, ok)
+	}
+	for range 10 {
+		b.charge(t0, 2)
+	}
+	if b.tokens != -2 {
+		t.Fatalf("tokens after charges past the bound = %v, want -2", b.tokens)
+	}
+	if wait, ok := b.reserve(t0, time.Second); !ok || !near(wait, ms(300)) {
+		t.Fatalf("reserve at the bound: %v, %v; want 300ms", wait, ok)
+	}
+}

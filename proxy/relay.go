@@ -319,6 +319,9 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 			// attaches); give the extra one back.
 			s.srv.pool.Release(be)
 		}
+		if s.link.state == linkAttached && s.safePointLocked() && m.typ != 'S' && m.typ != 'H' && s.te != nil {
+			s.te.limits.charge() // a transaction without a checkout pays the rate too
+		}
 	}
 	if s.link.pinPending && s.link.pinBoundary {
 		// The client's first Sync or Query is out behind an unconfirmed

@@ -352,6 +352,10 @@ func configRows(cfg config.Config) [][2]string {
 			val = x.String()
 		}
 		switch f.Name {
+		case "AuthType":
+			val = cfg.EffectiveAuthType()
+		case "TenantAccess":
+			val = cfg.EffectiveTenantAccess()
 		case "Backend", "Registry":
 			val = maskDSN(val)
 		case "RoleSecret", "AuthMockSecret":

@@ -713,3 +713,28 @@ func TestConsoleShutdownWaitForClients(t *testing.T) {
 	c.Close(ctx)
 	waitDone(t, p, 20*time.Second)
 }
+
+// TestConsoleKillPaused: KILL of a paused tenant ends its clients that wait
+// for RESUME at once, with 57P01, not at the end of their wait.
+func TestConsoleKillPaused(t *testing.T) {
+	createTenant(t, "con_kp")
+	p := startProxy(t, withAdmin, func(c *config.Config) { c.QueryWaitTimeout = 30 * time.Second })
+	ctx := ctx30(t)
+	c := p.Connect(t, "con_kp", pgx.QueryExecModeSimpleProtocol)
+	admin := consoleConn(t, p)
+	consoleExec(t, admin, "PAUSE con_kp")
+	errc := make(chan error, 1)
+	go func() { _, err := c.Exec(ctx, "SELECT 1"); errc <- err }()
+	eventually(t, 10*time.Second, "the client waiting for RESUME", func() bool {
+		_, rows := consoleRows(t, admin, "SHOW TENANTS")
+		r := rowWhere(rows, "name", "con_kp")
+		return r != nil && r["waiting"] == "1"
+	})
+	if tag := consoleExec(t, admin, "KILL con_kp"); tag != "KILL" {
+		t.Errorf("KILL answered %q", tag)
+	}
+	if err := <-errc; sqlState(err) != "57P01" {
+		t.Errorf("a paused client killed: %v, want 57P01", err)
+	}
+	consoleExec(t, admin, "RESUME con_kp")
+}

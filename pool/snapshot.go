@@ -31,9 +31,10 @@ func (p *Pool) Conns() []ConnInfo {
 	return out
 }
 
-// Info describes a held connection; only its holder may call it, since the
-// holder writes Tenant. The pool's own fields it reads do not change while
-// the connection is held.
+// Info describes a held connection. Tenant is the holder's to write, so
+// the caller must hold whatever guards the holder's writes (the proxy: the
+// session's lock); the pool's own fields it reads do not change while the
+// connection is held.
 func (c *Conn) Info() ConnInfo {
 	return ConnInfo{PID: c.PID, Role: c.Role, Tenant: c.Tenant, CreatedAt: c.createdAt}
 }

@@ -278,6 +278,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string
+	// AdminUsers may use the admin console (database pgtenant), once
+	// authenticated like any client. Default none: the console is off.
+	AdminUsers []string
 }
 
 // Default returns the documented defaults.
@@ -505,6 +508,11 @@ func (c Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log-level must be debug, info, warn or error, got %q", c.LogLevel))
+	}
+	for _, u := range c.AdminUsers {
+		if strings.ContainsFunc(u, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			errs = append(errs, fmt.Errorf("admin-users: %q contains a control character", u))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -128,6 +128,8 @@ var settings = []setting{
 		func(c *Config) *string { return &c.LogFormat }),
 	stringSetting("log-level", "least severe level logged: debug, info, warn or error",
 		func(c *Config) *string { return &c.LogLevel }),
+	listSetting("admin-users", "comma-separated users who may open the admin console (database pgtenant) after authenticating like any client; none turns the console off",
+		func(c *Config) *[]string { return &c.AdminUsers }),
 }
 
 // stringSetting, intSetting, floatSetting and durationSetting take their defaults from

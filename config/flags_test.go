@@ -338,6 +338,7 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		"tls-cert":                   "/etc/pgtenant/server.crt",
 		"tls-key":                    "/etc/pgtenant/server.key",
 		"client-tls":                 "require",
+		"admin-users":                "admin, ops",
 	}
 	var args []string
 	for _, f := range ServeFlags() {
@@ -361,6 +362,9 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 	}
 	if want := []string{"shared", "lookup"}; !reflect.DeepEqual(got.SharedSchemas, want) {
 		t.Errorf("SharedSchemas = %q, want %q", got.SharedSchemas, want)
+	}
+	if want := []string{"admin", "ops"}; !reflect.DeepEqual(got.AdminUsers, want) {
+		t.Errorf("AdminUsers = %q, want %q", got.AdminUsers, want)
 	}
 	gotV, defV := reflect.ValueOf(got), reflect.ValueOf(Default())
 	for i := range gotV.NumField() {

@@ -90,6 +90,11 @@ func (s *session) relayClient(ctx context.Context) error {
 				armed = true
 			}
 		}
+		// KILL sets killed, then a read deadline in the past: checked after
+		// the deadline above was armed, so that one cannot undo it.
+		if s.killed.Load() {
+			return errKilled
+		}
 		typ, n, err := peekHeader(s.cr)
 		if armed {
 			_ = s.nc.SetReadDeadline(time.Time{})
@@ -104,6 +109,9 @@ func (s *session) relayClient(ctx context.Context) error {
 			}
 		}
 		if err != nil {
+			if s.killed.Load() {
+				return errKilled
+			}
 			if errors.Is(err, errMalformed) {
 				return s.violation(fatalf(codeProtocolViolation, "invalid message from client: %v", err))
 			}
@@ -143,7 +151,16 @@ func (s *session) relayClient(ctx context.Context) error {
 			st, flush = s.routeMsg(ctx, &m, nil, nil)
 		}
 		if st == stepCheckout {
+			s.waitingBackend.Store(true)
 			be, err := s.checkout(ctx, true)
+			s.waitingBackend.Store(false)
+			if s.killed.Load() {
+				// Killed while it waited: what it asked for must not run.
+				if be != nil {
+					s.srv.pool.Release(be)
+				}
+				return errKilled
+			}
 			st, flush = s.routeMsg(ctx, &m, be, err)
 		}
 		if flush {

@@ -79,6 +79,21 @@ type Server struct {
 	// tenants are the per-tenant counts and controls (tenants.go).
 	tenants tenantTable
 
+	// registryDB is the registry's admin connection, which the console
+	// reads tenants from and DISABLE and ENABLE write to; nil when the
+	// server has no registry (unit tests).
+	registryDB router.DB
+	// pausedAll: the console paused every tenant (PAUSE without a name);
+	// a tenant first seen meanwhile starts paused.
+	pausedAll atomic.Bool
+	// waitClients: the console's SHUTDOWN WAIT_FOR_CLIENTS stopped the
+	// accepts, and Serve shuts down once every client has left.
+	waitClients atomic.Bool
+	// stopAccept ends Serve's accept loop; stopSessions ends the sessions'
+	// context too, as the end of Serve's context does. Set by Serve,
+	// under mu; the console's SHUTDOWN calls them.
+	stopAccept, stopSessions context.CancelFunc
+
 	mu     sync.Mutex
 	byKey  map[uint32]*session // admitted sessions by cancel key pid
 	conns  map[net.Conn]struct{}
@@ -116,7 +131,16 @@ const (
 // it stops accepting, lets clients finish for up to ShutdownTimeout, and
 // closes the rest. Only the end of ctx or a closed listener stops it; any
 // other accept error is waited out (see acceptBackoffMin).
-func (srv *Server) Serve(ctx context.Context, ln net.Listener) error {
+func (srv *Server) Serve(parent context.Context, ln net.Listener) error {
+	// Sessions run under sessCtx, the accept loop under ctx: the console's
+	// SHUTDOWN ends both, SHUTDOWN WAIT_FOR_CLIENTS only the accepts.
+	sessCtx, stopSessions := context.WithCancel(parent)
+	defer stopSessions()
+	ctx, stopAccept := context.WithCancel(sessCtx)
+	defer stopAccept()
+	srv.mu.Lock()
+	srv.stopAccept, srv.stopSessions = stopAccept, stopSessions
+	srv.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close()
@@ -184,9 +208,13 @@ accept:
 				srv.mu.Unlock()
 				srv.sessions.Done()
 			}()
-			newSession(srv, nc).serve(ctx, slot.release)
+			newSession(srv, nc).serve(sessCtx, slot.release)
 		}()
 	}
+	if srv.waitClients.Load() {
+		srv.waitForClients(sessCtx)
+	}
+	stopSessions()
 	srv.shutdown()
 	return acceptErr
 }
@@ -407,12 +435,17 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		reloaders = append(reloaders, reloader{"tls certificate " + cfg.TLSCert, clientTLS.reload})
 	}
 	srv := NewServer(cfg, log, p, rt, method)
+	srv.registryDB = reg.Pool()
 	srv.tls = clientTLS
 	srv.noPin = ro.noPin
 	if grants != nil {
 		srv.access = grants
 	}
 	go reloadOn(ctx, ro.reload, log, reloaders)
+	if len(cfg.AdminUsers) > 0 && cfg.EffectiveAuthType() == config.AuthTrust {
+		log.Warn("the admin console is open to anyone who can reach --listen: auth-type trust lets a client claim an admin user's name",
+			"admin_users", strings.Join(cfg.AdminUsers, ","))
+	}
 
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
 		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),

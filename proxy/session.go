@@ -9,6 +9,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -85,17 +86,29 @@ type session struct {
 	// clientGone: the client left; the backend goroutine releases at the
 	// next safe point whatever the pool mode, and writes nothing to cw.
 	clientGone bool
+
+	// console: the client opened the admin console (console.go), not a
+	// tenant; set before the session is registered, then read-only.
+	console bool
+	// killed: the admin console ended the client (KILL, KILL_CLIENT); the
+	// client goroutine ends it at its next read (endKilled).
+	// waitingBackend: the client goroutine waits for a backend (SHOW
+	// CLIENTS).
+	killed, waitingBackend atomic.Bool
+	// since is when the client connected, in Unix microseconds.
+	since int64
 }
 
 func newSession(srv *Server, nc net.Conn) *session {
 	s := &session{
-		srv:  srv,
-		nc:   nc,
-		cr:   newInBuf(nc),
-		cw:   &outBuf{w: nc},
-		bw:   &outBuf{},
-		mode: srv.cfg.PoolMode,
-		link: link{status: 'I'},
+		srv:   srv,
+		nc:    nc,
+		cr:    newInBuf(nc),
+		cw:    &outBuf{w: nc},
+		bw:    &outBuf{},
+		mode:  srv.cfg.PoolMode,
+		link:  link{status: 'I'},
+		since: time.Now().UnixMicro(),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	return s
@@ -218,6 +231,10 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 		return
 	}
 	_ = s.nc.SetDeadline(time.Time{})
+	if s.console {
+		s.serveConsole(ctx)
+		return
+	}
 
 	if s.srv.log.Enabled(ctx, slog.LevelDebug) {
 		s.logger().Debug("client admitted")
@@ -235,6 +252,10 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 func (s *session) endRelay(err error) {
 	if errors.Is(err, errIdleInTransaction) {
 		s.endIdleInTransaction()
+		return
+	}
+	if errors.Is(err, errKilled) {
+		s.endKilled()
 		return
 	}
 	// The client is done: close its socket first, so a backend goroutine
@@ -299,6 +320,12 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		database = s.user // libpq's default, as PostgreSQL applies it
 	}
 
+	// Database pgtenant is the admin console: refused before the password
+	// when it is off, so that no one is asked for one in vain.
+	console := database == router.ConsoleDatabase
+	if console && len(s.srv.cfg.AdminUsers) == 0 {
+		return consoleOff()
+	}
 	if np := negotiation(sm); np != nil {
 		if err := writeMsg(s.cw, np); err != nil {
 			return err
@@ -324,6 +351,9 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 			return &pgError{Severity: "FATAL", Code: ae.Code, Message: ae.Message, Detail: ae.Detail}
 		}
 		return err
+	}
+	if console {
+		return s.startConsole()
 	}
 	// Authenticated: the client leaves the startup slots and counts toward
 	// max-client-conn (see serve).
@@ -353,6 +383,9 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	s.te = s.srv.tenants.join(t.Name)
 	if err := s.checkTenantClients(); err != nil {
 		return err
+	}
+	if s.srv.pausedAll.Load() {
+		s.te.pause.pause(s.srv.cfg.QueryWaitTimeout) // see consolePause
 	}
 	s.tr.maxStmts, s.tr.maxStmtBytes = s.srv.cfg.MaxClientStatements, s.srv.cfg.MaxClientStatementBytes
 

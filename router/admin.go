@@ -644,8 +644,16 @@ func ValidateTenantName(name string) error {
 	if !namePattern.MatchString(name) {
 		return &InvalidNameError{Kind: "tenant name", Name: name, Reason: nameRule}
 	}
+	if name == ConsoleDatabase {
+		return &InvalidNameError{Kind: "tenant name", Name: name,
+			Reason: "it is reserved: database " + ConsoleDatabase + " is the admin console"}
+	}
 	return nil
 }
+
+// ConsoleDatabase is the database name that reaches pgtenant's admin
+// console instead of a tenant; no tenant or alias may be called that.
+const ConsoleDatabase = "pgtenant"
 
 // ValidateSchemaName reports whether schema may hold a tenant's tables. On
 // top of the name rule it refuses the schemas that PostgreSQL or pgtenant
@@ -854,7 +862,9 @@ func AddTenantAlias(ctx context.Context, db DB, alias, tenant string) error {
 // connected through it stay connected; new ones get "does not exist" as
 // soon as proxies hear of it.
 func RemoveTenantAlias(ctx context.Context, db DB, alias string) (bool, error) {
-	if err := ValidateAliasName(alias); err != nil {
+	// The reserved name passes: an alias made before it was reserved must
+	// still be removable.
+	if err := ValidateAliasName(alias); err != nil && alias != ConsoleDatabase {
 		return false, err
 	}
 	removed, err := registryDelete(ctx, db, `DELETE FROM pgtenant.tenant_aliases WHERE alias = $1`, alias)
@@ -940,6 +950,10 @@ func ValidateAliasName(alias string) error {
 	if !aliasPattern.MatchString(alias) {
 		return &InvalidNameError{Kind: "alias", Name: alias,
 			Reason: "use 1-253 lower-case letters, digits, _, - or . starting with a letter or digit"}
+	}
+	if alias == ConsoleDatabase {
+		return &InvalidNameError{Kind: "alias", Name: alias,
+			Reason: "it is reserved: database " + ConsoleDatabase + " is the admin console"}
 	}
 	return nil
 }

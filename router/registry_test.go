@@ -259,7 +259,8 @@ func TestCreateTenantRejectsBadNames(t *testing.T) {
 		{"acme", `a"; DROP SCHEMA public; --`, `invalid schema name`},
 		{"acme", "public", `invalid schema name "public": it is reserved`},
 		{"pg_acme", "", `invalid schema name "pg_acme": it is reserved`},
-		{"pgtenant", "", `invalid schema name "pgtenant": it is reserved`},
+		{"acme", "pgtenant", `invalid schema name "pgtenant": it is reserved`},
+		{"pgtenant", "", `invalid tenant name "pgtenant": it is reserved: database pgtenant is the admin console`},
 		{"acme", "information_schema", `reserved`},
 	}
 	for _, tt := range tests {

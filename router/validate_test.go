@@ -56,6 +56,17 @@ func TestValidateTenantName(t *testing.T) {
 	}
 }
 
+// TestConsoleNameReserved: database pgtenant is the admin console, so no
+// tenant or alias may be called that.
+func TestConsoleNameReserved(t *testing.T) {
+	for _, err := range []error{ValidateTenantName(ConsoleDatabase), ValidateAliasName(ConsoleDatabase)} {
+		var nameErr *InvalidNameError
+		if !errors.As(err, &nameErr) || !strings.Contains(err.Error(), "admin console") {
+			t.Errorf("got %v, want an *InvalidNameError naming the admin console", err)
+		}
+	}
+}
+
 func TestValidateTenantNameMessage(t *testing.T) {
 	const want = `invalid tenant name "Acme!": use 1-63 lower-case letters, digits or _ starting with a letter`
 	if err := ValidateTenantName("Acme!"); err == nil || err.Error() != want {

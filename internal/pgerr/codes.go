@@ -21,7 +21,9 @@ const (
 	InvalidSQLStatementName    = "26000" // the server's: no such prepared statement
 	DuplicatePreparedStatement = "42P05" // the server's: statement already exists
 	InsufficientPrivilege      = "42501" // search_path outside the tenant, reserved parameters
-	SyntaxError                = "42601" // the server's: what a Parse refused by pgtenant fails with
+	SyntaxError                = "42601" // the server's: what a Parse refused by pgtenant fails with; unknown console commands
+	InvalidName                = "42602" // a malformed tenant name given to the console
+	UndefinedObject            = "42704" // the console's KILL_CLIENT of no such client
 	// Class 28: invalid authorization specification.
 	InvalidAuthorizationSpecification = "28000" // no user, user not allowed on the tenant
 	InvalidPassword                   = "28P01" // wrong password, unknown user
@@ -35,6 +37,8 @@ const (
 	// Class 57: operator intervention.
 	QueryCanceled = "57014" // the pool wait timed out, like statement_timeout
 	AdminShutdown = "57P01" // pgtenant shuts down
+	// Class F0: configuration file error.
+	ConfigFileError = "F0000" // the console's RELOAD failed
 	// Class XX: internal error.
 	InternalError = "XX000" // pgtenant itself failed
 )

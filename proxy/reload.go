@@ -48,11 +48,7 @@ var liveSettings = map[string]func(srv *Server, cfg *config.Config){
 	"idle-transaction-timeout": nil,
 	"max-client-conn":          nil,
 	"schema-size-interval":     nil,
-	"log-level": func(srv *Server, cfg *config.Config) {
-		if srv.reload.level != nil {
-			srv.reload.level.Set(config.ParseLogLevel(cfg.LogLevel))
-		}
-	},
+	"log-level":                nil, // set once the reload's lines are logged (reloadConfig)
 }
 
 // liveConfig is the config in force for the settings a reload changes
@@ -117,6 +113,12 @@ func (srv *Server) reloadConfig() error {
 	old := srv.liveConfig()
 	live := *old
 	changes := config.Diff(*old, next)
+	// The lines about this reload are logged at the more verbose of the
+	// old and new levels, so that a change of the level is itself seen;
+	// the new level is in force once they are out.
+	if lv := srv.reload.level; lv != nil && old.LogLevel != next.LogLevel {
+		lv.Set(min(config.ParseLogLevel(old.LogLevel), config.ParseLogLevel(next.LogLevel)))
+	}
 	var restart []string
 	for _, ch := range changes {
 		apply, ok := liveSettings[ch.Name]
@@ -127,12 +129,15 @@ func (srv *Server) reloadConfig() error {
 			continue
 		}
 		config.CopySetting(ch.Name, &next, &live)
+		srv.log.Info("reload: setting changed", "key", ch.Name, "old", ch.Old, "new", ch.New)
 		if apply != nil {
 			apply(srv, &live)
 		}
-		srv.log.Info("reload: setting changed", "key", ch.Name, "old", ch.Old, "new", ch.New)
 	}
 	srv.live.Store(&live)
 	srv.log.Info("reload: config reloaded", "changed", len(changes)-len(restart), "need_restart", len(restart))
+	if lv := srv.reload.level; lv != nil {
+		lv.Set(config.ParseLogLevel(live.LogLevel))
+	}
 	return nil
 }

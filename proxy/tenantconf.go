@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -188,10 +189,13 @@ func (srv *Server) refreshConf(ctx context.Context, te *tenantEntry) {
 	if err != nil {
 		srv.log.Warn("some of the tenant's settings are invalid and are ignored", "tenant", te.name, "err", err)
 	}
+	if reflect.DeepEqual(old.s, s) {
+		return // a forget-everything NOTIFY, or a change undone
+	}
 	if te.conf.storeLocked(s) {
 		srv.logQuota(te, te.conf.overQuota(), te.conf.size, s.StorageQuota)
 	}
-	srv.log.Info("tenant settings reloaded", "tenant", te.name)
+	srv.log.Info("tenant settings changed", "tenant", te.name)
 }
 
 // followConfLocked brings the session's pin up to date with its tenant's

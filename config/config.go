@@ -274,6 +274,9 @@ type Config struct {
 	// RoleSecretEnv by FromContext; tests set it directly. Required in
 	// role mode, at least MinRoleSecretLen bytes.
 	RoleSecret string
+	// SchemaSizeInterval is how often the schemas of tenants with a
+	// storage quota are measured in the background. Default 1m.
+	SchemaSizeInterval time.Duration
 	// LogFormat is text (default) or json.
 	LogFormat string
 	// LogLevel is debug, info (default), warn or error.
@@ -310,6 +313,7 @@ func Default() Config {
 		ClientTLS:               ClientTLSAllow,
 		PinReuse:                true,
 		Isolation:               IsolationSchema,
+		SchemaSizeInterval:      time.Minute,
 		LogFormat:               "text",
 		LogLevel:                "info",
 	}
@@ -468,6 +472,7 @@ func (c Config) Validate() error {
 		{"tenant-miss-ttl", c.TenantMissTTL, true},
 		{"shutdown-timeout", c.ShutdownTimeout, true},
 		{"idle-transaction-timeout", c.IdleTransactionTimeout, true},
+		{"schema-size-interval", c.SchemaSizeInterval, false},
 	} {
 		switch {
 		case d.value < 0:

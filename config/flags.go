@@ -34,6 +34,10 @@ type setting struct {
 	newFlag func() cli.Flag
 	// load copies the parsed value into cfg.
 	load func(c *cli.Context, cfg *Config)
+	// value reads the setting's field of cfg (Diff); copy copies it from
+	// src to dst (Reloader).
+	value func(cfg *Config) any
+	copy  func(src, dst *Config)
 }
 
 // settings is in the order --help lists the flags.
@@ -124,6 +128,8 @@ var settings = []setting{
 		func(c *Config) *string { return &c.Isolation }),
 	stringSetting("role-secret-file", "file holding the secret tenant role passwords derive from in --isolation role (default: the "+RoleSecretEnv+" variable)",
 		func(c *Config) *string { return &c.RoleSecretFile }),
+	durationSetting("schema-size-interval", "how often the schemas of tenants with a storage quota are measured in the background (a tenant over its quota turns read-only)",
+		func(c *Config) *time.Duration { return &c.SchemaSizeInterval }),
 	stringSetting("log-format", "log line format: text or json",
 		func(c *Config) *string { return &c.LogFormat }),
 	stringSetting("log-level", "least severe level logged: debug, info, warn or error",
@@ -146,7 +152,9 @@ func stringSetting(name, usage string, field func(*Config) *string) setting {
 				Name: name, Usage: usage, Value: *field(&def), EnvVars: envVars(name),
 			})
 		},
-		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.String(name) },
+		load:  func(c *cli.Context, cfg *Config) { *field(cfg) = c.String(name) },
+		copy:  func(src, dst *Config) { *field(dst) = *field(src) },
+		value: func(cfg *Config) any { return *field(cfg) },
 	}
 }
 
@@ -170,6 +178,8 @@ func listSetting(name, usage string, field func(*Config) *[]string) setting {
 			}
 			*field(cfg) = items
 		},
+		copy:  func(src, dst *Config) { *field(dst) = *field(src) },
+		value: func(cfg *Config) any { return strings.Join(*field(cfg), ",") },
 	}
 }
 
@@ -182,7 +192,9 @@ func boolSetting(name, usage string, field func(*Config) *bool) setting {
 				Name: name, Usage: usage, Value: *field(&def), EnvVars: envVars(name),
 			})
 		},
-		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Bool(name) },
+		load:  func(c *cli.Context, cfg *Config) { *field(cfg) = c.Bool(name) },
+		copy:  func(src, dst *Config) { *field(dst) = *field(src) },
+		value: func(cfg *Config) any { return *field(cfg) },
 	}
 }
 
@@ -195,7 +207,9 @@ func intSetting(name, usage string, field func(*Config) *int) setting {
 				Name: name, Usage: usage, Value: *field(&def), EnvVars: envVars(name),
 			})
 		},
-		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Int(name) },
+		load:  func(c *cli.Context, cfg *Config) { *field(cfg) = c.Int(name) },
+		copy:  func(src, dst *Config) { *field(dst) = *field(src) },
+		value: func(cfg *Config) any { return *field(cfg) },
 	}
 }
 
@@ -208,7 +222,9 @@ func floatSetting(name, usage string, field func(*Config) *float64) setting {
 				Name: name, Usage: usage, Value: *field(&def), EnvVars: envVars(name),
 			})
 		},
-		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Float64(name) },
+		load:  func(c *cli.Context, cfg *Config) { *field(cfg) = c.Float64(name) },
+		copy:  func(src, dst *Config) { *field(dst) = *field(src) },
+		value: func(cfg *Config) any { return *field(cfg) },
 	}
 }
 
@@ -224,7 +240,9 @@ func durationSetting(name, usage string, field func(*Config) *time.Duration) set
 				EnvVars: envVars(name),
 			})
 		},
-		load: func(c *cli.Context, cfg *Config) { *field(cfg) = c.Duration(name) },
+		load:  func(c *cli.Context, cfg *Config) { *field(cfg) = c.Duration(name) },
+		copy:  func(src, dst *Config) { *field(dst) = *field(src) },
+		value: func(cfg *Config) any { return *field(cfg) },
 	}
 }
 
@@ -313,6 +331,7 @@ func readRoleSecret(file string) (string, error) {
 // flags it has not seen without a word.
 func LoadConfigFile(flags []cli.Flag) cli.BeforeFunc {
 	return func(c *cli.Context) error {
+		rememberExplicit(c)
 		if !c.IsSet(configFlagName) {
 			return nil
 		}

@@ -324,6 +324,7 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		"shutdown-timeout":           "9s",
 		"log-format":                 "json",
 		"log-level":                  "debug",
+		"schema-size-interval":       "14s",
 		"max-prepared-statements":    "17",
 		"unpoolable":                 "refuse",
 		"shared-schemas":             "shared, lookup",

@@ -230,7 +230,7 @@ func (p *Pool) takeIdleLocked(role string) *Conn {
 }
 
 func (p *Pool) checkout(ctx context.Context, req Request, wait bool) (*Conn, error) {
-	deadline := time.Now().Add(p.cfg.WaitTimeout)
+	deadline := time.Now().Add(p.waitTimeout())
 	role, key := req.Role, req.Key
 	// dialErr is this caller's own failed dial. While other connections
 	// exist it does not end the checkout: the caller queues again, first
@@ -712,7 +712,7 @@ func (p *Pool) Release(c *Conn) {
 	c.idleSince = time.Now()
 	p.mu.Lock()
 	p.unclaimLocked(c)
-	if p.closed || (!c.expiresAt.IsZero() && c.idleSince.After(c.expiresAt)) {
+	if p.closed || p.overSizeLocked() || (!c.expiresAt.IsZero() && c.idleSince.After(c.expiresAt)) {
 		p.mu.Unlock()
 		p.Destroy(c)
 		return

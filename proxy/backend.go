@@ -219,7 +219,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		s.tr.readyForQuery(status, e.kind == replyQuery, e.changes, s.link.queryTagged, s.link.queryRollback)
 		s.link.queryTagged = false
 		s.link.status = status
-		if s.srv.cfg.IdleTransactionTimeout > 0 && status != 'I' {
+		if s.srv.liveConfig().IdleTransactionTimeout > 0 && status != 'I' {
 			s.link.readyAt = time.Now()
 		}
 		if !gone {

@@ -80,7 +80,7 @@ func (s *session) gate(ctx context.Context, wait bool) error {
 		return err
 	}
 	perSec, burst := s.tenantRate()
-	s.te.limits.setRate(perSec, burst, s.srv.cfg.QueryWaitTimeout)
+	s.te.limits.setRate(perSec, burst, s.srv.liveConfig().QueryWaitTimeout)
 	if err := s.te.limits.takeTxn(ctx, wait); err != nil {
 		if errors.Is(err, errRateLimited) {
 			return errorf(codeConfigurationLimit,
@@ -95,15 +95,15 @@ func (s *session) gate(ctx context.Context, wait bool) error {
 // once (0: no cap): its own setting, else --tenant-max-backends.
 func (s *session) tenantMaxBackends() int {
 	if s.te == nil {
-		return s.srv.cfg.TenantMaxBackends
+		return s.srv.liveConfig().TenantMaxBackends
 	}
-	return orDefault(s.te.conf.maxBackends(), s.srv.cfg.TenantMaxBackends)
+	return orDefault(s.te.conf.maxBackends(), s.srv.liveConfig().TenantMaxBackends)
 }
 
 // tenantMaxClients is the most clients the session's tenant may have at
 // once (0: no cap): its own setting, else --tenant-max-clients.
 func (s *session) tenantMaxClients() int {
-	return orDefault(s.te.conf.maxClients(), s.srv.cfg.TenantMaxClients)
+	return orDefault(s.te.conf.maxClients(), s.srv.liveConfig().TenantMaxClients)
 }
 
 // tenantRate is the session's tenant's transaction rate (0: none) and
@@ -115,10 +115,10 @@ func (s *session) tenantRate() (perSec float64, burst int) {
 	case perSec < 0:
 		return 0, 0
 	case perSec == 0:
-		perSec = s.srv.cfg.TenantRate
+		perSec = s.srv.liveConfig().TenantRate
 	}
 	if burst <= 0 {
-		burst = s.srv.cfg.TenantRateBurst
+		burst = s.srv.liveConfig().TenantRateBurst
 	}
 	if perSec > 0 && burst <= 0 {
 		burst = int(max(1, math.Ceil(perSec)))

@@ -56,7 +56,7 @@ var errKilled = errors.New("terminated by the administrator")
 // startConsole admits an authenticated client of database pgtenant to the
 // console if its user is an admin user, and greets it.
 func (s *session) startConsole() error {
-	if !slices.Contains(s.srv.cfg.AdminUsers, s.user) {
+	if !slices.Contains(s.srv.liveConfig().AdminUsers, s.user) {
 		return fatalf(codeInvalidAuthorization, "user %q may not use the pgtenant admin console", s.user)
 	}
 	s.admitted()
@@ -409,7 +409,3 @@ func parseConsole(stmt string) (consoleCmd, *pgError) {
 	}
 	return unknown()
 }
-
-// reloadNow is a stand-in for the SETTINGS work's (proxy/reload.go), which
-// replaces it at merge.
-func (srv *Server) reloadNow() error { return nil }

@@ -94,7 +94,7 @@ func (srv *Server) checkTenant(ctx context.Context, name string) *pgError {
 // as PgBouncer's PAUSE does, or after shutdown-timeout with a notice that
 // some still run.
 func (srv *Server) consolePause(ctx context.Context, name string, out []byte) ([]byte, *pgError) {
-	timeout := srv.cfg.QueryWaitTimeout
+	timeout := srv.liveConfig().QueryWaitTimeout
 	var entries []*tenantEntry
 	if name == "" {
 		// The flag first: a tenant whose entry is made after the loop

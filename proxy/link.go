@@ -263,6 +263,7 @@ func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 // its first Sync or Query goes out (waitPin).
 func (s *session) sendPinLocked(be *pool.Conn) {
 	s.link.pinPending, s.link.pinBoundary = false, false
+	s.followConfLocked()
 	if s.srv.noPin || (s.srv.cfg.PinReuse && be.State == s.tr.pin.key) {
 		return
 	}

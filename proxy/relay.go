@@ -68,8 +68,8 @@ func (s *session) relayClient(ctx context.Context) error {
 	// pending: something was written to bw since the last flush point (this
 	// goroutine's own view of unsent, so the check costs no lock).
 	pending := false
-	idleTimeout := s.srv.cfg.IdleTransactionTimeout
 	for {
+		idleTimeout := s.srv.liveConfig().IdleTransactionTimeout // a reload may change it
 		// Flush point: nothing more is buffered from the client, so send
 		// what it has said so far in one write before waiting for more.
 		if s.cr.Buffered() == 0 && pending {

@@ -78,6 +78,17 @@ type Server struct {
 
 	// tenants are the per-tenant counts and controls (tenants.go).
 	tenants tenantTable
+	// settings reads tenants' settings and schema sizes (tenantconf.go,
+	// quota.go); nil: tenants have no settings of their own.
+	settings TenantSettingsSource
+
+	// live is the config in force for the settings a reload can change
+	// (reload.go); cfg keeps the one the server started with, which is
+	// what every other setting still is. Readers of a live setting use
+	// liveConfig.
+	live atomic.Pointer[config.Config]
+	// reload is what reloadNow needs (reload.go).
+	reload reloadState
 
 	// registryDB is the registry's admin connection, which the console
 	// reads tenants from and DISABLE and ENABLE write to; nil when the
@@ -108,12 +119,15 @@ type Server struct {
 
 // NewServer wires a server from its parts. The caller owns p and r.
 func NewServer(cfg config.Config, log *slog.Logger, p *pool.Pool, r TenantResolver, a auth.Method) *Server {
-	return &Server{
+	srv := &Server{
 		cfg: cfg, log: log, pool: p, router: r, auth: a, access: allowAll{},
 		greetings: expirable.NewLRU[string, []byte](greetingCacheSize, nil, greetingTTL),
 		byKey:     map[uint32]*session{},
 		conns:     map[net.Conn]struct{}{},
 	}
+	live := cfg
+	srv.live.Store(&live)
+	return srv
 }
 
 // Accept backoff. An accept that fails while the listener is open means
@@ -319,13 +333,30 @@ type RunOption func(*runOptions)
 type runOptions struct {
 	reload <-chan struct{}
 	noPin  bool
+	loader func() (config.Config, error)
+	level  *slog.LevelVar
 }
 
-// WithReload makes RunListener reread the files named in its config (auth
-// file, certificates) whenever ch receives. The command line connects it
-// to SIGHUP; tests send on it directly.
+// WithReload makes RunListener reload whenever ch receives: reread the
+// files named in its config (auth file, certificates) and, with
+// WithConfigLoader, the config itself (see Server.reloadNow). The command
+// line connects it to SIGHUP; tests send on it directly.
 func WithReload(ch <-chan struct{}) RunOption {
 	return func(o *runOptions) { o.reload = ch }
+}
+
+// WithConfigLoader gives RunListener the way to build its config again on
+// a reload (the command line rereads its config file, environment and
+// flags); what can change live is applied, the rest is logged as needing a
+// restart. Without it a reload rereads the files alone.
+func WithConfigLoader(load func() (config.Config, error)) RunOption {
+	return func(o *runOptions) { o.loader = load }
+}
+
+// WithLogLevel hands RunListener the level of its logger, so that a reload
+// can change it (log-level).
+func WithLogLevel(level *slog.LevelVar) RunOption {
+	return func(o *runOptions) { o.level = level }
 }
 
 // WithoutPin makes RunListener's server never pin: backends keep whatever
@@ -374,30 +405,6 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		grants = router.NewGrants(reg, cfg.TenantCacheTTL, cfg.TenantMissTTL)
 	}
 
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go func() {
-		err := reg.Watch(watchCtx, func(name string) {
-			if user, ok := router.GrantsChangedFor(name); ok {
-				if grants != nil {
-					grants.Forget(user)
-				}
-				return
-			}
-			if name == "" {
-				rt.ForgetAll()
-				if grants != nil {
-					grants.ForgetAll()
-				}
-				return
-			}
-			rt.Forget(name)
-		})
-		if err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn("tenant registry watch ended", "err", err)
-		}
-	}()
-
 	dialer, err := pool.NewPgDialer(cfg.Backend)
 	if err != nil {
 		return err
@@ -438,14 +445,44 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	srv.registryDB = reg.Pool()
 	srv.tls = clientTLS
 	srv.noPin = ro.noPin
+	srv.settings = reg
+	srv.reload = reloadState{loader: ro.loader, level: ro.level, files: reloaders}
 	if grants != nil {
 		srv.access = grants
 	}
-	go reloadOn(ctx, ro.reload, log, reloaders)
+
+	// The watch starts before the first client is accepted, and with
+	// srv made, since it reloads tenants' settings too.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		err := reg.Watch(watchCtx, func(name string) {
+			srv.confChanged(watchCtx, name)
+			if user, ok := router.GrantsChangedFor(name); ok {
+				if grants != nil {
+					grants.Forget(user)
+				}
+				return
+			}
+			if name == "" {
+				rt.ForgetAll()
+				if grants != nil {
+					grants.ForgetAll()
+				}
+				return
+			}
+			rt.Forget(name)
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("tenant registry watch ended", "err", err)
+		}
+	}()
+	go srv.reloadOn(ctx, ro.reload)
 	if len(cfg.AdminUsers) > 0 && cfg.EffectiveAuthType() == config.AuthTrust {
 		log.Warn("the admin console is open to anyone who can reach --listen: auth-type trust lets a client claim an admin user's name",
 			"admin_users", strings.Join(cfg.AdminUsers, ","))
 	}
+	go srv.measureSchemaSizes(watchCtx)
 
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
 		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),

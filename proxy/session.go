@@ -291,7 +291,7 @@ func (s *session) endIdleInTransaction() {
 	}
 	_ = s.nc.Close()
 	s.logger().Info("client ended: idle in a transaction longer than idle-transaction-timeout",
-		"timeout", s.srv.cfg.IdleTransactionTimeout)
+		"timeout", s.srv.liveConfig().IdleTransactionTimeout)
 }
 
 // reportStartupError sends the client the error if it is one for the
@@ -323,7 +323,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	// Database pgtenant is the admin console: refused before the password
 	// when it is off, so that no one is asked for one in vain.
 	console := database == router.ConsoleDatabase
-	if console && len(s.srv.cfg.AdminUsers) == 0 {
+	if console && len(s.srv.liveConfig().AdminUsers) == 0 {
 		return consoleOff()
 	}
 	if np := negotiation(sm); np != nil {
@@ -358,9 +358,9 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	// Authenticated: the client leaves the startup slots and counts toward
 	// max-client-conn (see serve).
 	s.admitted()
-	if s.srv.clients.Add(1) > int64(s.srv.cfg.MaxClientConn) {
+	if maxConn := s.srv.liveConfig().MaxClientConn; s.srv.clients.Add(1) > int64(maxConn) {
 		s.srv.clients.Add(-1)
-		return fatalf(codeTooManyClients, "sorry, too many clients already (max-client-conn %d)", s.srv.cfg.MaxClientConn)
+		return fatalf(codeTooManyClients, "sorry, too many clients already (max-client-conn %d)", maxConn)
 	}
 	s.counted = true
 	// The tenant option is taken out of the parameters before anything
@@ -385,7 +385,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		return err
 	}
 	if s.srv.pausedAll.Load() {
-		s.te.pause.pause(s.srv.cfg.QueryWaitTimeout) // see consolePause
+		s.te.pause.pause(s.srv.liveConfig().QueryWaitTimeout) // see consolePause
 	}
 	s.tr.maxStmts, s.tr.maxStmtBytes = s.srv.cfg.MaxClientStatements, s.srv.cfg.MaxClientStatementBytes
 
@@ -394,7 +394,13 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 		return perr
 	}
 	s.tr.params = params
-	s.tr.pin = buildPin(pinOwner(t.Name, s.user), t.Schema, params)
+	// The tenant's settings (loaded with its first client) go into the
+	// pin, and so into the greeting's key.
+	lctx, cancel := context.WithDeadline(ctx, deadline)
+	s.srv.loadConf(lctx, s.te)
+	cancel()
+	s.tr.conf = s.te.conf.snap()
+	s.tr.rebuildPin()
 
 	// The parameters are checked on a backend once per distinct set: the
 	// ParameterStatus messages the server reported for it are kept

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 
@@ -55,27 +54,4 @@ func newAuth(cfg config.Config, reg *router.PGRegistry, log *slog.Logger) (auth.
 		return nil, nil, fmt.Errorf("auth limiter: %w", err)
 	}
 	return limiter.Wrap(method), reloaders, nil
-}
-
-// reloadOn runs every reloader each time ch receives, until ctx is done.
-// A failed reload is logged and the previous contents stay in force, so a
-// typo in a file cannot lock every client out.
-func reloadOn(ctx context.Context, ch <-chan struct{}, log *slog.Logger, reloaders []reloader) {
-	if ch == nil {
-		return
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-		}
-		for _, r := range reloaders {
-			if err := r.reload(); err != nil {
-				log.Error("reload failed; keeping what was read before", "what", r.what, "err", err)
-				continue
-			}
-			log.Info("reloaded", "what", r.what)
-		}
-	}
 }

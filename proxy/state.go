@@ -558,13 +558,51 @@ func (t *tracker) restoreSQL(changes []change) string {
 		// before it.
 		add("search_path", "pg_catalog.quote_ident("+quoteLiteral(t.tenant.Schema)+") || ', public'")
 	}
-	for _, p := range t.params {
-		if all || names[p.Name] {
-			add(p.Name, quoteLiteral(p.Value))
+	for _, d := range t.defaults() {
+		if all || names[d.name] {
+			add(d.name, d.sql)
 		}
 	}
 	return b.String()
 }
+
+// defaults are the values a reset returns the client to, besides
+// search_path, in the order the pin sets them: the tenant's session
+// settings, the client's startup parameters over them, and the storage
+// quota's read-only over everything.
+func (t *tracker) defaults() []renderedSetting {
+	var tenant []renderedSetting
+	if t.conf != nil {
+		tenant = t.conf.sets
+	}
+	if len(tenant) == 0 && (t.conf == nil || !t.conf.overQuota) {
+		out := make([]renderedSetting, len(t.params))
+		for i, p := range t.params {
+			out[i] = renderedSetting{name: p.Name, sql: quoteLiteral(p.Value)}
+		}
+		return out
+	}
+	byName := map[string]string{}
+	for _, st := range tenant {
+		byName[st.name] = st.sql
+	}
+	for _, p := range t.params {
+		byName[p.Name] = quoteLiteral(p.Value)
+	}
+	out := make([]renderedSetting, 0, len(byName)+1)
+	for name, v := range byName {
+		out = append(out, renderedSetting{name: name, sql: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	if t.conf != nil && t.conf.overQuota {
+		out = append(out, quotaReadOnly)
+	}
+	return out
+}
+
+// quotaReadOnly is what the pin sets, last, for a tenant over its storage
+// quota (quota.go).
+var quotaReadOnly = renderedSetting{name: "default_transaction_read_only", sql: "'on'"}
 
 // restoreColumn names the first column of restoreSQL's result.
 const restoreColumn = "pgtenant.restore"
@@ -595,9 +633,21 @@ func (t *tracker) inlineRestores(text string, resets []resetAt) string {
 
 // rebuildPin renders the pin from the startup parameters and the
 // client's settings.
+//
+// The tenant's session settings (tenant set NAME set.x=...) come first, as
+// defaults: the client's startup parameters and its own settings override
+// them, as a role's ALTER ROLE ... SET values are overridden. The storage
+// quota's read-only comes last, over the client's own settings. All of them
+// are part of the pin's key, so a backend pinned under other tenant
+// settings, or another quota state, is pinned again.
 func (t *tracker) rebuildPin() {
 	searchPath := ""
 	merged := map[string]string{}
+	if t.conf != nil {
+		for _, st := range t.conf.sets {
+			merged[st.name] = st.sql
+		}
+	}
 	for _, p := range t.params {
 		merged[p.Name] = quoteLiteral(p.Value)
 	}
@@ -619,9 +669,12 @@ func (t *tracker) rebuildPin() {
 		}
 		return names[i] < names[j]
 	})
-	sets := make([]renderedSetting, len(names))
+	sets := make([]renderedSetting, len(names), len(names)+1)
 	for i, name := range names {
 		sets[i] = renderedSetting{name: name, sql: merged[name]}
+	}
+	if t.conf != nil && t.conf.overQuota {
+		sets = append(sets, quotaReadOnly)
 	}
 	t.pin = buildPinSQL(pinOwner(t.tenant.Name, t.user), t.tenant.Schema, searchPath, sets)
 }

@@ -41,6 +41,11 @@ type tracker struct {
 	params     []startupParam
 	settings   map[string]string
 	txnChanges []change
+	// conf is the tenant's settings snapshot (tenantconf.go) the pin was
+	// built from, nil when the tenant has none loaded: its session settings
+	// are the client's defaults, and over its storage quota the pin makes
+	// the session read-only.
+	conf *confSnap
 	// pin puts a backend in the client's state: its key says which state
 	// (pin.go).
 	pin pin

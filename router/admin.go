@@ -90,6 +90,18 @@ var registryDDL = []string{
 		role_name  text        PRIMARY KEY CHECK (role_name <> ''),
 		added_at   timestamptz NOT NULL DEFAULT now()
 	)`,
+	// Per-tenant settings (tenant set NAME key=value): limits, the storage
+	// quota, the tier label and session settings (set.NAME). One row per
+	// key; they follow their tenant through a rename and go with it. See
+	// tenantsettings.go for the keys and how they are checked.
+	`CREATE TABLE IF NOT EXISTS pgtenant.tenant_settings (
+		tenant     text        NOT NULL REFERENCES pgtenant.tenants (name)
+		                       ON DELETE CASCADE ON UPDATE CASCADE,
+		key        text        NOT NULL CHECK (key <> ''),
+		value      text        NOT NULL,
+		updated_at timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (tenant, key)
+	)`,
 	// notify_change announces every change to the registry tables on
 	// NotifyChannel (see there for the payloads). It is a trigger rather
 	// than a pg_notify in each admin function so that hand edits and
@@ -125,6 +137,14 @@ var registryDDL = []string{
 			IF TG_OP IN ('INSERT', 'UPDATE') THEN
 				PERFORM pg_notify('` + NotifyChannel + `', NEW.alias);
 			END IF;
+		ELSIF TG_TABLE_NAME = 'tenant_settings' THEN
+			-- Every proxy reloads the tenant's settings.
+			IF TG_OP IN ('UPDATE', 'DELETE') THEN
+				PERFORM pg_notify('` + NotifyChannel + `', OLD.tenant);
+			END IF;
+			IF TG_OP IN ('INSERT', 'UPDATE') THEN
+				PERFORM pg_notify('` + NotifyChannel + `', NEW.tenant);
+			END IF;
 		ELSIF TG_TABLE_NAME = 'tenant_users' THEN
 			IF TG_OP IN ('UPDATE', 'DELETE') THEN
 				PERFORM pg_notify('` + NotifyChannel + `', '` + UserNotifyPrefix + `' || OLD.user_name);
@@ -143,7 +163,7 @@ var registryDDL = []string{
 	DECLARE
 		tbl text;
 	BEGIN
-		FOREACH tbl IN ARRAY ARRAY['tenants', 'tenant_aliases', 'tenant_users'] LOOP
+		FOREACH tbl IN ARRAY ARRAY['tenants', 'tenant_aliases', 'tenant_users', 'tenant_settings'] LOOP
 			IF NOT EXISTS (SELECT FROM pg_trigger
 			                WHERE tgrelid = format('pgtenant.%I', tbl)::regclass
 			                  AND tgname = 'pgtenant_notify') THEN

@@ -385,8 +385,8 @@ func TestRegistryUpgradeInPlace(t *testing.T) {
 		WHERE n.nspname = 'pgtenant' AND t.tgname LIKE 'pgtenant_notify%'`).Scan(&triggers); err != nil {
 		t.Fatal(err)
 	}
-	if triggers != 6 {
-		t.Fatalf("%d notify triggers after EnsureRegistry twice, want 6 (two on each table)", triggers)
+	if triggers != 8 {
+		t.Fatalf("%d notify triggers after EnsureRegistry twice, want 8 (two on each table)", triggers)
 	}
 }
 
@@ -445,6 +445,9 @@ func TestRegistryNotifications(t *testing.T) {
 	// Deleting a tenant deletes its grants and aliases, and says so.
 	expect("delete by hand", exec(`DELETE FROM pgtenant.tenants WHERE name = 'acme2'`), "acme2", "acme_inc", "user:bob")
 	expect("truncate", exec(`TRUNCATE pgtenant.tenant_users`), "")
+	// A tenant's settings changed: its name, so every proxy rereads them.
+	expect("set", func() error { return SetTenantSettings(ctx, db, "globex", map[string]string{"tier": "gold"}) }, "globex")
+	expect("unset", func() error { _, err := UnsetTenantSettings(ctx, db, "globex", []string{"tier"}); return err }, "globex")
 }
 
 func keys(m map[string]bool) []string {

@@ -20,7 +20,9 @@ import (
 //
 //   - a tenant name or an alias: what a client connects with changed
 //     (created, disabled, renamed, deleted, an alias added or removed); the
-//     router forgets that name (Router.Forget).
+//     router forgets that name (Router.Forget). A change to a tenant's
+//     settings (pgtenant.tenant_settings) sends the tenant's name too: the
+//     proxy reloads them.
 //   - UserNotifyPrefix + a user name ("user:alice"): that user's grants
 //     changed; the access checker forgets the user (Grants.Forget).
 //   - "": forget everything (after a TRUNCATE, and what Watch reports after

@@ -73,11 +73,14 @@ func notifyReload() (reload <-chan struct{}, stop func()) {
 }
 
 // runProxy is serve and demo's proxy: it serves until ctx ends (SIGINT,
-// SIGTERM) and rereads its files on SIGHUP meanwhile.
-func runProxy(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// SIGTERM) and, on SIGHUP meanwhile, builds its config again with load
+// (the file reread; flags and environment as they were) and rereads the
+// files it names. level is the logger's level, which a reload may change.
+func runProxy(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog.LevelVar,
+	load func() (config.Config, error)) error {
 	reload, stop := notifyReload()
 	defer stop()
-	return proxy.Run(ctx, cfg, log, proxy.WithReload(reload))
+	return proxy.Run(ctx, cfg, log, proxy.WithReload(reload), proxy.WithConfigLoader(load), proxy.WithLogLevel(level))
 }
 
 func app() *cli.App {
@@ -123,6 +126,9 @@ func app() *cli.App {
 						Before: config.LoadConfigFile(listFlags),
 						Action: tenantList,
 					},
+					tenantSetCommand(),
+					tenantUnsetCommand(),
+					tenantShowCommand(),
 					tenantIsolateCommand(),
 					tenantGrantCommand(),
 					tenantRevokeCommand(),
@@ -154,8 +160,9 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err, exitUsage)
 	}
-	log := config.NewLogger(cfg, os.Stderr)
-	if err := runProxy(c.Context, cfg, log); err != nil {
+	level := new(slog.LevelVar)
+	log := config.NewLevelLogger(cfg, os.Stderr, level)
+	if err := runProxy(c.Context, cfg, log, level, config.Reloader(c)); err != nil {
 		return cli.Exit(err, serveExitCode(err))
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -61,7 +62,8 @@ func demo(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err, exitUsage)
 	}
-	log := config.NewLogger(cfg, os.Stderr)
+	level := new(slog.LevelVar)
+	log := config.NewLevelLogger(cfg, os.Stderr, level)
 	fmt.Fprintf(os.Stderr, "\npgtenant demo is up. Tenants acme and globex each have their own schema with an orders table.\n")
 	if kind := cfg.EffectiveAuthType(); kind == config.AuthTrust {
 		fmt.Fprintf(os.Stderr, "Authentication: trust, no password: anyone who can reach %s gets in (loopback only by default).\n", cfg.Listen)
@@ -79,7 +81,9 @@ Registry (admin): %s
 Press Ctrl-C to stop; the throwaway PostgreSQL is removed on exit.
 
 `, cfg.Listen, cfg.Backend, cfg.RegistryDSN())
-	if err := runProxy(ctx, cfg, log); err != nil {
+	// The demo's backend and registry are its throwaway server's, set
+	// above: a reload keeps them.
+	if err := runProxy(ctx, cfg, log, level, config.Reloader(c, "backend", "registry")); err != nil {
 		return cli.Exit(err, exitRuntime)
 	}
 	return nil

@@ -75,6 +75,7 @@ func fromFile(c *Config) {
 	c.LogFormat = "json"
 	c.MaxMessageSize = 1 << 20
 	c.MaxStartupPerAddr = 0
+	c.MetricsTenants = "7"
 }
 
 func TestPrecedence(t *testing.T) {
@@ -332,6 +333,9 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		"tls-cert":                   "/etc/pgtenant/server.crt",
 		"tls-key":                    "/etc/pgtenant/server.key",
 		"client-tls":                 "require",
+		"metrics-listen":             "127.0.0.1:9187",
+		"metrics-tenants":            "all",
+		"schema-size-interval":       "0s",
 	}
 	var args []string
 	for _, f := range ServeFlags() {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -45,6 +46,7 @@ type Config struct {
 
 // Stats is a snapshot for the console and tests.
 type Stats struct {
+	Size    int // the most connections open at once
 	Open    int // connections open or being dialled
 	Idle    int
 	Waiting int
@@ -57,6 +59,8 @@ type Stats struct {
 	// for a connection of another (CheckoutAs); they count as Destroys
 	// too.
 	Evictions uint64
+	// Checkouts counts connections handed out (for the metrics).
+	Checkouts uint64
 }
 
 // grant is what a waiter receives: a connection, the right to dial one (a
@@ -102,6 +106,9 @@ type Pool struct {
 	retry  *time.Timer
 	closed bool
 	stats  Stats
+	// checkouts is Stats.Checkouts, apart from mu: it is counted on every
+	// checkout, and needs no lock.
+	checkouts atomic.Uint64
 
 	stop chan struct{}
 	done chan struct{}
@@ -128,13 +135,13 @@ func New(cfg Config, dialer Dialer) (*Pool, error) {
 // Checkout returns a connection for the caller's exclusive use, waiting up
 // to Config.WaitTimeout (or until ctx ends) when all are busy.
 func (p *Pool) Checkout(ctx context.Context) (*Conn, error) {
-	return p.checkout(ctx, "", true)
+	return p.counted(p.checkout(ctx, "", true))
 }
 
 // TryCheckout is Checkout without the wait: when every connection is in
 // use it returns ErrBusy at once. It may still dial a new connection.
 func (p *Pool) TryCheckout(ctx context.Context) (*Conn, error) {
-	return p.checkout(ctx, "", false)
+	return p.counted(p.checkout(ctx, "", false))
 }
 
 // CheckoutAs is Checkout of a connection logged in as role, which the
@@ -148,7 +155,7 @@ func (p *Pool) CheckoutAs(ctx context.Context, role string) (*Conn, error) {
 	if err := p.checkRole(role); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, role, true)
+	return p.counted(p.checkout(ctx, role, true))
 }
 
 // TryCheckoutAs is CheckoutAs without the wait, as TryCheckout is to
@@ -157,7 +164,15 @@ func (p *Pool) TryCheckoutAs(ctx context.Context, role string) (*Conn, error) {
 	if err := p.checkRole(role); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, role, false)
+	return p.counted(p.checkout(ctx, role, false))
+}
+
+// counted passes a checkout's outcome on, counting it when it succeeded.
+func (p *Pool) counted(c *Conn, err error) (*Conn, error) {
+	if err == nil {
+		p.checkouts.Add(1)
+	}
+	return c, err
 }
 
 func (p *Pool) checkRole(role string) error {
@@ -565,9 +580,11 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.stats
+	s.Size = p.cfg.Size
 	s.Open = p.open
 	s.Idle = len(p.idle)
 	s.Waiting = len(p.waiters)
+	s.Checkouts = p.checkouts.Load()
 	return s
 }
 

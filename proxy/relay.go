@@ -143,7 +143,9 @@ func (s *session) relayClient(ctx context.Context) error {
 			st, flush = s.routeMsg(ctx, &m, nil, nil)
 		}
 		if st == stepCheckout {
+			waitStart := time.Now()
 			be, err := s.checkout(ctx, true)
+			s.waitedFor(waitStart)
 			st, flush = s.routeMsg(ctx, &m, be, err)
 		}
 		if flush {
@@ -202,7 +204,7 @@ func (s *session) idleDeadline(d time.Duration) (deadline time.Time, ok bool) {
 		return time.Time{}, false
 	}
 	if s.idleInTransactionLocked() {
-		return s.link.readyAt.Add(d), true
+		return monoTime(s.link.readyAt).Add(d), true
 	}
 	return time.Now().Add(d), true
 }
@@ -214,7 +216,7 @@ func (s *session) idleDeadline(d time.Duration) (deadline time.Time, ok bool) {
 func (s *session) idleInTransaction(d time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.idleInTransactionLocked() || time.Since(s.link.readyAt) < d {
+	if !s.idleInTransactionLocked() || time.Duration(monoNow()-s.link.readyAt) < d {
 		return false
 	}
 	s.clientGone = true
@@ -280,6 +282,7 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 		}
 		if m.typ == 'S' {
 			s.setLinkLocked(linkDetached)
+			s.toldError(s.link.skipErr.Code)
 			_ = writeMsg(s.cw, s.link.skipErr.Response())
 			_, _ = s.cw.Write(readyForQuery('I'))
 			s.link.skipErr = nil
@@ -652,8 +655,10 @@ func (s *session) dropMsg(m *clientMsg) error {
 // the client's next Sync for an extended-protocol batch). The caller
 // flushes cw when cwBusy is set.
 func (s *session) refuseLocked(typ byte, e *pgError) {
+	s.stats().refused(e.Code)
 	switch typ {
 	case 'Q', 'F', 'S':
+		s.toldError(e.Code)
 		_ = writeMsg(s.cw, e.Response())
 		_, _ = s.cw.Write(readyForQuery('I'))
 		s.cwBusy = true

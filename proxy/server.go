@@ -78,6 +78,8 @@ type Server struct {
 
 	// tenants are the per-tenant counts and controls (tenants.go).
 	tenants tenantTable
+	// met are the server's own counters for the metrics (metrics.go).
+	met *serverMetrics
 
 	mu     sync.Mutex
 	byKey  map[uint32]*session // admitted sessions by cancel key pid
@@ -94,7 +96,7 @@ type Server struct {
 // NewServer wires a server from its parts. The caller owns p and r.
 func NewServer(cfg config.Config, log *slog.Logger, p *pool.Pool, r TenantResolver, a auth.Method) *Server {
 	return &Server{
-		cfg: cfg, log: log, pool: p, router: r, auth: a, access: allowAll{},
+		cfg: cfg, log: log, pool: p, router: r, auth: a, access: allowAll{}, met: new(serverMetrics),
 		greetings: expirable.NewLRU[string, []byte](greetingCacheSize, nil, greetingTTL),
 		byKey:     map[uint32]*session{},
 		conns:     map[net.Conn]struct{}{},
@@ -348,8 +350,10 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
+	met := new(serverMetrics)
 	go func() {
 		err := reg.Watch(watchCtx, func(name string) {
+			met.registryEvent(name)
 			if user, ok := router.GrantsChangedFor(name); ok {
 				if grants != nil {
 					grants.Forget(user)
@@ -407,12 +411,27 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		reloaders = append(reloaders, reloader{"tls certificate " + cfg.TLSCert, clientTLS.reload})
 	}
 	srv := NewServer(cfg, log, p, rt, method)
+	srv.met = met
 	srv.tls = clientTLS
 	srv.noPin = ro.noPin
 	if grants != nil {
 		srv.access = grants
 	}
 	go reloadOn(ctx, ro.reload, log, reloaders)
+	// The metrics endpoint and the schema sizes stop when serving does.
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics-listen: %w", err)
+		}
+		go serveMetrics(bgCtx, srv, mln)
+		log.Info("serving metrics", "listen", mln.Addr().String(), "path", "/metrics")
+	}
+	if cfg.SchemaSizeInterval > 0 {
+		go refreshSchemaSizes(bgCtx, reg.Pool(), &srv.tenants, cfg.SchemaSizeInterval, log)
+	}
 
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
 		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),

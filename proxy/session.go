@@ -155,6 +155,7 @@ func (s *session) ReceivePassword() ([]byte, error) {
 
 // fail tells the client why it is being turned away, best effort.
 func (s *session) fail(e *pgError) {
+	s.toldError(e.Code)
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = writeMsg(s.cw, e.Response())
 	_ = s.cw.Flush()
@@ -278,6 +279,7 @@ func (s *session) endIdleInTransaction() {
 func (s *session) reportStartupError(stage string, err error) {
 	var pe *pgError
 	if errors.As(err, &pe) {
+		s.refusedStartup(pe.Code)
 		s.fail(pe)
 		s.logger().Info("client refused", "stage", stage, "sqlstate", pe.Code, "reason", pe.Message)
 		return
@@ -318,6 +320,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	if err := s.srv.auth.Authenticate(actx, s, s.user); err != nil {
 		var ae *auth.Error
 		if errors.As(err, &ae) {
+			s.srv.met.authenticated(s.srv.cfg.EffectiveAuthType(), false)
 			// The client hears only Code, Message and Detail; why (which
 			// may say the user does not exist) goes to the log alone.
 			s.logger().Info("authentication failed", "sqlstate", ae.Code, "reason", ae.Log, "err", ae.Err)
@@ -327,6 +330,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	}
 	// Authenticated: the client leaves the startup slots and counts toward
 	// max-client-conn (see serve).
+	s.srv.met.authenticated(s.srv.cfg.EffectiveAuthType(), true)
 	s.admitted()
 	if s.srv.clients.Add(1) > int64(s.srv.cfg.MaxClientConn) {
 		s.srv.clients.Add(-1)
@@ -351,6 +355,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	}
 	s.tr.tenant, s.tr.user, s.tr.shared = t, s.user, s.srv.cfg.SharedSchemas
 	s.te = s.srv.tenants.join(t.Name)
+	s.countClientIO()
 	s.tr.maxStmts, s.tr.maxStmtBytes = s.srv.cfg.MaxClientStatements, s.srv.cfg.MaxClientStatementBytes
 
 	params, perr := checkParams(sm.Parameters)
@@ -369,7 +374,10 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	var be *pool.Conn
 	if !known || s.mode == config.PoolSession {
 		var err error
-		if be, err = s.checkout(ctx, true); err != nil {
+		waitStart := time.Now()
+		be, err = s.checkout(ctx, true)
+		s.waitedFor(waitStart)
+		if err != nil {
 			return asFatal(err)
 		}
 		if be, greeting, err = s.checkOnBackend(ctx, be); err != nil {
@@ -465,6 +473,7 @@ func (s *session) applyPinNow(be *pool.Conn) (*pgproto3.ErrorResponse, error) {
 	_ = be.NetConn.SetDeadline(time.Now().Add(s.srv.cfg.ServerConnectTimeout))
 	defer be.NetConn.SetDeadline(time.Time{})
 	msgs, _ := s.pinFor(be)
+	s.stats().pinned(false)
 	if _, err := be.NetConn.Write(append(append([]byte(nil), msgs...), syncMsg...)); err != nil {
 		return nil, err
 	}

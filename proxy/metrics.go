@@ -32,6 +32,10 @@ type serverMetrics struct {
 var authMethods = [...]string{config.AuthTrust, config.AuthPassword, config.AuthMD5, config.AuthSCRAM}
 
 // authenticated counts one authentication by method, successful or not.
+// Not inlined: session.start's frame, on the stack of every client's
+// startup, would grow by its loop (see statsNoinline).
+//
+//go:noinline
 func (m *serverMetrics) authenticated(method string, ok bool) {
 	for i, name := range authMethods {
 		if name == method {
@@ -44,6 +48,14 @@ func (m *serverMetrics) authenticated(method string, ok bool) {
 		}
 	}
 }
+
+// countAuth counts one authentication by the server's method. Not
+// inlined: the method's name comes from a Config method with a value
+// receiver, whose copy of the Config (hundreds of bytes) would otherwise sit
+// in session.start's frame, on every client's stack (statsNoinline).
+//
+//go:noinline
+func (srv *Server) countAuth(ok bool) { srv.met.authenticated(srv.cfg.EffectiveAuthType(), ok) }
 
 // registryEvent counts what the registry watch reports: "" is a reload
 // (everything forgotten), a name a NOTIFY.

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"math"
 	"time"
+
+	"github.com/pgtenant/pgtenant/pool"
 )
 
 // The session's side of the metrics: where a session counts into its
@@ -101,8 +104,18 @@ func (s *session) readyLocked(status byte, query bool) {
 	}
 }
 
-// waitedFor records how long the client waited for a backend, from start.
-func (s *session) waitedFor(start time.Time) { s.stats().waited(time.Since(start)) }
+// checkoutTimed is checkout (waiting) with the wait recorded. It is a
+// function of its own, not inlined, so that the frames of the loops that
+// call it, which every idle client's goroutine keeps on its stack, stay as
+// small as they were.
+//
+//go:noinline
+func (s *session) checkoutTimed(ctx context.Context) (*pool.Conn, error) {
+	start := time.Now()
+	be, err := s.checkout(ctx, true)
+	s.stats().waited(time.Since(start))
+	return be, err
+}
 
 // toldError counts an error the client is told.
 func (s *session) toldError(code string) { s.stats().failed(code) }

@@ -143,9 +143,7 @@ func (s *session) relayClient(ctx context.Context) error {
 			st, flush = s.routeMsg(ctx, &m, nil, nil)
 		}
 		if st == stepCheckout {
-			waitStart := time.Now()
-			be, err := s.checkout(ctx, true)
-			s.waitedFor(waitStart)
+			be, err := s.checkoutTimed(ctx)
 			st, flush = s.routeMsg(ctx, &m, be, err)
 		}
 		if flush {

@@ -320,7 +320,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	if err := s.srv.auth.Authenticate(actx, s, s.user); err != nil {
 		var ae *auth.Error
 		if errors.As(err, &ae) {
-			s.srv.met.authenticated(s.srv.cfg.EffectiveAuthType(), false)
+			s.srv.countAuth(false)
 			// The client hears only Code, Message and Detail; why (which
 			// may say the user does not exist) goes to the log alone.
 			s.logger().Info("authentication failed", "sqlstate", ae.Code, "reason", ae.Log, "err", ae.Err)
@@ -330,7 +330,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	}
 	// Authenticated: the client leaves the startup slots and counts toward
 	// max-client-conn (see serve).
-	s.srv.met.authenticated(s.srv.cfg.EffectiveAuthType(), true)
+	s.srv.countAuth(true)
 	s.admitted()
 	if s.srv.clients.Add(1) > int64(s.srv.cfg.MaxClientConn) {
 		s.srv.clients.Add(-1)
@@ -374,10 +374,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	var be *pool.Conn
 	if !known || s.mode == config.PoolSession {
 		var err error
-		waitStart := time.Now()
-		be, err = s.checkout(ctx, true)
-		s.waitedFor(waitStart)
-		if err != nil {
+		if be, err = s.checkoutTimed(ctx); err != nil {
 			return asFatal(err)
 		}
 		if be, greeting, err = s.checkOnBackend(ctx, be); err != nil {

@@ -194,9 +194,9 @@ func wantErr(t testing.TB, conn *pgx.Conn, sql, state string) {
 // transactions and queries; the pool's numbers consistent with each other;
 // schema sizes measured in the background.
 func TestMetrics(t *testing.T) {
-	createTenant(t, "met_a", "CREATE TABLE t (x int)", "INSERT INTO t SELECT generate_series(1, 1000)")
+	createTenant(t, "met_a", "CREATE TABLE IF NOT EXISTS t (x int)", "INSERT INTO t SELECT generate_series(1, 1000)")
 	createTenant(t, "met_b")
-	createTenant(t, "met_quiet", "CREATE TABLE big (x text)", "INSERT INTO big SELECT repeat('x', 100) FROM generate_series(1, 1000)")
+	createTenant(t, "met_quiet", "CREATE TABLE IF NOT EXISTS big (x text)", "INSERT INTO big SELECT repeat('x', 100) FROM generate_series(1, 1000)")
 	file := newUserList(t, map[string]string{"app": scramVerifier(t, "app-secret")})
 	addr := freeAddr(t)
 	p := startProxy(t, withAuthFile(file), withMetrics(addr, "all"),

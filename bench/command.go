@@ -31,6 +31,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "pgtenant", Usage: "host:port of a pgtenant already serving --backend", DefaultText: "start one in this process"},
 		&cli.StringFlag{Name: "pgbouncer", Usage: "host:port of a PgBouncer already pooling --backend, with database entries bench and t001...", DefaultText: "start one"},
 		&cli.StringFlag{Name: "isolation", Value: "schema", Usage: "pgtenant's --isolation: schema, or role (every tenant gets its own LOGIN role; the many-tenants scenario then measures role mode)"},
+		&cli.BoolFlag{Name: "metrics", Usage: "run pgtenant with --metrics-listen and scrape /metrics every second, to measure what metrics cost"},
 		&cli.StringFlag{Name: "only", Usage: "comma-separated scenarios to run, by name or number: " + scenarioNames(), DefaultText: "all"},
 	}
 }
@@ -53,6 +54,7 @@ func Command(c *cli.Context) error {
 		PgtenantAddr:  c.String("pgtenant"),
 		PgbouncerAddr: c.String("pgbouncer"),
 		Isolation:     c.String("isolation"),
+		Metrics:       c.Bool("metrics"),
 		Progress:      os.Stderr,
 	}
 	if c.IsSet("clients-scale") && o.ClientsScale <= 0 {

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -385,6 +387,13 @@ func (e *env) startPgtenant(ctx context.Context, backendDSN string, adjust func(
 	if adjust != nil {
 		adjust(&cfg)
 	}
+	if e.o.Metrics {
+		addr, err := freeAddr()
+		if err != nil {
+			return "", err
+		}
+		cfg.MetricsListen = addr
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -398,6 +407,9 @@ func (e *env) startPgtenant(ctx context.Context, backendDSN string, adjust func(
 		stop()
 		<-done
 	})
+	if cfg.MetricsListen != "" {
+		go scrapeEverySecond(pctx, cfg.MetricsListen)
+	}
 	password := ""
 	if cfg.AuthFile != "" {
 		password = scramPassword
@@ -599,4 +611,26 @@ func (e *env) tenantRolePrefix() string {
 		return ""
 	}
 	return router.TenantRoleName(tenantName(1)[:1])
+}
+
+// scrapeEverySecond reads addr's /metrics every second until ctx ends, as
+// a Prometheus with a one-second interval would (--metrics).
+func scrapeEverySecond(ctx context.Context, addr string) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+		if err != nil {
+			return
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
 }

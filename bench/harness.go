@@ -118,6 +118,12 @@ type Options struct {
 	// EnsureTenantRole) with a secret of its own. The pin-cost and SCRAM
 	// scenarios' pgtenants stay in schema mode.
 	Isolation string
+	// Metrics runs every pgtenant the harness starts with its metrics
+	// endpoint on (--metrics-listen), scraped every second while it serves,
+	// as a busy Prometheus would: with and without it, a scenario measures
+	// what metrics cost. (The counting itself is always on; the endpoint and
+	// the scrapes are what this adds.)
+	Metrics bool
 	// Progress receives one line per run as the benchmark goes. Default:
 	// discarded.
 	Progress io.Writer

@@ -271,6 +271,13 @@ func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerPro
 		serve = defaultServeCommand
 	}
 	cmd := serve(addr, e.backend.dsn(role), e.o.PoolSize, e.o.IdleClients+1000)
+	var metricsAddr string
+	if e.o.Metrics {
+		if metricsAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		cmd.Args = append(cmd.Args, "--metrics-listen", metricsAddr)
+	}
 	if e.o.Isolation == config.IsolationRole {
 		cmd.Args = append(cmd.Args, "--isolation", config.IsolationRole)
 		if cmd.Env == nil {
@@ -307,6 +314,11 @@ func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerPro
 		stop()
 		out, _ := os.ReadFile(logf.Name())
 		return nil, fmt.Errorf("pgtenant process: %w\n%s", err, lastBytes(string(out), 2000))
+	}
+	if metricsAddr != "" {
+		sctx, cancel := context.WithCancel(context.Background())
+		go scrapeEverySecond(sctx, metricsAddr)
+		stop = func(stop func()) func() { return func() { cancel(); stop() } }(stop)
 	}
 	return &poolerProcess{pid: cmd.Process.Pid, addr: addr, stop: stop, fresh: true}, nil
 }

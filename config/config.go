@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -274,8 +275,19 @@ type Config struct {
 	// RoleSecretEnv by FromContext; tests set it directly. Required in
 	// role mode, at least MinRoleSecretLen bytes.
 	RoleSecret string
-	// SchemaSizeInterval is how often the schemas of tenants with a
-	// storage quota are measured in the background. Default 1m.
+	// MetricsListen is the host:port of the Prometheus endpoint (/metrics);
+	// empty (the default) serves no metrics.
+	MetricsListen string
+	// MetricsTenants bounds the tenants that get series of their own: "all",
+	// or a number N, the N most active tenants, the rest summed into
+	// tenant="other". Default 100: each tenant costs some 60 series, so 100
+	// keeps a proxy near 6000, which one Prometheus takes from many proxies;
+	// see MetricsTenantLimit.
+	MetricsTenants string
+	// SchemaSizeInterval is how often every tenant schema's size is
+	// measured in the background (one query on the registry connection),
+	// for the metrics, SHOW TENANTS and storage quotas; 0 turns it off,
+	// and with it the quotas. Default 1m.
 	SchemaSizeInterval time.Duration
 	// LogFormat is text (default) or json.
 	LogFormat string
@@ -313,6 +325,7 @@ func Default() Config {
 		ClientTLS:               ClientTLSAllow,
 		PinReuse:                true,
 		Isolation:               IsolationSchema,
+		MetricsTenants:          "100",
 		SchemaSizeInterval:      time.Minute,
 		LogFormat:               "text",
 		LogLevel:                "info",
@@ -327,6 +340,24 @@ func (c Config) RegistryDSN() string {
 	}
 	return c.Backend
 }
+
+// MetricsTenantLimit is MetricsTenants as a number: how many tenants get
+// series of their own, 0 meaning all of them. A value Validate refuses
+// reads as the default's 100.
+func (c Config) MetricsTenantLimit() int {
+	if c.MetricsTenants == MetricsTenantsAll {
+		return 0
+	}
+	n, err := strconv.Atoi(c.MetricsTenants)
+	if err != nil || n < 1 {
+		return 100
+	}
+	return n
+}
+
+// MetricsTenantsAll is the MetricsTenants value that gives every tenant
+// series of its own.
+const MetricsTenantsAll = "all"
 
 // hasUserSource reports whether an auth file or query is configured.
 func (c Config) hasUserSource() bool { return c.AuthFile != "" || c.AuthQuery != "" }
@@ -472,7 +503,7 @@ func (c Config) Validate() error {
 		{"tenant-miss-ttl", c.TenantMissTTL, true},
 		{"shutdown-timeout", c.ShutdownTimeout, true},
 		{"idle-transaction-timeout", c.IdleTransactionTimeout, true},
-		{"schema-size-interval", c.SchemaSizeInterval, false},
+		{"schema-size-interval", c.SchemaSizeInterval, true},
 	} {
 		switch {
 		case d.value < 0:
@@ -503,6 +534,14 @@ func (c Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("isolation must be schema or role, got %q", c.Isolation))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics-listen %q: %w", c.MetricsListen, err))
+		}
+	}
+	if n, err := strconv.Atoi(c.MetricsTenants); c.MetricsTenants != MetricsTenantsAll && (err != nil || n < 1) {
+		errs = append(errs, fmt.Errorf("metrics-tenants must be all or a number of tenants of at least 1, got %q", c.MetricsTenants))
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -80,6 +80,11 @@ func TestValidate(t *testing.T) {
 		{"require without cert", func(c *Config) { c.ClientTLS = ClientTLSRequire }, "client-tls require needs tls-cert"},
 		{"unknown client tls", func(c *Config) { c.ClientTLS = "prefer" }, `client-tls must be disable, allow or require, got "prefer"`},
 		{"unknown log format", func(c *Config) { c.LogFormat = "logfmt" }, `log-format must be text or json, got "logfmt"`},
+		{"bad metrics listen", func(c *Config) { c.MetricsListen = "9187" }, `metrics-listen "9187"`},
+		{"metrics for every tenant", func(c *Config) { c.MetricsListen, c.MetricsTenants = ":9187", "all" }, ""},
+		{"metrics tenants not a number", func(c *Config) { c.MetricsTenants = "top10" }, `metrics-tenants must be all or a number of tenants of at least 1, got "top10"`},
+		{"metrics tenants zero", func(c *Config) { c.MetricsTenants = "0" }, "metrics-tenants must be all or a number"},
+		{"negative schema size interval", func(c *Config) { c.SchemaSizeInterval = -time.Second }, "schema-size-interval must not be negative"},
 		{"unknown log level", func(c *Config) { c.LogLevel = "trace" }, `log-level must be debug, info, warn or error, got "trace"`},
 	}
 	for _, tt := range tests {
@@ -138,5 +143,18 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %q, want it to mention %s", err, want)
 		}
+	}
+}
+
+func TestMetricsTenantLimit(t *testing.T) {
+	for value, want := range map[string]int{"all": 0, "1": 1, "250": 250} {
+		c := Default()
+		c.MetricsTenants = value
+		if got := c.MetricsTenantLimit(); got != want {
+			t.Errorf("MetricsTenantLimit() with %q = %d, want %d", value, got, want)
+		}
+	}
+	if got := Default().MetricsTenantLimit(); got != 100 {
+		t.Errorf("default MetricsTenantLimit() = %d, want 100", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,7 +129,11 @@ var settings = []setting{
 		func(c *Config) *string { return &c.Isolation }),
 	stringSetting("role-secret-file", "file holding the secret tenant role passwords derive from in --isolation role (default: the "+RoleSecretEnv+" variable)",
 		func(c *Config) *string { return &c.RoleSecretFile }),
-	durationSetting("schema-size-interval", "how often the schemas of tenants with a storage quota are measured in the background (a tenant over its quota turns read-only)",
+	stringSetting("metrics-listen", "host:port to serve Prometheus metrics on (/metrics); empty serves none",
+		func(c *Config) *string { return &c.MetricsListen }),
+	stringSetting("metrics-tenants", "tenants with series of their own: all, or N (the N most active; the rest are summed into tenant=\"other\")",
+		func(c *Config) *string { return &c.MetricsTenants }),
+	durationSetting("schema-size-interval", "how often every tenant schema's size is measured in the background, for metrics, SHOW TENANTS and storage quotas (a tenant over its quota turns read-only); 0 turns it off, quotas included",
 		func(c *Config) *time.Duration { return &c.SchemaSizeInterval }),
 	stringSetting("log-format", "log line format: text or json",
 		func(c *Config) *string { return &c.LogFormat }),
@@ -373,6 +378,10 @@ func readConfigFile(path string) (altsrc.InputSourceContext, error) {
 		// accepts int.
 		if n, ok := value.(int64); ok {
 			value = int(n)
+			if key == "metrics-tenants" {
+				// A string setting that is often a number.
+				value = strconv.Itoa(int(n))
+			}
 		}
 		values[key] = value
 	}

@@ -75,6 +75,7 @@ func fromFile(c *Config) {
 	c.LogFormat = "json"
 	c.MaxMessageSize = 1 << 20
 	c.MaxStartupPerAddr = 0
+	c.MetricsTenants = "7"
 }
 
 func TestPrecedence(t *testing.T) {
@@ -340,6 +341,8 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		"tls-key":                    "/etc/pgtenant/server.key",
 		"client-tls":                 "require",
 		"admin-users":                "admin, ops",
+		"metrics-listen":             "127.0.0.1:9187",
+		"metrics-tenants":            "all",
 	}
 	var args []string
 	for _, f := range ServeFlags() {

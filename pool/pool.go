@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,6 +49,7 @@ type Config struct {
 
 // Stats is a snapshot for the console and tests.
 type Stats struct {
+	Size    int // the most connections open at once
 	Open    int // connections open or being dialled
 	Idle    int
 	Waiting int
@@ -60,6 +62,8 @@ type Stats struct {
 	// for a connection of another (CheckoutAs); they count as Destroys
 	// too.
 	Evictions uint64
+	// Checkouts counts connections handed out (for the metrics).
+	Checkouts uint64
 }
 
 // grant is what a waiter receives: a connection, the right to dial one (a
@@ -131,6 +135,9 @@ type Pool struct {
 	retry  *time.Timer
 	closed bool
 	stats  Stats
+	// checkouts is Stats.Checkouts, apart from mu: it is counted on every
+	// checkout, and needs no lock.
+	checkouts atomic.Uint64
 
 	stop chan struct{}
 	done chan struct{}
@@ -158,13 +165,13 @@ func New(cfg Config, dialer Dialer) (*Pool, error) {
 // Checkout returns a connection for the caller's exclusive use, waiting up
 // to Config.WaitTimeout (or until ctx ends) when all are busy.
 func (p *Pool) Checkout(ctx context.Context) (*Conn, error) {
-	return p.checkout(ctx, Request{}, true)
+	return p.counted(p.checkout(ctx, Request{}, true))
 }
 
 // TryCheckout is Checkout without the wait: when every connection is in
 // use it returns ErrBusy at once. It may still dial a new connection.
 func (p *Pool) TryCheckout(ctx context.Context) (*Conn, error) {
-	return p.checkout(ctx, Request{}, false)
+	return p.counted(p.checkout(ctx, Request{}, false))
 }
 
 // CheckoutAs is Checkout of a connection logged in as role, which the
@@ -178,7 +185,7 @@ func (p *Pool) CheckoutAs(ctx context.Context, role string) (*Conn, error) {
 	if err := p.checkRole(role); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, Request{Role: role}, true)
+	return p.counted(p.checkout(ctx, Request{Role: role}, true))
 }
 
 // TryCheckoutAs is CheckoutAs without the wait, as TryCheckout is to
@@ -187,7 +194,7 @@ func (p *Pool) TryCheckoutAs(ctx context.Context, role string) (*Conn, error) {
 	if err := p.checkRole(role); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, Request{Role: role}, false)
+	return p.counted(p.checkout(ctx, Request{Role: role}, false))
 }
 
 // Get is the checkout of req: a connection for req.Key logged in as
@@ -204,7 +211,15 @@ func (p *Pool) Get(ctx context.Context, req Request, wait bool) (*Conn, error) {
 			return nil, err
 		}
 	}
-	return p.checkout(ctx, req, wait)
+	return p.counted(p.checkout(ctx, req, wait))
+}
+
+// counted passes a checkout's outcome on, counting it when it succeeded.
+func (p *Pool) counted(c *Conn, err error) (*Conn, error) {
+	if err == nil {
+		p.checkouts.Add(1)
+	}
+	return c, err
 }
 
 func (p *Pool) checkRole(role string) error {
@@ -745,9 +760,11 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.stats
+	s.Size = p.cfg.Size
 	s.Open = p.open
 	s.Idle = len(p.idle)
 	s.Waiting = p.nwait
+	s.Checkouts = p.checkouts.Load()
 	return s
 }
 

@@ -80,11 +80,13 @@ func (s *session) accountLocked(m *clientMsg) bool {
 	}
 	switch m.typ {
 	case 'Q':
+		s.statementLocked(true)
 		// A simple Query destroys the unnamed statement.
 		s.tr.unnamedParse, s.link.unnamedHere = nil, false
 		e := entry{kind: replyQuery}
 		var after string
 		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
+			s.stats().refused(refuse.Code)
 			m.replace, _ = (&pgproto3.Query{String: raiseSQL(refuse)}).Encode(nil)
 		} else {
 			e.changes = m.res.changes
@@ -119,7 +121,9 @@ func (s *session) accountLocked(m *clientMsg) bool {
 			s.expectLocked(entry{kind: replyQuery, own: true, soft: true})
 		}
 	case 'F':
+		s.statementLocked(true)
 		if m.res.refuse != nil {
+			s.stats().refused(m.res.refuse.Code)
 			m.replace, _ = (&pgproto3.Query{String: raiseSQL(m.res.refuse)}).Encode(nil)
 		}
 		s.expectLocked(entry{kind: replyQuery})
@@ -127,6 +131,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		s.link.open = false
 		s.expectLocked(entry{kind: replySync})
 	case 'E':
+		s.statementLocked(true)
 		s.link.open = true
 		e := entry{kind: replyExecute}
 		if fx, ok := s.tr.portalFx[m.portal]; ok {
@@ -163,6 +168,7 @@ func (s *session) accountLocked(m *clientMsg) bool {
 		m.res.changes, m.res.params = nil, nil // they apply when the statement is bound
 		body := m.whole
 		if refuse := s.sessionEffectsLocked(&m.res); refuse != nil {
+			s.stats().refused(refuse.Code)
 			body = refusedParse(m, refuse)
 			effects = stmtEffects{}
 		} else if m.res.deallocateAllOnly && s.link.state == linkAttached {

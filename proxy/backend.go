@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/pool"
@@ -217,10 +216,11 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		// last ReadyForQuery says whether what this one ends was rolled
 		// back.
 		s.tr.readyForQuery(status, e.kind == replyQuery, e.changes, s.link.queryTagged, s.link.queryRollback)
+		s.readyLocked(status, e.kind == replyQuery)
 		s.link.queryTagged = false
 		s.link.status = status
 		if s.srv.liveConfig().IdleTransactionTimeout > 0 && status != 'I' {
-			s.link.readyAt = time.Now()
+			s.link.readyAt = monoNow()
 		}
 		if !gone {
 			act.write = readyForQuery(status)
@@ -245,6 +245,9 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			return act
 		}
 		s.tr.commandFailed(e.kind == replyQuery)
+		if e.kind == replyExecute && !e.own {
+			s.queryEndedLocked()
+		}
 		if v.failed {
 			switch {
 			case e.kind == replyParse:
@@ -257,9 +260,11 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			return act
 		}
 		if e.refuse != nil && er.Code == codeSyntaxError {
+			s.toldError(e.refuse.Code)
 			act.write, _ = e.refuse.Response().Encode(nil)
 			return act
 		}
+		s.toldError(er.Code)
 		switch {
 		case er.Code == codeUndefinedStatement && e.clientName != "" && (e.kind == replyBind || e.kind == replyDescribeStmt):
 			// The statement this Bind or Describe names is the client's,
@@ -288,6 +293,10 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 			}
 		}
 		return act
+	case 's', 'I':
+		if v.done && !e.own && e.kind == replyExecute {
+			s.queryEndedLocked() // suspended, or an empty query
+		}
 	case '1':
 		if v.done && !e.own && e.stmt != nil && e.key != "" && e.key == e.stmt.ownKey {
 			s.promoteLocked(e.stmt)
@@ -308,6 +317,7 @@ func (s *session) decideReply(be *pool.Conn, typ byte, body []byte, er *pgproto3
 		}
 		if v.done && !e.own && e.kind == replyExecute {
 			s.tr.completed(e.changes)
+			s.queryEndedLocked()
 		}
 		if e.tag != "" && !gone {
 			act.write, _ = (&pgproto3.CommandComplete{CommandTag: []byte(e.tag)}).Encode(nil)

@@ -142,6 +142,7 @@ func orDefault(own, flag int) int {
 // client is already counted (tenants.join), and uncounted when it goes.
 func (s *session) checkTenantClients() error {
 	if max := s.tenantMaxClients(); max > 0 && s.te.clients.Load() > int64(max) {
+		s.stats().refused(codeTooManyClients)
 		return fatalf(codeTooManyClients, "sorry, too many clients for tenant %q (at most %d)", s.tr.tenant.Name, max)
 	}
 	return nil

@@ -23,9 +23,11 @@ type link struct {
 	// rm is what be owes, in order (replies.go).
 	rm replyModel
 	// status is the last transaction status the client was told, and
-	// readyAt when (set only with --idle-transaction-timeout).
+	// readyAt when, on the monotonic clock (monoNow; set only with
+	// --idle-transaction-timeout). 8 bytes where a time.Time takes 24, which
+	// pays for the metrics' fields below in every idle client.
 	status  byte
-	readyAt time.Time
+	readyAt int64
 	// open: the client sent extended-protocol messages after its last Sync.
 	open bool
 	// pinPending: the pin was sent with the client's first message and is
@@ -75,6 +77,13 @@ type link struct {
 	// CommandComplete's ROLLBACK tag, seen on the hot path or under the
 	// lock, to the next ReadyForQuery (tracker.readyForQuery).
 	curClient, curQuery, queryRollback, queryTagged bool
+
+	// For the metrics (metrics_session.go): how many of the client's
+	// queries are in flight (it sits in the bools' padding), and when its
+	// open transaction and its oldest query in flight started (monoNow; 0:
+	// none).
+	queriesOpen          uint16
+	txnStart, queryStart int64
 }
 
 // The state of the link between a client session and a backend. Its moves,
@@ -248,6 +257,7 @@ func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 	s.link.dirty = false
 	s.link.queryTagged = false
 	s.link.curClient, s.link.curQuery = false, false
+	s.link.txnStart, s.link.queryStart, s.link.queriesOpen = 0, 0, 0
 	s.bw.Reset(be.NetConn)
 	if pinNow {
 		s.sendPinLocked(be)
@@ -264,9 +274,14 @@ func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 func (s *session) sendPinLocked(be *pool.Conn) {
 	s.link.pinPending, s.link.pinBoundary = false, false
 	s.followConfLocked()
-	if s.srv.noPin || (s.srv.cfg.PinReuse && be.State == s.tr.pin.key) {
+	if s.srv.noPin {
 		return
 	}
+	if s.srv.cfg.PinReuse && be.State == s.tr.pin.key {
+		s.stats().pinned(true)
+		return
+	}
+	s.stats().pinned(false)
 	msgs, statements := s.pinFor(be)
 	_, _ = s.bw.Write(msgs)
 	for i := 0; i < statements; i++ {

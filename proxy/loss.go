@@ -129,6 +129,7 @@ func (s *session) failLinkLocked() {
 // read is not waited for.
 func (s *session) tellFailingLink(e *pgError, answers int) {
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	s.toldError(e.Code)
 	_ = writeMsg(s.cw, e.Response())
 	for i := 0; i < answers; i++ {
 		if i > 0 {

@@ -19,18 +19,35 @@ import (
 // = off inside its transaction) can override, and a tenant can grow past
 // its quota within one measuring interval.
 
-// measureSchemaSizes measures, every schema-size-interval (read live, so
-// a reload changes it), the schemas of the tenants this proxy serves that
-// have a storage quota, in one query on the registry's connections, and
-// turns each read-only or back. It returns when ctx ends.
+// measureSchemaSizes measures every tenant's schema at once and then every
+// schema-size-interval (read live, so a reload changes it; 0 measures
+// nothing until a reload sets one), in one query on the registry's
+// connections, for the metrics, SHOW TENANTS and the storage quotas. Tenants
+// that have had no clients get an entry, so that their sizes show too. It
+// runs in the background, never on a client's path, and returns when ctx
+// ends. A failure is logged once per run of failures; the sizes measured
+// before stay.
 func (srv *Server) measureSchemaSizes(ctx context.Context) {
 	if srv.settings == nil {
 		return
 	}
+	failing := false
 	for {
 		interval := srv.liveConfig().SchemaSizeInterval
-		if interval <= 0 {
-			interval = time.Minute
+		if interval > 0 {
+			err := srv.measureOnce(ctx)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil && !failing:
+				srv.log.Warn("measuring tenant schema sizes failed; trying again at the next interval",
+					"err", err, "interval", interval)
+			case err == nil && failing:
+				srv.log.Info("measuring tenant schema sizes works again")
+			}
+			failing = err != nil
+		} else {
+			interval = time.Minute // off: look again for a reload that turns it on
 		}
 		t := time.NewTimer(interval)
 		select {
@@ -39,37 +56,23 @@ func (srv *Server) measureSchemaSizes(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		srv.measureOnce(ctx)
 	}
 }
 
 // measureOnce is one round of measureSchemaSizes.
-func (srv *Server) measureOnce(ctx context.Context) {
-	var names []string
-	var entries []*tenantEntry
-	for _, te := range srv.tenants.all() {
-		if te.conf.quotaBytes() > 0 || te.conf.overQuota() {
-			names = append(names, te.name)
-			entries = append(entries, te)
-		}
-	}
-	if len(names) == 0 {
-		return
-	}
+func (srv *Server) measureOnce(ctx context.Context) error {
 	qctx, cancel := context.WithTimeout(ctx, settingsTimeout)
-	sizes, err := srv.settings.SchemaSizes(qctx, names)
+	sizes, err := srv.settings.SchemaSizes(qctx, nil)
 	cancel()
 	if err != nil {
-		if ctx.Err() == nil {
-			srv.log.Warn("cannot measure tenant schemas for their storage quotas", "err", err)
-		}
-		return
+		return err
 	}
-	for _, te := range entries {
-		if size, ok := sizes[te.name]; ok {
-			srv.setSchemaSize(te, size)
-		}
+	for name, size := range sizes {
+		te := srv.tenants.entry(name)
+		te.stats.setSchemaSize(size)
+		srv.setSchemaSize(te, size)
 	}
+	return nil
 }
 
 // setSchemaSize records te's measured schema size and turns its sessions

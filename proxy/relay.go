@@ -152,7 +152,7 @@ func (s *session) relayClient(ctx context.Context) error {
 		}
 		if st == stepCheckout {
 			s.waitingBackend.Store(true)
-			be, err := s.checkout(ctx, true)
+			be, err := s.checkoutTimed(ctx)
 			s.waitingBackend.Store(false)
 			if s.killed.Load() {
 				// Killed while it waited: what it asked for must not run.
@@ -219,7 +219,7 @@ func (s *session) idleDeadline(d time.Duration) (deadline time.Time, ok bool) {
 		return time.Time{}, false
 	}
 	if s.idleInTransactionLocked() {
-		return s.link.readyAt.Add(d), true
+		return monoTime(s.link.readyAt).Add(d), true
 	}
 	return time.Now().Add(d), true
 }
@@ -231,7 +231,7 @@ func (s *session) idleDeadline(d time.Duration) (deadline time.Time, ok bool) {
 func (s *session) idleInTransaction(d time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.idleInTransactionLocked() || time.Since(s.link.readyAt) < d {
+	if !s.idleInTransactionLocked() || time.Duration(monoNow()-s.link.readyAt) < d {
 		return false
 	}
 	s.clientGone = true
@@ -297,6 +297,7 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 		}
 		if m.typ == 'S' {
 			s.setLinkLocked(linkDetached)
+			s.toldError(s.link.skipErr.Code)
 			_ = writeMsg(s.cw, s.link.skipErr.Response())
 			_, _ = s.cw.Write(readyForQuery('I'))
 			s.link.skipErr = nil
@@ -672,8 +673,10 @@ func (s *session) dropMsg(m *clientMsg) error {
 // the client's next Sync for an extended-protocol batch). The caller
 // flushes cw when cwBusy is set.
 func (s *session) refuseLocked(typ byte, e *pgError) {
+	s.stats().refused(e.Code)
 	switch typ {
 	case 'Q', 'F', 'S':
+		s.toldError(e.Code)
 		_ = writeMsg(s.cw, e.Response())
 		_, _ = s.cw.Write(readyForQuery('I'))
 		s.cwBusy = true

@@ -105,6 +105,9 @@ type Server struct {
 	// under mu; the console's SHUTDOWN calls them.
 	stopAccept, stopSessions context.CancelFunc
 
+	// met are the server's own counters for the metrics (metrics.go).
+	met *serverMetrics
+
 	mu     sync.Mutex
 	byKey  map[uint32]*session // admitted sessions by cancel key pid
 	conns  map[net.Conn]struct{}
@@ -120,7 +123,7 @@ type Server struct {
 // NewServer wires a server from its parts. The caller owns p and r.
 func NewServer(cfg config.Config, log *slog.Logger, p *pool.Pool, r TenantResolver, a auth.Method) *Server {
 	srv := &Server{
-		cfg: cfg, log: log, pool: p, router: r, auth: a, access: allowAll{},
+		cfg: cfg, log: log, pool: p, router: r, auth: a, access: allowAll{}, met: new(serverMetrics),
 		greetings: expirable.NewLRU[string, []byte](greetingCacheSize, nil, greetingTTL),
 		byKey:     map[uint32]*session{},
 		conns:     map[net.Conn]struct{}{},
@@ -457,6 +460,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	defer stopWatch()
 	go func() {
 		err := reg.Watch(watchCtx, func(name string) {
+			srv.met.registryEvent(name)
 			srv.confChanged(watchCtx, name)
 			if user, ok := router.GrantsChangedFor(name); ok {
 				if grants != nil {
@@ -482,7 +486,18 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		log.Warn("the admin console is open to anyone who can reach --listen: auth-type trust lets a client claim an admin user's name",
 			"admin_users", strings.Join(cfg.AdminUsers, ","))
 	}
-	go srv.measureSchemaSizes(watchCtx)
+	// The metrics endpoint and the schema sizes stop when serving does.
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics-listen: %w", err)
+		}
+		go serveMetrics(bgCtx, srv, mln)
+		log.Info("serving metrics", "listen", mln.Addr().String(), "path", "/metrics")
+	}
+	go srv.measureSchemaSizes(bgCtx)
 
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
 		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),

@@ -168,6 +168,7 @@ func (s *session) ReceivePassword() ([]byte, error) {
 
 // fail tells the client why it is being turned away, best effort.
 func (s *session) fail(e *pgError) {
+	s.toldError(e.Code)
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = writeMsg(s.cw, e.Response())
 	_ = s.cw.Flush()
@@ -299,6 +300,7 @@ func (s *session) endIdleInTransaction() {
 func (s *session) reportStartupError(stage string, err error) {
 	var pe *pgError
 	if errors.As(err, &pe) {
+		s.refusedStartup(pe.Code)
 		s.fail(pe)
 		s.logger().Info("client refused", "stage", stage, "sqlstate", pe.Code, "reason", pe.Message)
 		return
@@ -345,6 +347,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	if err := s.srv.auth.Authenticate(actx, s, s.user); err != nil {
 		var ae *auth.Error
 		if errors.As(err, &ae) {
+			s.srv.countAuth(false)
 			// The client hears only Code, Message and Detail; why (which
 			// may say the user does not exist) goes to the log alone.
 			s.logger().Info("authentication failed", "sqlstate", ae.Code, "reason", ae.Log, "err", ae.Err)
@@ -357,6 +360,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	}
 	// Authenticated: the client leaves the startup slots and counts toward
 	// max-client-conn (see serve).
+	s.srv.countAuth(true)
 	s.admitted()
 	if maxConn := s.srv.liveConfig().MaxClientConn; s.srv.clients.Add(1) > int64(maxConn) {
 		s.srv.clients.Add(-1)
@@ -387,6 +391,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	if s.srv.pausedAll.Load() {
 		s.te.pause.pause(s.srv.liveConfig().QueryWaitTimeout) // see consolePause
 	}
+	s.countClientIO()
 	s.tr.maxStmts, s.tr.maxStmtBytes = s.srv.cfg.MaxClientStatements, s.srv.cfg.MaxClientStatementBytes
 
 	params, perr := checkParams(sm.Parameters)
@@ -411,7 +416,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	var be *pool.Conn
 	if !known || s.mode == config.PoolSession {
 		var err error
-		if be, err = s.checkout(ctx, true); err != nil {
+		if be, err = s.checkoutTimed(ctx); err != nil {
 			return asFatal(err)
 		}
 		if be, greeting, err = s.checkOnBackend(ctx, be); err != nil {
@@ -507,6 +512,7 @@ func (s *session) applyPinNow(be *pool.Conn) (*pgproto3.ErrorResponse, error) {
 	_ = be.NetConn.SetDeadline(time.Now().Add(s.srv.cfg.ServerConnectTimeout))
 	defer be.NetConn.SetDeadline(time.Time{})
 	msgs, _ := s.pinFor(be)
+	s.stats().pinned(false)
 	if _, err := be.NetConn.Write(append(append([]byte(nil), msgs...), syncMsg...)); err != nil {
 		return nil, err
 	}

@@ -201,6 +201,7 @@ func (t *tracker) stmtLimit(name string, rest []byte) *pgError {
 // of the server's syntax error (entry.refuse). Nothing is recorded for
 // the client.
 func (s *session) refuseParseLocked(m *clientMsg, e *pgError) {
+	s.stats().refused(e.Code)
 	s.out = appendParse(s.out, unknownStmtName(m.name), failingParse)
 	s.expectLocked(entry{kind: replyParse, refuse: e})
 }

@@ -421,15 +421,16 @@ type SettingsLookupError struct{ Err error }
 func (e *SettingsLookupError) Error() string { return "registry settings lookup: " + e.Err.Error() }
 func (e *SettingsLookupError) Unwrap() error { return e.Err }
 
-// schemaSizesSQL sums the on-disk size of each tenant schema's tables and
-// materialized views with their indexes and TOAST, in one query: the
+// schemaSizesSQL sums the on-disk size of each tenant schema's tables,
+// materialized views and sequences with their indexes and TOAST, in one
+// query (pg_class and the size functions need no privilege on the tables): the
 // catalogs are read once, whatever the number of tenants. A relation
 // dropped meanwhile has no size (NULL), which sum skips.
 const schemaSizesSQL = `
 SELECT t.name, COALESCE(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint
   FROM pgtenant.tenants t
   LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
-  LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm')
+  LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S')
  WHERE $1::text[] IS NULL OR t.name = ANY($1::text[])
  GROUP BY t.name`
 

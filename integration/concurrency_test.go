@@ -209,7 +209,8 @@ func TestConcurrencyManyTenantsSmallPool(t *testing.T) {
 		for {
 			// The registry's pool logs in with the same DSN, so shares the
 			// application_name; its connections only ever run the ping and
-			// the tenant lookup. The pool's connections only ever run the
+			// the tenant and settings lookups (pgtenant.tenants,
+			// pgtenant.tenant_settings). The pool's connections only ever run the
 			// pin or this test's client queries.
 			rows, err := mon.Query(ctx, `select pid, coalesce(query, '') from pg_stat_activity
 				where backend_type = 'client backend' and datname = $1 and application_name = $2
@@ -226,7 +227,7 @@ func TestConcurrencyManyTenantsSmallPool(t *testing.T) {
 					monErr = err
 					return
 				}
-				if strings.Contains(q, "pgtenant.tenants") || strings.HasPrefix(q, "-- ping") {
+				if strings.Contains(q, "pgtenant.tenant") || strings.HasPrefix(q, "-- ping") {
 					if len(registryQueries) < 4 {
 						registryQueries = append(registryQueries, q)
 					}

@@ -178,7 +178,7 @@ func (srv *Server) showPools(out []byte) []byte {
 	for _, e := range srv.tenants.all() {
 		clients, waiting := e.clients.Load(), e.waiting.Load()
 		rs.add(str(e.name), num(clients-waiting), num(waiting), num(e.backends.Load()),
-			num(int64(ps.Idle)), num(int64(ps.Open)), num(int64(srv.cfg.PoolSize)), num(int64(ps.Waiting)),
+			num(int64(ps.Idle)), num(int64(ps.Open)), num(int64(ps.Size)), num(int64(ps.Waiting)),
 			str(string(srv.cfg.PoolMode)), boolean(e.pause.paused()))
 	}
 	return rs.encode(out, "SHOW")
@@ -292,13 +292,16 @@ func (srv *Server) showServers(out []byte) []byte {
 	return rs.encode(out, "SHOW")
 }
 
-// showStats: server-wide totals in one row.
+// showStats: server-wide totals in one row. tenants counts the tenants
+// with clients connected now.
 func (srv *Server) showStats(out []byte) []byte {
-	var clients, waiting, backends int64
+	var clients, waiting, backends, connected int64
 	var txns uint64
-	entries := srv.tenants.all()
-	for _, e := range entries {
-		clients += e.clients.Load()
+	for _, e := range srv.tenants.all() {
+		if n := e.clients.Load(); n > 0 {
+			connected++
+			clients += n
+		}
 		waiting += e.waiting.Load()
 		backends += e.backends.Load()
 		txns += e.stats.transactions()
@@ -310,8 +313,8 @@ func (srv *Server) showStats(out []byte) []byte {
 	rs := resultSet{cols: []consoleCol{intCol("tenants"), intCol("clients"), intCol("waiting"), intCol("backends"),
 		intCol("transactions"), intCol("pool_size"), intCol("pool_open"), intCol("pool_idle"), intCol("pool_waiting"),
 		intCol("dials"), intCol("dial_failures"), intCol("destroys"), intCol("timeouts")}}
-	rs.add(num(int64(len(entries))), num(clients), num(waiting), num(backends), unum(txns),
-		num(int64(srv.cfg.PoolSize)), num(int64(ps.Open)), num(int64(ps.Idle)), num(int64(ps.Waiting)),
+	rs.add(num(connected), num(clients), num(waiting), num(backends), unum(txns),
+		num(int64(ps.Size)), num(int64(ps.Open)), num(int64(ps.Idle)), num(int64(ps.Waiting)),
 		unum(ps.Dials), unum(ps.DialFailures), unum(ps.Destroys), unum(ps.Timeouts))
 	return rs.encode(out, "SHOW")
 }

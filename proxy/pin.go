@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	lru "github.com/hashicorp/golang-lru/v2"
 	"regexp"
 	"sort"
 	"strings"
@@ -150,10 +151,26 @@ func pinOwner(tenant, user string) string {
 // when searchPath is empty, else the client's own, already checked), the
 // cleanup, then the settings in order, in one transaction.
 func buildPinSQL(owner, schema, searchPath string, sets []renderedSetting) pin {
-	var p pin
 	if searchPath == "" {
 		searchPath = quoteIdent(schema) + ", public"
 	}
+	var key strings.Builder
+	key.WriteString(owner)
+	key.WriteByte(0)
+	key.WriteString(searchPath)
+	for _, st := range sets {
+		key.WriteByte(0)
+		key.WriteString(st.name)
+		key.WriteByte('=')
+		key.WriteString(st.sql)
+	}
+	// The key says everything the messages do: clients with the same key
+	// share one pin, which is never written after it is built, so an idle
+	// client holds no pin of its own.
+	if p, ok := pinCache.Get(key.String()); ok {
+		return p
+	}
+	var p pin
 	add := func(text string) {
 		p.msgs = appendStatement(p.msgs, text)
 		p.statements++
@@ -165,16 +182,8 @@ func buildPinSQL(owner, schema, searchPath string, sets []renderedSetting) pin {
 	for _, st := range cleanupStatements {
 		add(st)
 	}
-	var key strings.Builder
-	key.WriteString(owner)
-	key.WriteByte(0)
-	key.WriteString(searchPath)
 	for _, st := range sets {
 		add("SET " + quoteIdent(st.name) + " TO " + st.sql)
-		key.WriteByte(0)
-		key.WriteString(st.name)
-		key.WriteByte('=')
-		key.WriteString(st.sql)
 	}
 	add("COMMIT")
 	// The server buffers replies to extended-protocol messages until a
@@ -184,8 +193,21 @@ func buildPinSQL(owner, schema, searchPath string, sets []renderedSetting) pin {
 	// pipelined messages (waitPin) wait for.
 	p.msgs = append(p.msgs, flushMsg...)
 	p.key = key.String()
+	pinCache.Add(p.key, p)
 	return p
 }
+
+// pinCacheSize bounds the pins kept for sharing (see buildPinSQL): one per
+// distinct tenant, user and settings in use, a few hundred bytes each.
+const pinCacheSize = 4096
+
+var pinCache = func() *lru.Cache[string, pin] {
+	c, err := lru.New[string, pin](pinCacheSize)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
 
 // checkParams turns the startup message's run-time parameters into the
 // sorted, de-duplicated list the pin sets. Routing values (user, database),

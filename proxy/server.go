@@ -217,16 +217,13 @@ accept:
 		srv.conns[nc] = struct{}{}
 		srv.sessions.Add(1)
 		srv.mu.Unlock()
-		go func() {
-			defer func() {
-				slot.release()
-				srv.mu.Lock()
-				delete(srv.conns, nc)
-				srv.mu.Unlock()
-				srv.sessions.Done()
-			}()
-			newSession(srv, nc).serve(sessCtx, slot.release)
-		}()
+		go newSession(srv, nc).serve(sessCtx, slot.release, func() {
+			slot.release()
+			srv.mu.Lock()
+			delete(srv.conns, nc)
+			srv.mu.Unlock()
+			srv.sessions.Done()
+		})
 	}
 	if srv.waitClients.Load() {
 		srv.waitForClients(sessCtx)

@@ -174,28 +174,43 @@ func (s *session) fail(e *pgError) {
 	_ = s.cw.Flush()
 }
 
-// serve runs the whole life of the connection. admitted is called once
-// the startup phase is over (the client authenticated, or startup failed):
-// it gives back the connection's startup slot (startup.go). A client counts
+// serve runs the startup of the connection: admission and
+// authentication, bounded by the startup deadline. admitted is called once
+// that phase is over (the client authenticated, or startup failed): it
+// gives back the connection's startup slot (startup.go). A client counts
 // toward max-client-conn only from its authentication on, so clients that
 // connect and stall (before their StartupMessage, or at the password) take
 // startup slots, which are capped per address, and never the slots of
-// clients that proved who they are.
-func (s *session) serve(ctx context.Context, admitted func()) {
+// clients that proved who they are. done is called once the session has
+// ended, by whichever goroutine ends it.
+//
+// A client that is in is served on a goroutine of its own (relay), started
+// here, and this one ends. The startup (authentication, the registry
+// lookup, the parameter check on a backend) grows a goroutine's stack to
+// several KiB, which an idle client would otherwise hold as long as it
+// stays connected; the relay's goroutine starts small and grows only to
+// what relaying needs, which the GC shrinks again while the client idles.
+func (s *session) serve(ctx context.Context, admitted func(), done func()) {
 	defer admitted() // whatever way startup ends; releasing twice is a no-op
+	in := false
 	defer func() {
 		if r := recover(); r != nil {
-			// Every locked section unlocks in a defer, so teardown can
-			// take the lock; once the backend goroutine is done, cw is
-			// this goroutine's to say why the session ends.
-			s.logger().Error("session panic", "panic", r)
-			s.teardown()
-			s.backendDone.Wait()
-			s.fail(fatalf(codeInternalError, "%v", errInternal))
+			in = false
+			s.panicked(r)
 		}
-		_ = s.nc.Close()
+		if !in {
+			s.finish(done)
+		}
 	}()
+	if in = s.startup(ctx, admitted); in {
+		go s.relay(ctx, done)
+	}
+}
 
+// startup admits and authenticates the client, resolves its tenant and
+// greets it. It reports whether the client is in; if not, the client has
+// been told why (or left).
+func (s *session) startup(ctx context.Context, admitted func()) bool {
 	// The startup deadline (StartupTimeout after accept) bounds admission
 	// and authentication; the socket has it until the client is in.
 	deadline := time.Now().Add(s.srv.cfg.StartupTimeout)
@@ -206,21 +221,12 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 	s.cr.maxMessage = s.srv.cfg.MaxMessageSize
 	if err != nil {
 		s.reportStartupError("admit", err)
-		return
+		return false
 	}
 	if startup == nil {
-		return // a CancelRequest, handled
+		return false // a CancelRequest, handled
 	}
-	defer func() {
-		if s.counted {
-			s.srv.clients.Add(-1)
-		}
-		if s.te != nil {
-			s.srv.tenants.leave(s.te)
-		}
-	}()
 	s.admitted = admitted
-	defer s.srv.unregister(s) // start registers the cancel key it hands out
 	if err := s.start(ctx, startup, deadline); err != nil {
 		if ctx.Err() != nil && !isClosedErr(err) {
 			// Shutdown cancelled whatever start was waiting on (a
@@ -229,22 +235,58 @@ func (s *session) serve(ctx context.Context, admitted func()) {
 			err = fatalf(codeAdminShutdown, "pgtenant is shutting down")
 		}
 		s.reportStartupError("startup", err)
-		return
+		return false
 	}
 	_ = s.nc.SetDeadline(time.Time{})
+	return true
+}
+
+// relay serves a client that is in, until the session ends (see serve).
+func (s *session) relay(ctx context.Context, done func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.panicked(r)
+		}
+		s.finish(done)
+	}()
 	if s.console {
 		s.serveConsole(ctx)
 		return
 	}
-
 	if s.srv.log.Enabled(ctx, slog.LevelDebug) {
 		s.logger().Debug("client admitted")
 	}
-	err = s.relayClient(ctx)
+	err := s.relayClient(ctx)
 	s.endRelay(err)
 	if err != nil && !isClosedErr(err) && !errors.Is(err, errIdleInTransaction) {
 		s.logger().Info("client connection ended", "err", err)
 	}
+}
+
+// panicked ends a session whose goroutine panicked with r. Every locked
+// section unlocks in a defer, so teardown can take the lock; once the
+// backend goroutine is done, cw is this goroutine's to say why the session
+// ends.
+func (s *session) panicked(r any) {
+	s.logger().Error("session panic", "panic", r)
+	s.teardown()
+	s.backendDone.Wait()
+	s.fail(fatalf(codeInternalError, "%v", errInternal))
+}
+
+// finish gives back what the session held in the server: its cancel key
+// (start registers it), its place among the clients and its tenant's
+// clients, and the socket; then done.
+func (s *session) finish(done func()) {
+	s.srv.unregister(s)
+	if s.counted {
+		s.srv.clients.Add(-1)
+	}
+	if s.te != nil {
+		s.srv.tenants.leave(s.te)
+	}
+	_ = s.nc.Close()
+	done()
 }
 
 // endRelay ends the session once relayClient returned err: the backend, if

@@ -1,9 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/binary"
 
-	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/router"
 )
 
@@ -77,9 +77,13 @@ type tracker struct {
 	unnamedBuf   []byte
 	unnamed      stmtEffects
 
-	// reported are the run-time parameter values the client was told (its
-	// greeting, then ParameterStatus messages), as PostgreSQL keeps them
-	// per session: a value is reported again only when it changes (report).
+	// What the client was told of the run-time parameters, as PostgreSQL
+	// keeps it per session, so that a value is reported again only when it
+	// changes (report): greeting is the ParameterStatus messages of its
+	// greeting, encoded as sent and shared with the server's greeting cache
+	// (never written; an idle client pays for no copy), and reported the
+	// values it was told since.
+	greeting []byte
 	reported map[string]string
 }
 
@@ -91,7 +95,11 @@ type tracker struct {
 // holder's) come with the client's first ReadyForQuery. Directly, the
 // client would not hear them: they are what it was told already.
 func (t *tracker) report(name, value string) bool {
-	if old, ok := t.reported[name]; ok && old == value {
+	old, ok := t.reported[name]
+	if !ok {
+		old, ok = greetingValue(t.greeting, name)
+	}
+	if ok && old == value {
 		return false
 	}
 	if t.reported == nil {
@@ -102,19 +110,27 @@ func (t *tracker) report(name, value string) bool {
 }
 
 // greeted records the ParameterStatus messages of the client's greeting
-// (encoded, as sent) as reported.
-func (t *tracker) greeted(greeting []byte) {
+// (encoded, as sent) as reported. greeting must not change afterwards.
+func (t *tracker) greeted(greeting []byte) { t.greeting = greeting }
+
+// greetingValue finds the value of parameter name in the ParameterStatus
+// messages of an encoded greeting.
+func greetingValue(greeting []byte, name string) (string, bool) {
 	for len(greeting) >= 5 && greeting[0] == 'S' {
 		n := int(binary.BigEndian.Uint32(greeting[1:5]))
 		if n < 4 || 1+n > len(greeting) {
-			return
+			break
 		}
-		var ps pgproto3.ParameterStatus
-		if ps.Decode(greeting[5:1+n]) == nil {
-			t.report(ps.Name, ps.Value)
-		}
+		body := greeting[5 : 1+n]
 		greeting = greeting[1+n:]
+		if i := bytes.IndexByte(body, 0); i == len(name) && string(body[:i]) == name {
+			v := body[i+1:]
+			if j := bytes.IndexByte(v, 0); j >= 0 {
+				return string(v[:j]), true
+			}
+		}
 	}
+	return "", false
 }
 
 // effectsOf returns the session effects of the client's statement name

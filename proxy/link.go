@@ -369,24 +369,13 @@ func (s *session) atReadyForQuery(be *pool.Conn, client bool) bool {
 			return true
 		}
 	}
-	if !s.releaseAtSafePoint(be) {
-		return false
-	}
-	if be.Reader.Buffered() > 0 {
-		// The server said more than it owed: whatever it is, it must not
-		// reach the next holder as an answer.
-		s.logger().Warn("server sent more than it owed at a safe point; closing the server connection")
-		s.srv.pool.Destroy(be)
-		return true
-	}
-	s.srv.pool.Release(be)
-	return true
+	return s.releaseAtSafePoint(be)
 }
 
-// releaseAtSafePoint detaches be if the session is at a safe point,
-// waiting first for what the client goroutine is still sending. cw is
-// flushed before the client goroutine gets it back, without the lock: the
-// link is draining meanwhile.
+// releaseAtSafePoint gives be back to the pool if the session is at a safe
+// point, waiting first for what the client goroutine is still sending. cw
+// is flushed before the client goroutine gets it back, without the lock:
+// the link is draining meanwhile.
 func (s *session) releaseAtSafePoint(be *pool.Conn) bool {
 	drain, ok := s.beginRelease(be)
 	if !ok {
@@ -398,14 +387,15 @@ func (s *session) releaseAtSafePoint(be *pool.Conn) bool {
 		// the client's socket, which the client goroutine is reading
 		// from.
 		err := s.cw.Flush()
-		s.endRelease(err != nil)
+		s.endRelease(be, err != nil)
 	}
 	return true
 }
 
-// beginRelease moves the link off be at a safe point: to detached, or to
-// draining when cw holds replies for the client (drain), which the caller
-// flushes and then calls endRelease. ok is false when it is no safe point.
+// beginRelease moves the link off be at a safe point: to detached, with be
+// given back (giveBackLocked), or to draining when cw holds replies for the
+// client (drain), which the caller flushes and then calls endRelease. ok
+// is false when it is no safe point.
 func (s *session) beginRelease(be *pool.Conn) (drain, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -434,19 +424,43 @@ func (s *session) beginRelease(be *pool.Conn) (drain, ok bool) {
 		s.setLinkLocked(linkDraining)
 		return true, true
 	}
+	s.giveBackLocked(be)
 	s.setLinkLocked(linkDetached)
 	return false, true
 }
 
-// endRelease: cw is flushed (or the client is gone), and the client
-// goroutine may have it.
-func (s *session) endRelease(gone bool) {
+// endRelease: cw is flushed (or the client is gone), be goes back to the
+// pool, and the client goroutine may have cw.
+func (s *session) endRelease(be *pool.Conn, gone bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if gone {
 		s.clientGone = true
 	}
+	s.giveBackLocked(be)
 	s.setLinkLocked(linkDetached)
+}
+
+// giveBackLocked returns be, released at a safe point, to the pool. It
+// runs before the link shows detached, with mu held: the client goroutine
+// waits on mu for the link, so when its next transaction checks a backend
+// out, be is already the pool's most recently used idle connection, and
+// the client gets back the backend that holds its prepared statements
+// (unless another client took it first). Released after the link showed
+// detached, be could still be on its way back while the client took
+// another backend, where its statements are prepared again: a statement
+// that directly would fail for a schema change in between (a stale plan)
+// would then succeed, depending on timing. The pool never calls into a
+// session, so taking its lock under mu cannot deadlock.
+func (s *session) giveBackLocked(be *pool.Conn) {
+	if be.Reader.Buffered() > 0 {
+		// The server said more than it owed: whatever it is, it must not
+		// reach the next holder as an answer.
+		s.logger().Warn("server sent more than it owed at a safe point; closing the server connection")
+		s.srv.pool.Destroy(be)
+		return
+	}
+	s.srv.pool.Release(be)
 }
 
 // cancelRunning sends a cancel to the attached backend while the client has

@@ -73,6 +73,27 @@ const (
 	ClientTLSRequire = "require" // refuse clients that do not use TLS
 )
 
+// Registry sources, the values of --registry-source.
+const (
+	// RegistryPgtenant reads tenants from pgtenant's own registry
+	// (pgtenant.tenants and pgtenant.tenant_aliases).
+	RegistryPgtenant = "pgtenant"
+	// RegistryDjangoTenants reads tenants, read-only, from the tables of a
+	// django-tenants deployment: the tenant model (schema_name) and the
+	// domain model (domain, tenant_id). See router.DjangoRegistry.
+	RegistryDjangoTenants = "django-tenants"
+)
+
+// The default table names of --registry-source django-tenants: those of
+// django-tenants' documented example, an app called customers with the
+// models Client(TenantMixin) and Domain(DomainMixin). A deployment whose
+// models are named otherwise sets the flags to its own tables
+// (<app label>_<model name>, or the models' db_table).
+const (
+	DefaultDjangoTenantTable = "customers_client"
+	DefaultDjangoDomainTable = "customers_domain"
+)
+
 // Isolation modes, the values of --isolation.
 const (
 	// IsolationSchema runs every tenant's traffic as the backend DSN's role,
@@ -119,6 +140,18 @@ type Config struct {
 	// write the registry or AllowPrivilegedBackend is set; see
 	// RegistryDSN.
 	Registry string
+	// RegistrySource says where tenants are looked up: pgtenant (default,
+	// pgtenant's own registry) or django-tenants (the tables
+	// DjangoTenantTable and DjangoDomainTable, read-only).
+	RegistrySource string
+	// DjangoTenantTable is the table of the django-tenants tenant model
+	// (the one with schema_name), optionally schema-qualified; without a
+	// schema it is in public. Default customers_client.
+	DjangoTenantTable string
+	// DjangoDomainTable is the table of the django-tenants domain model
+	// (domain, tenant_id), optionally schema-qualified; without a schema
+	// it is in public. Default customers_domain.
+	DjangoDomainTable string
 	// AllowPrivilegedBackend lets serve start although the Backend role is
 	// a superuser, has CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS, owns
 	// the database or can write the registry: tenants sending SQL could
@@ -302,6 +335,9 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Listen:                  "127.0.0.1:6432",
+		RegistrySource:          RegistryPgtenant,
+		DjangoTenantTable:       DefaultDjangoTenantTable,
+		DjangoDomainTable:       DefaultDjangoDomainTable,
 		PoolSize:                20,
 		PoolMode:                PoolTransaction,
 		TenantFrom:              TenantFromDatabase,
@@ -399,6 +435,19 @@ func (c Config) Validate() error {
 	if c.Backend == "" {
 		errs = append(errs, errors.New("backend is required (a libpq URL or key=value DSN)"))
 	}
+	switch c.RegistrySource {
+	case RegistryPgtenant, RegistryDjangoTenants:
+	default:
+		errs = append(errs, fmt.Errorf("registry-source must be %s or %s, got %q", RegistryPgtenant, RegistryDjangoTenants, c.RegistrySource))
+	}
+	for _, tbl := range []struct{ name, value string }{
+		{"django-tenant-table", c.DjangoTenantTable},
+		{"django-domain-table", c.DjangoDomainTable},
+	} {
+		if _, err := ParseTableName(tbl.value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", tbl.name, err))
+		}
+	}
 	if c.PoolSize < 1 {
 		errs = append(errs, fmt.Errorf("pool-size must be at least 1, got %d", c.PoolSize))
 	}
@@ -410,8 +459,10 @@ func (c Config) Validate() error {
 	switch c.TenantFrom {
 	case TenantFromDatabase, TenantFromUser:
 	case TenantFromSNI:
-		if c.SNISuffix == "" {
-			errs = append(errs, errors.New("tenant-from sni needs sni-suffix (for example .db.example.com)"))
+		// A django-tenants registry knows tenants by their domains, so the
+		// whole server name can name one; pgtenant's own knows names only.
+		if c.SNISuffix == "" && c.RegistrySource != RegistryDjangoTenants {
+			errs = append(errs, errors.New("tenant-from sni needs sni-suffix (for example .db.example.com), or registry-source django-tenants to look the whole host name up as a domain"))
 		}
 		if c.TLSCert == "" {
 			errs = append(errs, errors.New("tenant-from sni needs tls-cert and tls-key: the server name comes with TLS"))
@@ -559,4 +610,35 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxIdentifierLen is PostgreSQL's NAMEDATALEN-1: a longer name would be
+// truncated by the server, and then name another table than the one given.
+const maxIdentifierLen = 63
+
+// ParseTableName splits a table name given in the configuration, "table"
+// or "schema.table", into its parts, which are used as they are, case and
+// all: they are quoted as identifiers (pgx.Identifier) in SQL, as Django
+// quotes them when it creates the tables. A name without a schema is in
+// public, where django-tenants keeps the shared apps' tables: the lookup
+// does not depend on the search_path of the registry role.
+func ParseTableName(s string) ([]string, error) {
+	parts := strings.Split(s, ".")
+	if len(parts) == 1 {
+		parts = []string{"public", parts[0]}
+	}
+	if len(parts) != 2 {
+		return nil, fmt.Errorf("%q is not a table name: want table or schema.table", s)
+	}
+	for _, p := range parts {
+		switch {
+		case p == "":
+			return nil, fmt.Errorf("%q is not a table name: want table or schema.table, neither part empty", s)
+		case len(p) > maxIdentifierLen:
+			return nil, fmt.Errorf("%q is not a table name: %q is longer than %d bytes", s, p, maxIdentifierLen)
+		case strings.ContainsFunc(p, func(r rune) bool { return r < ' ' || r == 0x7f || r == '"' }):
+			return nil, fmt.Errorf("%q is not a table name: it contains a control character or a double quote", s)
+		}
+	}
+	return parts, nil
 }

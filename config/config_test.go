@@ -35,6 +35,12 @@ func TestValidate(t *testing.T) {
 		{"session pool mode", func(c *Config) { c.PoolMode = PoolSession }, ""},
 		{"unknown tenant source", func(c *Config) { c.TenantFrom = "host" }, `tenant-from must be database, user or sni, got "host"`},
 		{"tenant from user", func(c *Config) { c.TenantFrom = TenantFromUser }, ""},
+		{"unknown registry source", func(c *Config) { c.RegistrySource = "django" }, `registry-source must be pgtenant or django-tenants, got "django"`},
+		{"django-tenants registry", func(c *Config) {
+			c.RegistrySource, c.DjangoTenantTable, c.DjangoDomainTable = RegistryDjangoTenants, "tenants.Tenant", "tenants_domain"
+		}, ""},
+		{"empty django tenant table", func(c *Config) { c.DjangoTenantTable = "" }, "django-tenant-table: \"\" is not a table name"},
+		{"three-part django domain table", func(c *Config) { c.DjangoDomainTable = "db.public.customers_domain" }, "django-domain-table: \"db.public.customers_domain\" is not a table name"},
 		{"zero max client conn", func(c *Config) { c.MaxClientConn = 0 }, "max-client-conn must be at least 1"},
 		{"zero max startup conn", func(c *Config) { c.MaxStartupConn = 0 }, "max-startup-conn must be at least 1, got 0"},
 		{"negative max startup per addr", func(c *Config) { c.MaxStartupPerAddr = -1 }, "max-startup-per-addr must not be negative"},
@@ -66,6 +72,10 @@ func TestValidate(t *testing.T) {
 			c.TenantCacheTTL, c.TenantMissTTL, c.ShutdownTimeout = 0, 0, 0
 		}, ""},
 		{"sni without suffix", func(c *Config) { c.TenantFrom = TenantFromSNI; c.TLSCert, c.TLSKey = "c", "k" }, "tenant-from sni needs sni-suffix"},
+		{"sni without suffix from django domains", func(c *Config) {
+			c.TenantFrom, c.RegistrySource = TenantFromSNI, RegistryDjangoTenants
+			c.TLSCert, c.TLSKey = "c", "k"
+		}, ""},
 		{"sni without tls", func(c *Config) { c.TenantFrom = TenantFromSNI; c.SNISuffix = ".db.example.com" }, "tenant-from sni needs tls-cert"},
 		{"sni", func(c *Config) {
 			c.TenantFrom, c.SNISuffix, c.TLSCert, c.TLSKey = TenantFromSNI, ".db.example.com", "c", "k"
@@ -156,5 +166,36 @@ func TestMetricsTenantLimit(t *testing.T) {
 	}
 	if got := Default().MetricsTenantLimit(); got != 100 {
 		t.Errorf("default MetricsTenantLimit() = %d, want 100", got)
+	}
+}
+
+func TestParseTableName(t *testing.T) {
+	long := strings.Repeat("t", 64)
+	for _, tt := range []struct {
+		in   string
+		want []string // nil: an error
+	}{
+		{"customers_client", []string{"public", "customers_client"}},
+		{"shared.customers_client", []string{"shared", "customers_client"}},
+		// Used as given: Django quotes the names it creates, so case stays.
+		{"Tenants.Client", []string{"Tenants", "Client"}},
+		{"odd name-with$chars", []string{"public", "odd name-with$chars"}},
+		{strings.Repeat("t", 63), []string{"public", strings.Repeat("t", 63)}},
+		{"", nil},
+		{".customers_client", nil},
+		{"public.", nil},
+		{"a.b.c", nil},
+		{long, nil},
+		{`bad"quote`, nil},
+		{"tab\tname", nil},
+		{"nul\x00name", nil},
+	} {
+		got, err := ParseTableName(tt.in)
+		switch {
+		case tt.want == nil && err == nil:
+			t.Errorf("ParseTableName(%q) = %q, want an error", tt.in, got)
+		case tt.want != nil && (err != nil || strings.Join(got, "|") != strings.Join(tt.want, "|")):
+			t.Errorf("ParseTableName(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -66,6 +67,20 @@ func done(out []byte, tag string, err *pgError) ([]byte, func(), *pgError) {
 	return out, nil, nil
 }
 
+// foreignRegistry is a registry pgtenant reads but does not own
+// (router.DjangoRegistry): the console finds and lists tenants in it, and
+// does not write to it.
+type foreignRegistry interface {
+	LookupTenant(ctx context.Context, name string) (router.Tenant, error)
+	ListTenants(ctx context.Context) ([]router.Tenant, error)
+}
+
+// errForeignRegistry answers DISABLE and ENABLE under a registry pgtenant
+// does not own.
+var errForeignRegistry = &pgError{Severity: "ERROR", Code: pgerr.FeatureNotSupported,
+	Message: "pgtenant reads its tenants from django-tenants' tables (registry-source django-tenants) and does not change them",
+	Hint:    "Change the tenant in Django; KILL tenant closes its clients."}
+
 // checkTenant validates a tenant name given to the console and, when the
 // registry can be asked, that the tenant exists (an alias is not a
 // tenant: the console acts on tenants by name).
@@ -73,12 +88,24 @@ func (srv *Server) checkTenant(ctx context.Context, name string) *pgError {
 	if err := router.ValidateTenantName(name); err != nil {
 		return errorf(pgerr.InvalidName, "%v", err)
 	}
-	if srv.registryDB == nil {
+	if srv.registryDB == nil && srv.foreign == nil {
 		return nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, consoleTimeout)
 	defer cancel()
-	_, found, err := router.FindTenant(rctx, srv.registryDB, name)
+	var found bool
+	var err error
+	if srv.foreign != nil {
+		// By schema name only: a domain is not a tenant's name.
+		var t router.Tenant
+		t, err = srv.foreign.LookupTenant(rctx, name)
+		found = err == nil && t.Name == name
+		if errors.Is(err, router.ErrNotFound) {
+			err = nil
+		}
+	} else {
+		_, found, err = router.FindTenant(rctx, srv.registryDB, name)
+	}
 	switch {
 	case err != nil:
 		return errorf(codeConnectionFailure, "pgtenant: cannot read the tenant registry: %v", err)
@@ -156,6 +183,9 @@ func (srv *Server) consoleResume(name string) *pgError {
 func (srv *Server) consoleSetActive(ctx context.Context, name string, active bool) *pgError {
 	if err := router.ValidateTenantName(name); err != nil {
 		return errorf(pgerr.InvalidName, "%v", err)
+	}
+	if srv.foreign != nil {
+		return errForeignRegistry
 	}
 	if srv.registryDB == nil {
 		return errorf(codeConnectionFailure, "pgtenant runs without a registry connection")

@@ -95,9 +95,14 @@ const consoleTimeout = 10 * time.Second
 func (srv *Server) showTenants(ctx context.Context, out []byte) []byte {
 	var reg []router.Tenant
 	var regErr error
-	if srv.registryDB == nil {
+	switch {
+	case srv.foreign != nil:
+		rctx, cancel := context.WithTimeout(ctx, consoleTimeout)
+		reg, regErr = srv.foreign.ListTenants(rctx)
+		cancel()
+	case srv.registryDB == nil:
 		regErr = fmt.Errorf("pgtenant runs without a registry connection")
-	} else {
+	default:
 		rctx, cancel := context.WithTimeout(ctx, consoleTimeout)
 		reg, regErr = router.ListTenants(rctx, srv.registryDB)
 		cancel()

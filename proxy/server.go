@@ -90,6 +90,11 @@ type Server struct {
 	// reload is what reloadNow needs (reload.go).
 	reload reloadState
 
+	// foreign is the registry tenants come from when pgtenant does not own
+	// it (registry-source django-tenants): the console lists and finds
+	// tenants there, and refuses to change them. nil otherwise.
+	foreign foreignRegistry
+
 	// registryDB is the registry's admin connection, which the console
 	// reads tenants from and DISABLE and ENABLE write to; nil when the
 	// server has no registry (unit tests).
@@ -386,10 +391,16 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		return fmt.Errorf("open tenant registry: %w", err)
 	}
 	defer reg.Close()
+	// tenants is where the router looks tenants up: pgtenant's registry,
+	// or django-tenants' tables (read through the registry's connections).
+	tenants, err := openTenantSource(ctx, cfg, reg)
+	if err != nil {
+		return err
+	}
 	// "$user" in a search_path reaches a schema named like the current role
 	// (issue 17). tenant create refuses such a schema, but a role can come
 	// later; say so at start rather than let it pass in silence.
-	if collide, err := reg.RoleNamedSchemas(ctx); err != nil {
+	if collide, err := tenants.RoleNamedSchemas(ctx); err != nil {
 		log.Warn("could not check tenant schemas against role names", "err", err)
 	} else {
 		for _, t := range collide {
@@ -397,7 +408,13 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 				"tenant", t.Name, "schema", t.Schema, "role", t.Schema)
 		}
 	}
-	rt := router.New(reg, cfg.TenantFrom, cfg.TenantCacheTTL, cfg.TenantMissTTL, router.WithSNISuffix(cfg.SNISuffix))
+	routerOpts := []router.Option{router.WithSNISuffix(cfg.SNISuffix)}
+	if cfg.RegistrySource == config.RegistryDjangoTenants {
+		// django-tenants routes by host name: so does pgtenant, when no
+		// suffix says which part of the host name is the tenant.
+		routerOpts = append(routerOpts, router.WithSNIHostNames())
+	}
+	rt := router.New(tenants, cfg.TenantFrom, cfg.TenantCacheTTL, cfg.TenantMissTTL, routerOpts...)
 
 	// grants is the TenantAccess of --tenant-access granted; nil under all.
 	var grants *router.Grants
@@ -445,7 +462,10 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	srv.registryDB = reg.Pool()
 	srv.tls = clientTLS
 	srv.noPin = ro.noPin
-	srv.settings = reg
+	srv.settings = tenants
+	if d, ok := tenants.(*router.DjangoRegistry); ok {
+		srv.foreign = d
+	}
 	srv.reload = reloadState{loader: ro.loader, level: ro.level, files: reloaders}
 	if grants != nil {
 		srv.access = grants
@@ -501,6 +521,32 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess(), "isolation", cfg.Isolation,
 		"client_tls", clientTLSMode(clientTLS))
 	return srv.Serve(ctx, ln)
+}
+
+// tenantSource is what RunListener needs of the registry it routes by.
+type tenantSource interface {
+	router.Registry
+	TenantSettingsSource
+	RoleNamedSchemas(ctx context.Context) ([]router.Tenant, error)
+}
+
+// openTenantSource returns the registry tenants are looked up in: reg
+// itself, or with registry-source django-tenants a router.DjangoRegistry
+// on reg's connections, whose tables must be there and readable.
+func openTenantSource(ctx context.Context, cfg config.Config, reg *router.PGRegistry) (tenantSource, error) {
+	if cfg.RegistrySource != config.RegistryDjangoTenants {
+		return reg, nil
+	}
+	d, err := router.NewDjangoRegistry(reg, cfg.DjangoTenantTable, cfg.DjangoDomainTable)
+	if err != nil {
+		return nil, err
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, cfg.ServerConnectTimeout)
+	defer cancel()
+	if err := d.CheckTables(checkCtx); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // checkBackendRole refuses to serve when the role tenant traffic runs as

@@ -57,6 +57,17 @@
 //		rt.Forget(name)
 //	})
 //
+// # A django-tenants registry
+//
+// DjangoRegistry is the Registry of a django-tenants deployment
+// (--registry-source django-tenants): it reads, and never writes, the
+// tables of the tenant model (schema_name) and the domain model (domain,
+// tenant_id) on a PGRegistry's connections. A name is a schema name or a
+// domain; the public tenant is never served; there is no NOTIFY, so the
+// router's TTLs bound how stale an answer is. WithSNIHostNames makes the
+// whole TLS server name a claim when no SNI suffix is set, so that a
+// client's host name is looked up as a domain.
+//
 // # Administration
 //
 // EnsureRegistry, CreateTenant, ListTenants, GrantTenant, RevokeTenant,

@@ -36,6 +36,9 @@ type Router struct {
 	// sniSuffix is the lower-cased domain under which a TLS server name
 	// names a tenant (".db.example.com"); "" when server names name none.
 	sniSuffix string
+	// sniHosts makes a whole TLS server name a claim when sniSuffix is
+	// empty (WithSNIHostNames).
+	sniHosts bool
 
 	// tenants caches the registry's answers by name: found tenants
 	// (active or not) for the hit TTL, unknown names for the miss TTL.
@@ -51,6 +54,22 @@ type Option func(*Router)
 // compared without regard to case, as host names are.
 func WithSNISuffix(suffix string) Option {
 	return func(r *Router) { r.sniSuffix = strings.ToLower(suffix) }
+}
+
+// WithSNIHostNames makes a whole TLS server name (acme.example.com) a
+// claim when no SNI suffix is set, for registries that know tenants by
+// their domains (DjangoRegistry): the host name a client connects to is
+// looked up as a domain. The name is lower-cased and a trailing dot
+// dropped, as host names compare.
+//
+// Unless tenant-from is sni, such a claim is optional: a server name that
+// names no tenant is ignored rather than refused, because libpq sends the
+// host name it connects to whenever it is a name, and the proxy's own host
+// name (db.internal) is no tenant's domain. A server name that does name a
+// tenant must agree with the other claims as always. With tenant-from sni
+// it is the primary claim, and must name a tenant.
+func WithSNIHostNames() Option {
+	return func(r *Router) { r.sniHosts = true }
 }
 
 // New returns a Router that names the tenant by the startup value that
@@ -95,6 +114,8 @@ type claim struct {
 	// "acme.db.example.com"); they are only read for an error.
 	what, value string
 	name        string
+	// optional: a name no tenant has is no claim (WithSNIHostNames).
+	optional bool
 }
 
 // describe is the claim as a client reads it in an error:
@@ -106,11 +127,17 @@ func (c claim) describe() string { return fmt.Sprintf("%s %q", c.what, c.value) 
 // under the suffix, the suffix itself, or a deeper name
 // (x.acme.db.example.com) claims nothing: a wildcard certificate covers one
 // label only, so a deeper name could not have been verified anyway.
+// Without a suffix, a server name claims nothing, unless WithSNIHostNames
+// is set: then it claims the whole (lower-cased) name.
 func (r *Router) sniTenant(serverName string) (string, bool) {
-	if r.sniSuffix == "" || serverName == "" {
+	if serverName == "" {
 		return "", false
 	}
 	host := strings.TrimSuffix(strings.ToLower(serverName), ".")
+	if r.sniSuffix == "" {
+		// With WithSNIHostNames the whole name is looked up.
+		return host, r.sniHosts && host != ""
+	}
 	label, ok := strings.CutSuffix(host, r.sniSuffix)
 	if !ok || label == "" || strings.Contains(label, ".") {
 		return "", false
@@ -127,7 +154,8 @@ func (r *Router) claims(s Startup, buf *[3]claim) ([]claim, error) {
 	var sni, opts claim
 	sniName, hasSNI := r.sniTenant(s.ServerName)
 	if hasSNI {
-		sni = claim{what: "TLS server name", value: s.ServerName, name: sniName}
+		sni = claim{what: "TLS server name", value: s.ServerName, name: sniName,
+			optional: r.sniSuffix == "" && r.from != config.TenantFromSNI}
 	}
 	hasOpts := s.OptionsTenant != ""
 	if hasOpts {
@@ -164,6 +192,8 @@ func (r *Router) claims(s Startup, buf *[3]claim) ([]claim, error) {
 //     names no tenant the options claim;
 //   - the TLS server name, whenever an SNI suffix is set and the name is
 //     one label under it (acme.db.example.com names acme);
+//   - with WithSNIHostNames and no SNI suffix, the whole TLS server name,
+//     which is ignored when it names no tenant (unless tenant-from is sni);
 //   - the startup options, -c pgtenant.tenant=NAME.
 //
 // Every claim present is resolved (a name may be a tenant or an alias of
@@ -187,6 +217,10 @@ func (r *Router) ResolveTenant(ctx context.Context, s Startup) (Tenant, error) {
 	var first Tenant
 	for i, c := range list {
 		t, err := r.resolveName(ctx, c.name)
+		var unknown *UnknownTenantError
+		if c.optional && errors.As(err, &unknown) {
+			continue
+		}
 		if err != nil {
 			return Tenant{}, err
 		}
@@ -271,6 +305,10 @@ func (e *NoTenantError) Error() string {
 
 // Hint says how to name a tenant.
 func (e *NoTenantError) Hint() string {
+	if e.SNISuffix == "" {
+		return "Connect with TLS to one of the tenant's domains, as in host=acme.example.com sslmode=verify-full, " +
+			"or name the tenant in the options: options='-c pgtenant.tenant=acme'."
+	}
 	return fmt.Sprintf("Connect with TLS to the tenant's host name, as in host=acme%s sslmode=verify-full, "+
 		"or name the tenant in the options: options='-c pgtenant.tenant=acme'.", e.SNISuffix)
 }

@@ -189,6 +189,16 @@ func DisableTenant(ctx context.Context, db DB, name string, kick bool) (found bo
 	return found, nil
 }
 
+// NameInUseError says that a name asked for a new tenant, alias or schema
+// is taken: the person chooses another.
+type NameInUseError struct{ Msg string }
+
+func (e *NameInUseError) Error() string { return e.Msg }
+
+func nameInUse(format string, args ...any) error {
+	return &NameInUseError{Msg: fmt.Sprintf(format, args...)}
+}
+
 // TablesInSchemaError says that a drop was refused because the tenant's
 // schema holds tables.
 type TablesInSchemaError struct {
@@ -528,12 +538,12 @@ func RenameTenant(ctx context.Context, db DB, old, new string, o RenameOptions) 
 		if _, taken, err := tenantByName(ctx, tx, new); err != nil {
 			return err
 		} else if taken {
-			return fmt.Errorf("a tenant is called %q already", new)
+			return nameInUse("a tenant is called %q already", new)
 		}
 		if of, isAlias, err := aliasTarget(ctx, tx, new); err != nil {
 			return err
 		} else if isAlias && of != old {
-			return fmt.Errorf("%q is an alias of tenant %q; remove the alias first or choose another name", new, of)
+			return nameInUse("%q is an alias of tenant %q; remove the alias first or choose another name", new, of)
 		} else if isAlias {
 			// The tenant's own alias becomes its name.
 			if _, err := tx.Exec(ctx, `DELETE FROM pgtenant.tenant_aliases WHERE alias = $1`, new); err != nil {
@@ -551,7 +561,7 @@ func RenameTenant(ctx context.Context, db DB, old, new string, o RenameOptions) 
 				return err
 			}
 			if exists {
-				return fmt.Errorf("schema %q exists already; choose another schema name", o.Schema)
+				return nameInUse("schema %q exists already; choose another schema name", o.Schema)
 			}
 		}
 		keys, err := tenantKeys(ctx, tx, old)
@@ -636,12 +646,12 @@ func CheckNewTenant(ctx context.Context, db DB, name, schema string) error {
 		if _, found, err := tenantByName(ctx, db, name); err != nil {
 			return err
 		} else if found {
-			return fmt.Errorf("tenant %q exists already", name)
+			return nameInUse("tenant %q exists already", name)
 		}
 		if of, isAlias, err := aliasTarget(ctx, db, name); err != nil {
 			return err
 		} else if isAlias {
-			return fmt.Errorf("%q is an alias of tenant %q; remove the alias first or choose another name", name, of)
+			return nameInUse("%q is an alias of tenant %q; remove the alias first or choose another name", name, of)
 		}
 	}
 	if err := refuseRoleNamedSchema(ctx, db, schema); err != nil {
@@ -653,7 +663,7 @@ func CheckNewTenant(ctx context.Context, db DB, name, schema string) error {
 		return err
 	}
 	if exists {
-		return fmt.Errorf("schema %q exists already; choose another schema (--schema)", schema)
+		return nameInUse("schema %q exists already; choose another schema (--schema)", schema)
 	}
 	return nil
 }

@@ -104,7 +104,8 @@ func oneTenantArg(c *cli.Context, usage string) (string, error) {
 func lifecycleExit(err error) error {
 	var connected *router.ClientsConnectedError
 	var tables *router.TablesInSchemaError
-	if errors.As(err, &connected) || errors.As(err, &tables) {
+	var taken *router.NameInUseError
+	if errors.As(err, &connected) || errors.As(err, &tables) || errors.As(err, &taken) {
 		return cli.Exit(err, exitUsage)
 	}
 	return adminExit(err)
@@ -262,7 +263,7 @@ func tenantClone(c *cli.Context) error {
 			schema = dst
 		}
 		if err := router.CheckNewTenant(c.Context, conn, dst, schema); err != nil {
-			return adminExit(fmt.Errorf("clone tenant %q to %q: %w", src, dst, err))
+			return lifecycleExit(fmt.Errorf("clone tenant %q to %q: %w", src, dst, err))
 		}
 		dump, err := pgDump(c, st.Schema, !c.Bool("with-data"))
 		if err != nil {
@@ -339,7 +340,7 @@ func tenantImport(c *cli.Context) error {
 	}
 	return withAdminConn(c, func(conn *pgx.Conn) error {
 		if err := router.CheckNewTenant(c.Context, conn, name, schema); err != nil {
-			return adminExit(fmt.Errorf("import tenant %q: %w", name, err))
+			return lifecycleExit(fmt.Errorf("import tenant %q: %w", name, err))
 		}
 		if err := restoreAs(c, conn, dump, from, name, schema, secret); err != nil {
 			return err

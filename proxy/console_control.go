@@ -218,6 +218,14 @@ func (srv *Server) consoleKill(ctx context.Context, name string, out []byte) ([]
 		// No client ever: nothing to end, but a typo deserves an error.
 		return out, srv.checkTenant(ctx, name)
 	}
+	return srv.awaitGone(ctx, srv.killTenant(e), out), nil
+}
+
+// killTenant tells every client of the tenant of e 57P01 and closes it,
+// without waiting, and returns those sessions. An open transaction is
+// rolled back as the session tears down. The console's KILL and the
+// registry's kick (KickNotifyPrefix) both end a tenant's clients with it.
+func (srv *Server) killTenant(e *tenantEntry) []*session {
 	var victims []*session
 	for _, s := range srv.sessionList() {
 		if s.te == e {
@@ -227,7 +235,20 @@ func (srv *Server) consoleKill(ctx context.Context, name string, out []byte) ([]
 	}
 	// Those waiting for RESUME end now rather than at RESUME.
 	e.pause.kick()
-	return srv.awaitGone(ctx, victims, out), nil
+	return victims
+}
+
+// kickTenant is a registry kick (router.KickNotifyPrefix, sent by tenant
+// disable, drop and rename with --kick): this proxy's clients of tenant
+// name are closed as by KILL. It does not wait for them to go.
+func (srv *Server) kickTenant(name string) {
+	e := srv.tenants.lookup(name)
+	if e == nil {
+		return
+	}
+	if n := len(srv.killTenant(e)); n > 0 {
+		srv.log.Info("registry kick: closing the tenant's clients", "tenant", name, "clients", n)
+	}
 }
 
 // consoleKillClient is KILL_CLIENT id, id as SHOW CLIENTS gives it. A

@@ -478,6 +478,10 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	go func() {
 		err := reg.Watch(watchCtx, func(name string) {
 			srv.met.registryEvent(name)
+			if tenant, ok := router.KickFor(name); ok {
+				srv.kickTenant(tenant)
+				return
+			}
 			srv.confChanged(watchCtx, name)
 			if user, ok := router.GrantsChangedFor(name); ok {
 				if grants != nil {
@@ -515,6 +519,10 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		log.Info("serving metrics", "listen", mln.Addr().String(), "path", "/metrics")
 	}
 	go srv.measureSchemaSizes(bgCtx)
+	// Presence locks say, to tenant drop and rename, which tenants have
+	// clients here; fed by the tenant table before the first client.
+	srv.tenants.changed = make(chan struct{}, 1)
+	go newPresence(reg.Pool().Config().ConnConfig, &srv.tenants, log).run(bgCtx)
 
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
 		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),

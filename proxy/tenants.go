@@ -36,18 +36,42 @@ type tenantEntry struct {
 type tenantTable struct {
 	mu sync.Mutex
 	m  map[string]*tenantEntry
+
+	// changed, when set, is told (without waiting; one pending signal is
+	// enough) whenever a tenant gains its first client or loses its last:
+	// the presence locks follow (presence.go). Set before serving starts.
+	changed chan struct{}
 }
 
 // join returns the entry of tenant name, made if missing, with one more
 // client counted; the session gives it back with leave.
 func (t *tenantTable) join(name string) *tenantEntry {
 	e := t.entry(name)
-	e.clients.Add(1)
+	if e.clients.Add(1) == 1 {
+		t.signal()
+	}
 	return e
 }
 
 // leave counts a client of e gone.
-func (t *tenantTable) leave(e *tenantEntry) { e.clients.Add(-1) }
+func (t *tenantTable) leave(e *tenantEntry) {
+	if e.clients.Add(-1) == 0 {
+		t.signal()
+	}
+}
+
+// signal tells changed, if anyone listens, that the set of tenants with
+// clients may have changed. It never blocks: a burst of joins and leaves
+// is one signal, and the listener reads the whole table.
+func (t *tenantTable) signal() {
+	if t.changed == nil {
+		return
+	}
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}
 
 // entry returns the entry of tenant name, made if missing.
 func (t *tenantTable) entry(name string) *tenantEntry {

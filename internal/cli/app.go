@@ -9,9 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/bench"
@@ -95,7 +93,6 @@ func app() *cli.App {
 			"it gets USAGE and CREATE on every tenant schema and all privileges on what is in them, nothing on the registry",
 	})
 	createFlags = append(createFlags, config.IsolationFlags()...)
-	listFlags := config.BackendFlags()
 	return &cli.App{
 		Name:  "pgtenant",
 		Usage: "schema-per-tenant PostgreSQL pooling proxy",
@@ -110,7 +107,7 @@ func app() *cli.App {
 			{
 				Name:  "tenant",
 				Usage: "manage tenants in the registry (pgtenant.tenants in the backend database)",
-				Subcommands: []*cli.Command{
+				Subcommands: append([]*cli.Command{
 					{
 						Name:      "create",
 						Usage:     "create a tenant and its schema; running it again is harmless",
@@ -119,13 +116,7 @@ func app() *cli.App {
 						Before:    config.LoadConfigFile(createFlags),
 						Action:    tenantCreate,
 					},
-					{
-						Name:   "list",
-						Usage:  "list tenants",
-						Flags:  listFlags,
-						Before: config.LoadConfigFile(listFlags),
-						Action: tenantList,
-					},
+					tenantListCommand(),
 					tenantSetCommand(),
 					tenantUnsetCommand(),
 					tenantShowCommand(),
@@ -133,7 +124,7 @@ func app() *cli.App {
 					tenantGrantCommand(),
 					tenantRevokeCommand(),
 					tenantAliasCommand(),
-				},
+				}, lifecycleCommands()...),
 			},
 			userCommand(),
 			{
@@ -233,25 +224,5 @@ func tenantCreate(c *cli.Context) error {
 			fmt.Printf("tenant %s already exists (schema %s)\n", t.Name, t.Schema)
 		}
 		return isolateCreated(c, conn, t, secret)
-	})
-}
-
-func tenantList(c *cli.Context) error {
-	return withAdminConn(c, func(conn *pgx.Conn) error {
-		ts, err := router.ListTenants(c.Context, conn)
-		if err != nil {
-			return cli.Exit(err, exitRuntime)
-		}
-		aliases, err := router.ListAliases(c.Context, conn)
-		if err != nil {
-			return cli.Exit(err, exitRuntime)
-		}
-		byTenant := aliasesByTenant(aliases)
-		w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAME\tSCHEMA\tACTIVE\tALIASES")
-		for _, t := range ts {
-			fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", t.Name, t.Schema, t.Active, strings.Join(byTenant[t.Name], ","))
-		}
-		return w.Flush()
 	})
 }

@@ -221,12 +221,3 @@ func aliasList(c *cli.Context) error {
 		return w.Flush()
 	})
 }
-
-// aliasesByTenant maps each tenant to its aliases, for `tenant list`.
-func aliasesByTenant(aliases []router.Alias) map[string][]string {
-	m := make(map[string][]string)
-	for _, a := range aliases {
-		m[a.Tenant] = append(m[a.Tenant], a.Alias)
-	}
-	return m
-}

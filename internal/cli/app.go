@@ -136,6 +136,7 @@ func app() *cli.App {
 				},
 			},
 			userCommand(),
+			migrateCommand(),
 			{
 				Name: "demo",
 				Usage: "start a throwaway local PostgreSQL with tenants acme and globex and serve it " +

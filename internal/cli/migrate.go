@@ -325,8 +325,8 @@ func lineColumn(sql string, pos int) (line, col int) {
 // applyPlan runs p's pending files in order on conn and stops at the first
 // that fails. conn is the worker's: the session is reset first, so that
 // nothing a previous tenant's file set (a role, a setting) carries over.
-func applyPlan(ctx context.Context, conn *pgx.Conn, p tenantPlan) tenantResult {
-	r := tenantResult{Plan: p, Version: p.Version}
+func applyPlan(ctx context.Context, conn *pgx.Conn, p tenantPlan) (r tenantResult) {
+	r = tenantResult{Plan: p, Version: p.Version}
 	start := time.Now()
 	defer func() { r.Took = time.Since(start) }()
 	if len(p.Pending) == 0 {

@@ -388,6 +388,24 @@ func TestMigrateLock(t *testing.T) {
 	if relExists(t, db, "migl_a", "ok") {
 		t.Fatal("the failed file's first statement stayed")
 	}
+
+	// CREATE INDEX CONCURRENTLY is refused in a file's transaction, and
+	// runs in a file marked no-transaction.
+	if err := os.Remove(filepath.Join(dir, "0002_typo.sql")); err != nil {
+		t.Fatal(err)
+	}
+	cic := "CREATE INDEX CONCURRENTLY IF NOT EXISTS slow_id_idx ON slow (id);\n"
+	writeMigrations(t, dir, map[string]string{"0002_index.sql": cic})
+	out, code = migrateCLI(t, bin, dsn, "migrate", "--dir", dir)
+	if code != 2 || !strings.Contains(out, "ERROR 25001: CREATE INDEX CONCURRENTLY cannot run inside a transaction block") {
+		t.Fatalf("CONCURRENTLY in a transaction: exit %d\n%s", code, out)
+	}
+	writeMigrations(t, dir, map[string]string{"0002_index.sql": "-- pgtenant:no-transaction\n" + cic})
+	out, code = migrateCLI(t, bin, dsn, "migrate", "--dir", dir)
+	if v := migVersions(t, db, "migl_a"); code != 0 || !relExists(t, db, "migl_a", "slow_id_idx") ||
+		!slices.Equal(v["migl_a"], []int64{1, 2}) {
+		t.Fatalf("a no-transaction file: exit %d, versions %v\n%s", code, v, out)
+	}
 }
 
 // TestMigrateRecipe: in the production setup, what migrate creates as the

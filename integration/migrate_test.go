@@ -450,3 +450,90 @@ CREATE INDEX orders_item_idx ON orders (item);`,
 		t.Fatalf("the client runs as %q (%v), want the pool role %s", who, err, recipePool)
 	}
 }
+
+// TestMigrateThousandTenants is the figure the README quotes: migrate on
+// 1000 tenants with a realistic migration (a table, an index, a backfill of
+// 1000 rows), with -j 1 and -j 8, and the progress output in both modes.
+// It takes minutes, so it runs only with PGTENANT_MIGRATE_FIGURES=1; it
+// asserts outcomes, and logs the wall times.
+func TestMigrateThousandTenants(t *testing.T) {
+	if os.Getenv("PGTENANT_MIGRATE_FIGURES") == "" {
+		t.Skip("set PGTENANT_MIGRATE_FIGURES=1 to measure migrate on 1000 tenants")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	dsn, db := migDatabase(t, "pgtenant_migrate_1000")
+	const n = 1000
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		migTenant(t, db, fmt.Sprintf("t%04d", i))
+	}
+	t.Logf("created %d tenants in %s", n, time.Since(start).Round(time.Millisecond))
+	bin := buildPgtenant(t)
+	dir := t.TempDir()
+	writeMigrations(t, dir, map[string]string{"0001_events.sql": `CREATE TABLE events (
+    id         bigint PRIMARY KEY,
+    kind       text NOT NULL,
+    payload    jsonb,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX events_kind_idx ON events (kind, created_at);
+INSERT INTO events (id, kind, payload)
+SELECT g, 'kind_' || (g % 10), jsonb_build_object('n', g) FROM generate_series(1, 1000) g;
+`})
+	reset := func() {
+		t.Helper()
+		if _, err := db.Exec(ctx, `DELETE FROM pgtenant.tenant_migrations;
+			DO $$ DECLARE s text; BEGIN
+				FOR s IN SELECT schema_name FROM pgtenant.tenants LOOP
+					EXECUTE format('DROP TABLE IF EXISTS %I.events', s);
+				END LOOP;
+			END $$`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func() {
+		t.Helper()
+		var tenants, rows int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM pgtenant.tenant_migrations WHERE version = 1`).Scan(&tenants); err != nil || tenants != n {
+			t.Fatalf("%d tenants at version 1 (%v), want %d", tenants, err, n)
+		}
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM t0500.events`).Scan(&rows); err != nil || rows != 1000 {
+			t.Fatalf("t0500.events has %d rows (%v)", rows, err)
+		}
+	}
+	for _, j := range []string{"1", "8"} {
+		reset()
+		start := time.Now()
+		out, code := migrateCLI(t, bin, dsn, "migrate", "--dir", dir, "-j", j)
+		took := time.Since(start)
+		if code != 0 {
+			t.Fatalf("-j %s: exit %d\n%s", j, code, lastChars(out, 4000))
+		}
+		check()
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		t.Logf("-j %s: wall %s; plain output, first and last lines:\n%s\n...\n%s", j, took.Round(time.Millisecond),
+			strings.Join(lines[:3], "\n"), strings.Join(lines[len(lines)-3:], "\n"))
+	}
+	// Terminal mode, through script(1), which gives the command a terminal.
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Log("no script(1): the terminal mode is not shown")
+		return
+	}
+	reset()
+	cmd := exec.CommandContext(ctx, "script", "-q", "-e", "-c", bin+" migrate --dir "+dir+" -j 8", "/dev/null")
+	cmd.Env = append(cleanEnv(), "PGTENANT_BACKEND="+dsn)
+	start = time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("script: %v\n%s", err, lastChars(string(out), 4000))
+	}
+	check()
+	frames := strings.Split(string(out), "\r")
+	sample := frames
+	if len(frames) > 6 {
+		sample = append(append([]string{}, frames[1:4]...), frames[len(frames)-3:]...)
+	}
+	t.Logf("terminal mode (-j 8): wall %s, %d redraws; a sample (each \\r starts a line here):\n%q",
+		time.Since(start).Round(time.Millisecond), len(frames)-1, sample)
+}

@@ -121,6 +121,6 @@ func (p *migrateProgress) draw() {
 	}
 	fmt.Fprintf(p.w, "\r[%s%s] %d/%d tenants, %d failed, %s elapsed, ETA %s\x1b[K",
 		strings.Repeat("#", filled), strings.Repeat(".", width-filled), p.finished, p.total, p.failed,
-		elapsed.Round(time.Second), eta)
+		elapsed.Round(100*time.Millisecond), eta)
 	p.dirty = true
 }

@@ -431,6 +431,11 @@ func migrateEach(plans []tenantPlan, j int, f func(worker int, p tenantPlan) (st
 		go func() {
 			defer wg.Done()
 			for p := range next {
+				select {
+				case <-done: // the feeder may have sent it as another stopped
+					continue
+				default:
+				}
 				if f(w, p) {
 					stopped.Do(func() { close(done) })
 				}

@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pgtenant/pgtenant/router"
 )
@@ -93,5 +97,45 @@ func TestLineColumn(t *testing.T) {
 		if l, c := lineColumn(sql, tc.pos); l != tc.line || c != tc.col {
 			t.Errorf("lineColumn(%d) = %d:%d, want %d:%d", tc.pos, l, c, tc.line, tc.col)
 		}
+	}
+}
+
+// migrateEach gives every plan to exactly one worker, never runs more than
+// j at once, and starts no plan after one asked to stop.
+func TestMigrateEach(t *testing.T) {
+	var plans []tenantPlan
+	for i := range 50 {
+		plans = append(plans, tenantPlan{Tenant: router.Tenant{Name: fmt.Sprint(i)}})
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	running, most := 0, 0
+	migrateEach(plans, 4, func(worker int, p tenantPlan) bool {
+		mu.Lock()
+		seen[p.Tenant.Name]++
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return false
+	})
+	if len(seen) != 50 || most > 4 {
+		t.Fatalf("%d plans run, at most %d at once", len(seen), most)
+	}
+	for name, n := range seen {
+		if n != 1 {
+			t.Fatalf("plan %s ran %d times", name, n)
+		}
+	}
+	var ran atomic.Int32
+	migrateEach(plans, 1, func(_ int, p tenantPlan) bool {
+		ran.Add(1)
+		return p.Tenant.Name == "2"
+	})
+	if ran.Load() != 3 {
+		t.Fatalf("with one worker stopping at the third plan, %d ran", ran.Load())
 	}
 }

@@ -102,6 +102,32 @@ var registryDDL = []string{
 		updated_at timestamptz NOT NULL DEFAULT now(),
 		PRIMARY KEY (tenant, key)
 	)`,
+	// The migrations `pgtenant migrate` applied to each tenant's schema
+	// (see migrate.go). A row is written in the transaction that ran the
+	// file, so it is there exactly when the file's changes are. Rows go
+	// with their tenant and follow it through a rename. No trigger: proxies
+	// cache nothing of it.
+	`CREATE TABLE IF NOT EXISTS pgtenant.tenant_migrations (
+		tenant     text        NOT NULL REFERENCES pgtenant.tenants (name)
+		                       ON DELETE CASCADE ON UPDATE CASCADE,
+		version    bigint      NOT NULL CHECK (version > 0),
+		name       text        NOT NULL,
+		checksum   text        NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now(),
+		duration   interval    NOT NULL,
+		PRIMARY KEY (tenant, version)
+	)`,
+	// The shared migrations (migrate --shared-dir), applied once to public.
+	// A table of their own rather than a reserved tenant name, which the
+	// foreign key above would need a row of pgtenant.tenants for, and which
+	// every listing of tenants would have to leave out.
+	`CREATE TABLE IF NOT EXISTS pgtenant.shared_migrations (
+		version    bigint      PRIMARY KEY CHECK (version > 0),
+		name       text        NOT NULL,
+		checksum   text        NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now(),
+		duration   interval    NOT NULL
+	)`,
 	// notify_change announces every change to the registry tables on
 	// NotifyChannel (see there for the payloads). It is a trigger rather
 	// than a pg_notify in each admin function so that hand edits and

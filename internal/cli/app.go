@@ -127,6 +127,7 @@ func app() *cli.App {
 				}, lifecycleCommands()...),
 			},
 			userCommand(),
+			migrateCommand(),
 			{
 				Name: "demo",
 				Usage: "start a throwaway local PostgreSQL with tenants acme and globex and serve it " +

@@ -136,6 +136,8 @@ func app() *cli.App {
 				},
 			},
 			userCommand(),
+			execCommand(),
+			eachCommand(),
 			{
 				Name: "demo",
 				Usage: "start a throwaway local PostgreSQL with tenants acme and globex and serve it " +

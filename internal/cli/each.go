@@ -165,11 +165,18 @@ func failureSummaryDetailed(what string, tenants []router.Tenant, failures []ten
 	}
 	var b strings.Builder
 	b.WriteString(err.Error())
+	listed := 0
 	for _, f := range failures {
 		var ns errNotStarted
-		if !errors.As(f.Err, &ns) {
-			fmt.Fprintf(&b, "\n  %s: %v", f.Tenant.Name, f.Err)
+		if errors.As(f.Err, &ns) {
+			continue
 		}
+		if listed == summaryNames {
+			b.WriteString("\n  ...")
+			break
+		}
+		fmt.Fprintf(&b, "\n  %s: %v", f.Tenant.Name, f.Err)
+		listed++
 	}
 	return cli.Exit(b.String(), exitRuntime)
 }

@@ -349,15 +349,27 @@ func failureSummary(what string, tenants []router.Tenant, failures []tenantError
 	}
 	var b strings.Builder
 	if len(failed) > 0 {
-		fmt.Fprintf(&b, "%s failed for %d of %d tenants: %s", what, len(failed), len(tenants), strings.Join(failed, ", "))
+		fmt.Fprintf(&b, "%s failed for %d of %d tenants: %s", what, len(failed), len(tenants), nameList(failed))
 	}
 	if len(notStarted) > 0 {
 		if b.Len() > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "interrupted: %d of %d tenants not started: %s", len(notStarted), len(tenants), strings.Join(notStarted, ", "))
+		fmt.Fprintf(&b, "interrupted: %d of %d tenants not started: %s", len(notStarted), len(tenants), nameList(notStarted))
 	}
 	return cli.Exit(b.String(), exitRuntime)
+}
+
+// summaryNames is how many tenants a summary names; the output above it
+// has them all.
+const summaryNames = 20
+
+// nameList is names joined, the first summaryNames of them.
+func nameList(names []string) string {
+	if len(names) <= summaryNames {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:summaryNames], ", "), len(names)-summaryNames)
 }
 
 // currentUser is the user libpq would connect as when neither --user nor

@@ -212,18 +212,16 @@ func renderTable(b *strings.Builder, sr stmtResult) {
 		return s + fill
 	}
 	line := func(vals []string, header bool) {
+		var l strings.Builder
 		for i, v := range vals {
 			if i > 0 {
-				b.WriteString(" |")
+				l.WriteString(" |")
 			}
-			b.WriteByte(' ')
-			if header {
-				// psql centres headers; left is as readable and diffs better.
-				b.WriteString(pad(v, widths[i], false))
-			} else {
-				b.WriteString(pad(v, widths[i], isNumeric(sr.Columns[i].OID)))
-			}
+			l.WriteByte(' ')
+			// psql centres headers; left is as readable and diffs better.
+			l.WriteString(pad(v, widths[i], !header && isNumeric(sr.Columns[i].OID)))
 		}
+		b.WriteString(strings.TrimRight(l.String(), " ")) // no trailing blanks
 		b.WriteByte('\n')
 	}
 	names := make([]string, len(sr.Columns))

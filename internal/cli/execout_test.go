@@ -63,7 +63,7 @@ ERROR: 42P01: relation "t" does not exist
 INSERT 0 3
 
 `
-	if trimLines(out) != want || errOut != "" {
+	if out != want || errOut != "" {
 		t.Fatalf("table:\n%s\nwant:\n%s\nstderr: %q", out, want, errOut)
 	}
 }

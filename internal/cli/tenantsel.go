@@ -77,7 +77,8 @@ func (s tenantSelection) check() error {
 		return cli.Exit(fmt.Sprintf("-j must be at least 1, got %d", s.Jobs), exitUsage)
 	}
 	for _, n := range s.Names {
-		if err := router.ValidateTenantName(n); err != nil {
+		// An alias's name is let through, for resolve to name its tenant.
+		if err := router.ValidateTenantName(n); err != nil && router.ValidateAliasName(n) != nil {
 			return cli.Exit(err, exitUsage)
 		}
 	}

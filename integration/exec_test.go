@@ -364,6 +364,21 @@ func TestEachAll(t *testing.T) {
 		t.Fatalf("each psql with ex_c failing: stderr\n%s", errOut)
 	}
 
+	// Under tenant-from user the tenant is the user name; exec and each
+	// name it so. One tenant alone gets the terminal, unprefixed.
+	byUser := startProxy(t, func(c *config.Config) { c.Backend = pg.DSN(exDB); c.TenantFrom = config.TenantFromUser })
+	byUserAddr := fmt.Sprintf("%s:%d", byUser.Host, byUser.Port)
+	out, errOut, code = exRun(t, bin, "each", "--tenant", "ex_d", "--proxy", byUserAddr, "--tenant-from", "user", "--",
+		"psql", "-X", "-Atc", "select current_schema(), count(*) from t")
+	if code != 0 || out != "ex_d|4\n" || errOut != "== tenant ex_d\n" {
+		t.Fatalf("each under tenant-from user: exit %d\n%s\nstderr: %s", code, out, errOut)
+	}
+	out, errOut, code = exRun(t, bin, "exec", "--tenant", "ex_b", "--proxy", byUserAddr, "--tenant-from", "user",
+		"--format", "csv", "select current_schema(), count(*) from t")
+	if code != 0 || out != "tenant,current_schema,count\nex_b,ex_b,2\n" {
+		t.Fatalf("exec under tenant-from user: exit %d\n%s\nstderr: %s", code, out, errOut)
+	}
+
 	// A program that is not there fails before any run.
 	_, errOut, code = each("--", "no-such-program-ex")
 	if code != 1 || !strings.Contains(errOut, "no-such-program-ex") {

@@ -24,10 +24,10 @@ import (
 // client library reads. `pgtenant each --all --proxy HOST:PORT -- python
 // manage.py migrate` is django-tenants' migrate_schemas for any framework.
 //
-// Output: with -j 1 the program has pgtenant's standard input, output and
-// error itself, so prompts, colours and progress bars work as they do when
+// Output: with one run at a time (-j 1, or one tenant) the program has
+// pgtenant's standard input, output and error itself, so prompts, colours and progress bars work as they do when
 // it runs alone, and each run is announced on standard error
-// ("== tenant acme"). With -j above 1, or --prefix, every line it writes
+// ("== tenant acme"). With runs side by side, or --prefix, every line it writes
 // is prefixed "[acme] " and written whole, so that runs side by side do not
 // interleave within a line; standard input is then empty.
 
@@ -45,7 +45,7 @@ func eachCommand() *cli.Command {
 	flags = append(flags, proxyFlags()...)
 	flags = append(flags, &cli.BoolFlag{
 		Name:  "prefix",
-		Usage: "prefix every output line with [tenant] with -j 1 too (it always is above -j 1)",
+		Usage: "prefix every output line with [tenant] also when one run goes at a time (-j 1 or one tenant), which otherwise has the terminal itself",
 	})
 	return &cli.Command{
 		Name: "each",
@@ -99,7 +99,7 @@ func eachAction(c *cli.Context) error {
 	}
 	r := eachRun{
 		name: argv[0], path: path, args: argv[1:], target: target, base: os.Environ(),
-		prefix: sel.Jobs > 1 || c.Bool("prefix"),
+		prefix: min(sel.Jobs, len(tenants)) > 1 || c.Bool("prefix"),
 		stdin:  c.App.Reader, stdout: c.App.Writer, stderr: c.App.ErrWriter,
 	}
 	failures := forEachTenant(c.Context, tenants, sel.Jobs, r.tenant)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -268,6 +269,15 @@ func TestExecAll(t *testing.T) {
 	if code != 2 || !strings.Contains(out, `"sqlstate":"22012"`) {
 		t.Fatalf("exec division by zero: exit %d\n%s\nstderr: %s", code, out, errOut)
 	}
+	// --file, and a statement without rows in the table format.
+	file := filepath.Join(t.TempDir(), "q.sql")
+	if err := os.WriteFile(file, []byte("update t set label = label where id = 1;\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = exRun(t, bin, "exec", "--tenant", "ex_e", "-f", file)
+	if code != 0 || out != "-- tenant ex_e\nUPDATE 1\n\n" {
+		t.Fatalf("exec -f: exit %d\n%s\nstderr: %s", code, out, errOut)
+	}
 	var n int
 	if err := conn.QueryRow(ctx, "select count(*) from ex_a.t where id = 101").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("the failed tenant's insert stayed: %d rows, %v", n, err)
@@ -377,6 +387,14 @@ func TestEachAll(t *testing.T) {
 		"--format", "csv", "select current_schema(), count(*) from t")
 	if code != 0 || out != "tenant,current_schema,count\nex_b,ex_b,2\n" {
 		t.Fatalf("exec under tenant-from user: exit %d\n%s\nstderr: %s", code, out, errOut)
+	}
+
+	// Interrupted (here by the first run itself), pgtenant starts no
+	// more runs and stops the one running with SIGTERM.
+	_, errOut, code = each("-j", "1", "--", "sh", "-c", `kill -INT $PPID; exec sleep 30`)
+	if code != 2 || !strings.HasSuffix(errOut, "the command failed for 1 of 5 tenants: ex_a; "+
+		"interrupted: 4 of 5 tenants not started: ex_b, ex_c, ex_d, ex_e\n  ex_a: killed by signal terminated\n") {
+		t.Fatalf("each interrupted: exit %d, stderr:\n%s", code, errOut)
 	}
 
 	// A program that is not there fails before any run.

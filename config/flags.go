@@ -297,6 +297,22 @@ func BackendFlags() []cli.Flag {
 	return flags
 }
 
+// SettingFlags returns the flags of the named settings of serve, for an
+// admin command that must agree with how serve runs: pgtenant exec and each
+// read tenant-from, to name a tenant as serve routes. Pair them with
+// BackendFlags on the same command; an unknown name panics, as it is a bug.
+func SettingFlags(names ...string) []cli.Flag {
+	var flags []cli.Flag
+	for _, name := range names {
+		i := slices.IndexFunc(settings, func(s setting) bool { return s.name == name })
+		if i < 0 {
+			panic("config: no setting " + name)
+		}
+		flags = append(flags, settings[i].newFlag())
+	}
+	return flags
+}
+
 // IsolationFlags returns --isolation, --role-secret-file and
 // --shared-schemas, for the admin commands that make tenant roles (tenant
 // create, tenant isolate). Pair them with BackendFlags on the same command.

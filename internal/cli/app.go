@@ -128,6 +128,8 @@ func app() *cli.App {
 			},
 			userCommand(),
 			migrateCommand(),
+			execCommand(),
+			eachCommand(),
 			{
 				Name: "demo",
 				Usage: "start a throwaway local PostgreSQL with tenants acme and globex and serve it " +

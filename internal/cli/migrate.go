@@ -241,8 +241,8 @@ func maxVersion(ms []router.AppliedMigration) int64 {
 	return v
 }
 
-// tenantResult is how one plan went.
-type tenantResult struct {
+// migrateResult is how one plan went.
+type migrateResult struct {
 	Plan    tenantPlan
 	Applied int   // files applied in this run
 	Version int64 // the highest version applied after the run
@@ -254,7 +254,7 @@ type tenantResult struct {
 }
 
 // line is the one line a tenant's result gets in the output.
-func (r tenantResult) line() string {
+func (r migrateResult) line() string {
 	switch {
 	case r.Err != nil && r.FailedFile == "":
 		return fmt.Sprintf("%s: FAILED: %s", r.Plan.target(), describeMigrateError(r.Err))
@@ -325,8 +325,8 @@ func lineColumn(sql string, pos int) (line, col int) {
 // applyPlan runs p's pending files in order on conn and stops at the first
 // that fails. conn is the worker's: the session is reset first, so that
 // nothing a previous tenant's file set (a role, a setting) carries over.
-func applyPlan(ctx context.Context, conn *pgx.Conn, p tenantPlan) (r tenantResult) {
-	r = tenantResult{Plan: p, Version: p.Version}
+func applyPlan(ctx context.Context, conn *pgx.Conn, p tenantPlan) (r migrateResult) {
+	r = migrateResult{Plan: p, Version: p.Version}
 	start := time.Now()
 	defer func() { r.Took = time.Since(start) }()
 	if len(p.Pending) == 0 {
@@ -555,22 +555,22 @@ func migrate(c *cli.Context) error {
 	}()
 	stopOnError := c.Bool("stop-on-error")
 	var mu sync.Mutex
-	var failed []tenantResult
+	var failed []migrateResult
 	started := 0
 	migrateEach(plans, jobs, func(worker int, p tenantPlan) bool {
 		mu.Lock()
 		started++
 		mu.Unlock()
-		var r tenantResult
+		var r migrateResult
 		if len(p.Pending) == 0 {
-			r = tenantResult{Plan: p, Version: p.Version}
+			r = migrateResult{Plan: p, Version: p.Version}
 		} else {
 			// A worker connects when it first has work, and again after its
 			// connection broke (a tenant's failure may have closed it).
 			if conns[worker] == nil || conns[worker].IsClosed() {
 				wc, err := migrateConnect(ctx, c)
 				if err != nil {
-					r = tenantResult{Plan: p, Version: p.Version, Err: err}
+					r = migrateResult{Plan: p, Version: p.Version, Err: err}
 				}
 				conns[worker] = wc
 			}

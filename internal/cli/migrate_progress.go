@@ -69,7 +69,7 @@ func newMigrateProgress(w io.Writer, total int, start time.Time) *migrateProgres
 }
 
 // done records a tenant's result.
-func (p *migrateProgress) done(r tenantResult) {
+func (p *migrateProgress) done(r migrateResult) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.finished++

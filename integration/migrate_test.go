@@ -244,6 +244,19 @@ func TestMigrateAcrossTenants(t *testing.T) {
 		fmt.Sprint(r["pending"]) != "[]" {
 		t.Fatalf("status of mig_02: %v", r)
 	}
+	// tenant list shows each tenant's migration version too.
+	out, code = run("tenant", "list", "--format", "json")
+	var listed []map[string]any
+	if err := json.Unmarshal([]byte(out), &listed); code != 0 || err != nil {
+		t.Fatalf("tenant list --format json: exit %d, %v\n%s", code, err, out)
+	}
+	listedVersions := map[string]any{}
+	for _, r := range listed {
+		listedVersions[fmt.Sprint(r["name"])] = r["migration_version"]
+	}
+	if listedVersions["mig_02"] != "3" || listedVersions["mig_07"] != "1" {
+		t.Fatalf("tenant list migration versions: mig_02 %v, mig_07 %v\n%s", listedVersions["mig_02"], listedVersions["mig_07"], out)
+	}
 
 	// Fixed, mig_07 catches up; the others are up to date.
 	if _, err := db.Exec(ctx, `DROP TABLE mig_07.tags`); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pgtenant/pgtenant/config"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,6 +258,18 @@ func TestMigrateAcrossTenants(t *testing.T) {
 	if listedVersions["mig_02"] != "3" || listedVersions["mig_07"] != "1" {
 		t.Fatalf("tenant list migration versions: mig_02 %v, mig_07 %v\n%s", listedVersions["mig_02"], listedVersions["mig_07"], out)
 	}
+	// And a proxy on the database exports them as metrics, read in the
+	// background with the schema sizes.
+	maddr := freeAddr(t)
+	startProxy(t, withMetrics(maddr, "all"), func(c *config.Config) { c.Backend = dsn })
+	eventually(t, 10*time.Second, "migration versions in the metrics", func() bool {
+		sc := scrapeMetrics(t, maddr)
+		v2 := sc.find("pgtenant_tenant_migration_version", "tenant=mig_02")
+		v7 := sc.find("pgtenant_tenant_migration_version", "tenant=mig_07")
+		took := sc.find("pgtenant_tenant_migration_seconds", "tenant=mig_02")
+		return v2 != nil && v2.Gauge.GetValue() == 3 && v7 != nil && v7.Gauge.GetValue() == 1 &&
+			took != nil && took.Gauge.GetValue() > 0
+	})
 
 	// Fixed, mig_07 catches up; the others are up to date.
 	if _, err := db.Exec(ctx, `DROP TABLE mig_07.tags`); err != nil {

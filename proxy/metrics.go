@@ -194,6 +194,8 @@ var (
 	descPins         = newDesc("pgtenant_tenant_pins_total", "Backends put in a client's state at checkout: full (reset and search_path set) or reused (already in that state).", "tenant", "kind")
 	descRefusals     = newDesc("pgtenant_tenant_refusals_total", "Statements or clients refused by pgtenant, by SQLSTATE.", "tenant", "code")
 	descSchemaSize   = newDesc("pgtenant_tenant_schema_size_bytes", "Size of the tenant's schema (tables, indexes, TOAST), as last measured in the background.", tenantLabel...)
+	descMigVersion   = newDesc("pgtenant_tenant_migration_version", "The highest migration version pgtenant migrate applied to the tenant; absent before its first.", tenantLabel...)
+	descMigSeconds   = newDesc("pgtenant_tenant_migration_seconds", "The time all the tenant's migrations took, as pgtenant migrate recorded it.", tenantLabel...)
 	descQuota        = newDesc("pgtenant_tenant_storage_quota_bytes", "The tenant's storage quota; absent when it has none.", tenantLabel...)
 	descTier         = newDesc("pgtenant_tenant_info", "1 for each tenant with a tier label.", "tenant", "tier")
 	descOtherTenants = newDesc("pgtenant_metrics_other_tenants", "Tenants summed into tenant=\"other\" (beyond --metrics-tenants).")
@@ -218,7 +220,7 @@ var (
 
 var allDescs = []*prometheus.Desc{
 	descClients, descWaiting, descBackends, descTxns, descQueries, descTxnTime, descQueryTime, descWaitTime,
-	descBytesIn, descBytesOut, descErrors, descPins, descRefusals, descSchemaSize, descQuota, descTier, descOtherTenants,
+	descBytesIn, descBytesOut, descErrors, descPins, descRefusals, descSchemaSize, descQuota, descMigVersion, descMigSeconds, descTier, descOtherTenants,
 	descPoolSize, descPoolOpen, descPoolIdle, descPoolWaiting, descPoolDials, descPoolDialErrs, descPoolDestroys,
 	descPoolCheckout, descPoolTimeouts, descClientsAll, descReloads, descNotifies, descAuthOK, descAuthFailed, descStartupRefs,
 }
@@ -266,6 +268,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			c.emitTenant(ch, e.name, &snap, gaugesOf(e))
 			if q := e.conf.quotaBytes(); q > 0 {
 				ch <- prometheus.MustNewConstMetric(descQuota, prometheus.GaugeValue, float64(q), e.name)
+			}
+			if st.migrated.Load() {
+				ch <- prometheus.MustNewConstMetric(descMigVersion, prometheus.GaugeValue, float64(st.migVersion.Load()), e.name)
+				ch <- prometheus.MustNewConstMetric(descMigSeconds, prometheus.GaugeValue, float64(st.migMicros.Load())/1e6, e.name)
 			}
 			if tier := e.conf.tier(); tier != "" {
 				ch <- prometheus.MustNewConstMetric(descTier, prometheus.GaugeValue, 1, e.name, tier)

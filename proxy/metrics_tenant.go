@@ -25,6 +25,11 @@ type tenantStats struct {
 	// background (metrics_schema.go); sized says it has been.
 	size  atomic.Int64
 	sized atomic.Bool
+	// migVersion and migMicros are the tenant's migration version and the
+	// time its migrations took (pgtenant migrate), read with the schema
+	// sizes; migrated says they have been.
+	migVersion, migMicros atomic.Int64
+	migrated              atomic.Bool
 
 	// group and score are the collector's, under its lock (metrics.go):
 	// which series the tenant went into at the last scrape, and how active
@@ -223,3 +228,10 @@ func monoNow() int64 { return int64(time.Since(monoBase)) + 1 }
 func monoTime(t int64) time.Time { return monoBase.Add(time.Duration(t - 1)) }
 
 var monoBase = time.Now()
+
+// setMigration records the tenant's migration version and total time.
+func (st *tenantStats) setMigration(version int64, took time.Duration) {
+	st.migVersion.Store(version)
+	st.migMicros.Store(took.Microseconds())
+	st.migrated.Store(true)
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"github.com/pgtenant/pgtenant/router"
 	"time"
 )
 
@@ -72,7 +73,26 @@ func (srv *Server) measureOnce(ctx context.Context) error {
 		te.stats.setSchemaSize(size)
 		srv.setSchemaSize(te, size)
 	}
+	// The migration versions come with the sizes, for the metrics; a
+	// registry source without them (django-tenants) has none.
+	if src, ok := srv.settings.(migrationSource); ok {
+		qctx, cancel := context.WithTimeout(ctx, settingsTimeout)
+		states, err := src.MigrationStates(qctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		for name, st := range states {
+			srv.tenants.entry(name).stats.setMigration(st.Version, st.Duration)
+		}
+	}
 	return nil
+}
+
+// migrationSource reads the versions pgtenant migrate recorded
+// (router.PGRegistry).
+type migrationSource interface {
+	MigrationStates(ctx context.Context) (map[string]router.MigrationState, error)
 }
 
 // setSchemaSize records te's measured schema size and turns its sessions

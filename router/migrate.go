@@ -97,3 +97,42 @@ func RecordMigration(ctx context.Context, db DB, m AppliedMigration) error {
 	}
 	return nil
 }
+
+// MigrationState is a tenant's highest applied migration version and the
+// time all its migrations took.
+type MigrationState struct {
+	Version  int64
+	Duration time.Duration
+}
+
+// MigrationStates returns every tenant's MigrationState, in one query.
+// Before the registry has the table there are none, which is not an error.
+func MigrationStates(ctx context.Context, db DB) (map[string]MigrationState, error) {
+	out := map[string]MigrationState{}
+	if ok, err := tableExists(ctx, db, "pgtenant.tenant_migrations"); err != nil || !ok {
+		return out, err
+	}
+	rows, err := db.Query(ctx, `SELECT tenant, max(version),
+		(extract(epoch FROM sum(duration)) * 1000000)::bigint
+		FROM pgtenant.tenant_migrations GROUP BY tenant`)
+	if err != nil {
+		return nil, fmt.Errorf("migration states: %w", err)
+	}
+	var (
+		tenant         string
+		version, micro int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&tenant, &version, &micro}, func() error {
+		out[tenant] = MigrationState{Version: version, Duration: time.Duration(micro) * time.Microsecond}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("migration states: %w", err)
+	}
+	return out, nil
+}
+
+// MigrationStates is the package function on the registry's connections.
+func (r *PGRegistry) MigrationStates(ctx context.Context) (map[string]MigrationState, error) {
+	return MigrationStates(ctx, r.pool)
+}

@@ -53,7 +53,10 @@
 // 28P01 wrong password (or unknown user: the same answer), 28000 user not
 // granted the tenant, or TLS required, 08004 startup values naming two
 // tenants, 3D000 unknown tenant, 55000 disabled tenant, 53300
-// max-client-conn reached (or too many failed logins queued), 57014 no server connection within query-wait-timeout, 08006
+// max-client-conn reached (or too many failed logins queued, or a new client
+// that needed a server connection to start and got none within
+// query-wait-timeout), 57014 a statement that got no server connection
+// within query-wait-timeout (the session goes on), 08006
 // backend unreachable or lost, 08P01 protocol violation, 57P01 shutdown,
 // 42501 a startup parameter pgtenant owns (search_path, role).
 package proxy

@@ -459,7 +459,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	if !known || s.mode == config.PoolSession {
 		var err error
 		if be, err = s.checkoutTimed(ctx); err != nil {
-			return asFatal(err)
+			return s.asFatal(err)
 		}
 		if be, greeting, err = s.checkOnBackend(ctx, be); err != nil {
 			return err
@@ -512,7 +512,7 @@ func (s *session) checkOnBackend(ctx context.Context, be *pool.Conn) (*pool.Conn
 		s.logger().Warn("the pin failed on the server at startup; trying another server connection",
 			"sqlstate", serverErr.Code, "err", serverErr.Message)
 		if be, err = s.checkout(ctx, true); err != nil {
-			return nil, nil, asFatal(err)
+			return nil, nil, s.asFatal(err)
 		}
 		serverErr, err = s.applyPinNow(be)
 	}
@@ -642,10 +642,31 @@ func accessError(err error) *pgError {
 	return fatalf(codeConnectionFailure, "pgtenant: cannot check tenant access: %v", err)
 }
 
-// asFatal turns a checkout failure into a FATAL startup error.
-func asFatal(err error) *pgError {
+// asFatal turns a checkout failure at startup into the FATAL the client is
+// told: a client cannot be told ERROR during startup and carry on.
+//
+// A wait for a backend that ran out is 57014 mid-session (the statement
+// fails, as under statement_timeout, and the session goes on) but 53300
+// here: no statement was cancelled, and 53300 is what PostgreSQL itself
+// answers a connection it has no room for, which drivers and pools read as
+// "connect again later" (psycopg: TooManyConnections, not QueryCanceled).
+// PgBouncer's FATAL 08P01 "query_wait_timeout" would say the client broke
+// the protocol. The message names the wait and what to tune, since many
+// drivers show only the message.
+func (s *session) asFatal(err error) *pgError {
 	e := checkoutError(err)
 	e.Severity = "FATAL"
+	if e.Code != codeQueryCanceled {
+		return e
+	}
+	e.Code = codeTooManyClients
+	wait := s.srv.liveConfig().QueryWaitTimeout
+	if errors.Is(err, pool.ErrTimeout) {
+		// Otherwise the message already says why (the tenant's
+		// max-backends, a pause).
+		e.Message = fmt.Sprintf("pgtenant: no server connection became free within query-wait-timeout (%s) to start this session: every one is busy; raise --pool-size or --query-wait-timeout", wait)
+	}
+	e.Hint = fmt.Sprintf("A new client needs a server connection to start only in session mode, or when its tenant and startup parameters are new to pgtenant; it waited query-wait-timeout (%s). Other clients are admitted at once and wait with their first statement.", wait)
 	return e
 }
 

@@ -30,12 +30,12 @@ const (
 	// Class 3D: invalid catalog name.
 	InvalidCatalogName = "3D000" // an unknown tenant, as for an unknown database
 	// Class 53: insufficient resources.
-	TooManyConnections         = "53300" // max-client-conn, the auth failure limiter
+	TooManyConnections         = "53300" // max-client-conn, the auth failure limiter, no backend for a startup
 	ConfigurationLimitExceeded = "53400" // max-client-statements, max-client-statement-bytes
 	// Class 55: object not in prerequisite state.
 	ObjectNotInPrerequisiteState = "55000" // a disabled tenant
 	// Class 57: operator intervention.
-	QueryCanceled = "57014" // the pool wait timed out, like statement_timeout
+	QueryCanceled = "57014" // a statement's pool wait timed out, like statement_timeout
 	AdminShutdown = "57P01" // pgtenant shuts down
 	// Class F0: configuration file error.
 	ConfigFileError = "F0000" // the console's RELOAD failed

@@ -307,9 +307,9 @@ func BackendFlags() []cli.Flag {
 // (tenant, user, migrate, exec, each), where serve's --help would mislead.
 var adminUsage = map[string]string{
 	"backend": "libpq URL or key=value DSN of the database holding the tenant schemas; without --registry this command " +
-		"connects with it as the admin role, which creates and changes the registry (schema pgtenant) and the tenant schemas",
-	"registry": "DSN of the admin connection this command works with: its role owns the registry (schema pgtenant) " +
-		"and creates and changes the tenant schemas (default: --backend)",
+		"connects with it as the admin role: the role that creates and owns the registry (schema pgtenant) and the tenant schemas",
+	"registry": "DSN of the admin connection this command works with: its role creates and owns the registry (schema pgtenant) " +
+		"and the tenant schemas (default: --backend)",
 }
 
 // SettingFlags returns the flags of the named settings of serve, for an

@@ -47,11 +47,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // printError prints err with "pgtenant: " in front of each of its lines,
-// once: a message that says it already is not prefixed again. It is the
-// one place errors reach the user; cli's own printing is turned off (app's
-// ExitErrHandler).
+// once: a message that says it already is not prefixed again, and an
+// indented line continues the one above it (each's list of failed
+// tenants), so it stays as it is. It is the one place errors reach the
+// user; cli's own printing is turned off (app's ExitErrHandler).
 func printError(w io.Writer, err error) {
 	for _, line := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+		if strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t") {
+			fmt.Fprintln(w, line)
+			continue
+		}
 		for strings.HasPrefix(line, "pgtenant:") {
 			line = strings.TrimSpace(strings.TrimPrefix(line, "pgtenant:"))
 		}

@@ -28,13 +28,20 @@ func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 // checkPrefixed fails unless every line of stderr starts with "pgtenant: "
-// and says "pgtenant:" nowhere else.
+// and says "pgtenant:" nowhere else (an indented line, which continues the
+// one above, says it nowhere).
 func checkPrefixed(t *testing.T, args []string, stderr string) {
 	t.Helper()
 	if stderr == "" {
 		t.Errorf("pgtenant %s printed nothing on stderr", strings.Join(args, " "))
 	}
 	for _, l := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+		if strings.HasPrefix(l, " ") || strings.HasPrefix(l, "\t") {
+			if strings.Contains(l, "pgtenant:") {
+				t.Errorf("pgtenant %s: continuation line %q says pgtenant:", strings.Join(args, " "), l)
+			}
+			continue
+		}
 		if !strings.HasPrefix(l, "pgtenant: ") || strings.Count(l, "pgtenant:") != 1 {
 			t.Errorf("pgtenant %s: stderr line %q does not start with pgtenant: exactly once", strings.Join(args, " "), l)
 		}
@@ -153,11 +160,12 @@ func TestErrorMessages(t *testing.T) {
 }
 
 // TestPrintError: a message that starts with pgtenant: already is not
-// prefixed twice; each line of a longer one is prefixed.
+// prefixed twice; each line of a longer one is prefixed, but for indented
+// lines, which continue the one above.
 func TestPrintError(t *testing.T) {
 	var b bytes.Buffer
-	printError(&b, errors.Join(errors.New("pgtenant: one"), errors.New("two")))
-	if got, want := b.String(), "pgtenant: one\npgtenant: two\n"; got != want {
+	printError(&b, errors.Join(errors.New("pgtenant: one"), errors.New("two\n  two's detail")))
+	if got, want := b.String(), "pgtenant: one\npgtenant: two\n  two's detail\n"; got != want {
 		t.Errorf("printError printed %q, want %q", got, want)
 	}
 }

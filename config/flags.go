@@ -290,11 +290,26 @@ func ServeFlags() []cli.Flag {
 func BackendFlags() []cli.Flag {
 	flags := []cli.Flag{newConfigFlag()}
 	for _, s := range settings {
-		if s.name == "backend" || s.name == "registry" {
-			flags = append(flags, s.newFlag())
+		if usage, ok := adminUsage[s.name]; ok {
+			f := s.newFlag()
+			// serve's wording is about the pool and the running proxy;
+			// an admin command only connects as the admin role.
+			if sf, ok := f.(*altsrc.StringFlag); ok {
+				sf.Usage = usage
+			}
+			flags = append(flags, f)
 		}
 	}
 	return flags
+}
+
+// adminUsage is what --backend and --registry are for in an admin command
+// (tenant, user, migrate, exec, each), where serve's --help would mislead.
+var adminUsage = map[string]string{
+	"backend": "libpq URL or key=value DSN of the database holding the tenant schemas; without --registry this command " +
+		"connects with it as the admin role: the role that creates and owns the registry (schema pgtenant) and the tenant schemas",
+	"registry": "DSN of the admin connection this command works with: its role creates and owns the registry (schema pgtenant) " +
+		"and the tenant schemas (default: --backend)",
 }
 
 // SettingFlags returns the flags of the named settings of serve, for an

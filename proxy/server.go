@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtenant/pgtenant/auth"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/pool"
@@ -156,12 +158,16 @@ const (
 func (srv *Server) Serve(parent context.Context, ln net.Listener) error {
 	// Sessions run under sessCtx, the accept loop under ctx: the console's
 	// SHUTDOWN ends both, SHUTDOWN WAIT_FOR_CLIENTS only the accepts.
-	sessCtx, stopSessions := context.WithCancel(parent)
+	sessCtx, stopSessionsCause := context.WithCancelCause(parent)
+	stopSessions := func() { stopSessionsCause(nil) }
 	defer stopSessions()
-	ctx, stopAccept := context.WithCancel(sessCtx)
-	defer stopAccept()
+	ctx, stopAcceptCause := context.WithCancelCause(sessCtx)
+	defer stopAcceptCause(nil)
 	srv.mu.Lock()
-	srv.stopAccept, srv.stopSessions = stopAccept, stopSessions
+	// Only the console calls these: the cause is the reason the shutdown
+	// line gives.
+	srv.stopAccept = func() { stopAcceptCause(errConsoleShutdownWait) }
+	srv.stopSessions = func() { stopSessionsCause(errConsoleShutdown) }
 	srv.mu.Unlock()
 	go func() {
 		<-ctx.Done()
@@ -230,12 +236,37 @@ accept:
 			srv.sessions.Done()
 		})
 	}
+	began := time.Now()
+	reason := context.Cause(ctx) // a signal's name, or the console's command
+	if acceptErr != nil {
+		reason = acceptErr
+	}
+	srv.mu.Lock()
+	open := len(srv.conns)
+	srv.mu.Unlock()
+	srv.log.Info("shutting down", "reason", reason.Error(), "clients", open,
+		"shutdown_timeout", srv.cfg.ShutdownTimeout)
 	if srv.waitClients.Load() {
 		srv.waitForClients(sessCtx)
 	}
 	stopSessions()
-	srv.shutdown()
+	st := srv.shutdown()
+	srv.log.Info("stopped", "clients_closed", st.closed, "clients_finished", st.finished,
+		"clients_cut_off", st.cutOff, "took", time.Since(began).Round(time.Millisecond))
 	return acceptErr
+}
+
+// The reasons the console's SHUTDOWN gives Serve, for its log.
+var (
+	errConsoleShutdown     = errors.New("admin console SHUTDOWN")
+	errConsoleShutdownWait = errors.New("admin console SHUTDOWN WAIT_FOR_CLIENTS")
+)
+
+// shutdownStats is what became of the connections open when shutdown
+// began: closed at once (idle), finished on their own (a transaction
+// completed, a client left), or cut off at shutdown-timeout.
+type shutdownStats struct {
+	closed, finished, cutOff int
 }
 
 // shutdown waits for sessions to end, up to ShutdownTimeout, then closes
@@ -244,31 +275,39 @@ accept:
 // Clients between transactions are told 57P01 and closed at once; a client
 // inside a transaction may finish it, and is closed when it next needs a
 // backend.
-func (srv *Server) shutdown() {
+func (srv *Server) shutdown() shutdownStats {
 	srv.draining.Store(true)
 	srv.mu.Lock()
 	srv.closed = true
+	open := len(srv.conns)
 	sessions := make([]*session, 0, len(srv.byKey))
 	for _, s := range srv.byKey {
 		sessions = append(sessions, s)
 	}
 	srv.mu.Unlock()
+	var st shutdownStats
 	for _, s := range sessions {
-		s.closeIfIdle()
+		if s.closeIfIdle() {
+			st.closed++
+		}
 	}
 	done := make(chan struct{})
 	go func() { srv.sessions.Wait(); close(done) }()
 	select {
 	case <-done:
-		return
+		st.finished = open - st.closed
+		return st
 	case <-time.After(srv.cfg.ShutdownTimeout):
 	}
 	srv.mu.Lock()
 	for nc := range srv.conns {
 		_ = nc.Close()
+		st.cutOff++
 	}
 	srv.mu.Unlock()
 	<-done
+	st.finished = max(open-st.closed-st.cutOff, 0)
+	return st
 }
 
 // cancelKey is the BackendKeyData pgtenant gives a client: its own, never
@@ -327,7 +366,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...RunOp
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return err
+		return config.ListenError("listen", cfg.Listen, err)
 	}
 	return RunListener(ctx, cfg, log, ln, opts...)
 }
@@ -388,7 +427,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	}
 	reg, err := router.OpenRegistry(ctx, cfg.RegistryDSN(), log)
 	if err != nil {
-		return fmt.Errorf("open tenant registry: %w", err)
+		return registryError(cfg.RegistryDSN(), err)
 	}
 	defer reg.Close()
 	// tenants is where the router looks tenants up: pgtenant's registry,
@@ -510,13 +549,14 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	// The metrics endpoint and the schema sizes stop when serving does.
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
+	metricsAddr := "off"
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
-			return fmt.Errorf("metrics-listen: %w", err)
+			return config.ListenError("metrics-listen", cfg.MetricsListen, err)
 		}
 		go serveMetrics(bgCtx, srv, mln)
-		log.Info("serving metrics", "listen", mln.Addr().String(), "path", "/metrics")
+		metricsAddr = "http://" + mln.Addr().String() + "/metrics"
 	}
 	go srv.measureSchemaSizes(bgCtx)
 	// Presence locks say, to tenant drop and rename, which tenants have
@@ -524,10 +564,14 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	srv.tenants.changed = make(chan struct{}, 1)
 	go newPresence(reg.Pool().Config().ConnConfig, &srv.tenants, log).run(bgCtx)
 
+	// One line says how this pgtenant runs, for whoever reads the log
+	// first: a new user's "is it up, and where?".
 	log.Info("pgtenant serving", "listen", ln.Addr().String(), "pool_size", cfg.PoolSize,
-		"pool_mode", string(cfg.PoolMode), "tenant_from", string(cfg.TenantFrom),
-		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess(), "isolation", cfg.Isolation,
-		"client_tls", clientTLSMode(clientTLS))
+		"pool_mode", string(cfg.PoolMode), "isolation", cfg.Isolation,
+		"tenant_source", cfg.RegistrySource, "tenants", countTenants(ctx, cfg, reg.Pool()),
+		"tenant_from", string(cfg.TenantFrom),
+		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess(),
+		"client_tls", clientTLSMode(clientTLS), "metrics", metricsAddr)
 	return srv.Serve(ctx, ln)
 }
 
@@ -572,7 +616,7 @@ func checkBackendRole(ctx context.Context, cfg config.Config, log *slog.Logger) 
 	defer cancel()
 	conn, err := pgx.ConnectConfig(dialCtx, connCfg)
 	if err != nil {
-		return fmt.Errorf("connect to backend: %w", err)
+		return config.NewConnectError("the backend (--backend)", cfg.Backend, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	err = router.CheckBackendRole(dialCtx, conn)
@@ -583,4 +627,41 @@ func checkBackendRole(ctx context.Context, cfg config.Config, log *slog.Logger) 
 		return nil
 	}
 	return err
+}
+
+// registryError is OpenRegistry's failure told once: where the registry
+// was looked for and why it could not be reached.
+func registryError(dsn string, err error) error {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return config.NewConnectError("the tenant registry", dsn, err)
+	}
+	if inner := errors.Unwrap(err); inner != nil {
+		err = inner // OpenRegistry's "open registry: " says what this does
+	}
+	return fmt.Errorf("tenant registry: %w", err)
+}
+
+// countTenants is how many tenants the registry holds, for the start-up
+// line: one count query on the registry's connections, or "unknown" when
+// it fails (no registry table yet, a django-tenants table it may not read).
+func countTenants(ctx context.Context, cfg config.Config, db router.DB) string {
+	table := "pgtenant.tenants"
+	if cfg.RegistrySource == config.RegistryDjangoTenants {
+		parts, err := config.ParseTableName(cfg.DjangoTenantTable)
+		if err != nil {
+			return "unknown"
+		}
+		if len(parts) == 1 {
+			parts = append([]string{"public"}, parts...)
+		}
+		table = pgx.Identifier(parts).Sanitize()
+	}
+	qctx, cancel := context.WithTimeout(ctx, cfg.ServerConnectTimeout)
+	defer cancel()
+	var n int64
+	if err := db.QueryRow(qctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		return "unknown"
+	}
+	return strconv.FormatInt(n, 10)
 }

@@ -698,22 +698,24 @@ var errClientGone = fmt.Errorf("client terminated")
 
 // closeIfIdle closes a client that has no backend attached, telling it why
 // (shutdown). The client goroutine is then blocked reading and owns nothing
-// that the close could tear.
+// that the close could tear. It reports whether it closed the client (no:
+// a backend is attached, and the client may finish its transaction).
 //
 // It takes cw from the client goroutine under mu (cwBusy), and writes
 // without the lock, with a one-second write deadline: the client goroutine
 // sees cwBusy and ends instead of answering or attaching meanwhile. When
 // that goroutine is already writing (cwBusy was set), the client is closed
 // without a word rather than have two writers.
-func (s *session) closeIfIdle() {
+func (s *session) closeIfIdle() (closed bool) {
 	tell, idle := s.claimIdle()
 	if !idle {
-		return
+		return false
 	}
 	if tell {
 		s.fail(fatalf(codeAdminShutdown, "terminating connection because pgtenant is shutting down"))
 	}
 	_ = s.nc.Close()
+	return true
 }
 
 // claimIdle takes cw for closeIfIdle when no backend is attached: tell

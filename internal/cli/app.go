@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -29,15 +31,36 @@ const (
 // Main runs the command named by os.Args and exits with its exit code.
 func Main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	a := app()
-	if err := a.RunContext(ctx, flagsFirst(a, os.Args)); err != nil {
-		fmt.Fprintln(os.Stderr, "pgtenant:", err)
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			os.Exit(ec.ExitCode())
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is Main without the exit: it runs the command and prints its error,
+// if any, on stderr, and returns the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	code, err := Run(ctx, args, stdin, stdout, stderr)
+	if err != nil {
+		printError(stderr, err)
+	}
+	return code
+}
+
+// printError prints err with "pgtenant: " in front of each of its lines,
+// once: a message that says it already is not prefixed again, and an
+// indented line continues the one above it (each's list of failed
+// tenants), so it stays as it is. It is the one place errors reach the
+// user; cli's own printing is turned off (app's ExitErrHandler).
+func printError(w io.Writer, err error) {
+	for _, line := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+		if strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t") {
+			fmt.Fprintln(w, line)
+			continue
 		}
-		os.Exit(exitUsage)
+		for strings.HasPrefix(line, "pgtenant:") {
+			line = strings.TrimSpace(strings.TrimPrefix(line, "pgtenant:"))
+		}
+		fmt.Fprintln(w, "pgtenant:", line)
 	}
 }
 
@@ -93,9 +116,13 @@ func app() *cli.App {
 			"it gets USAGE and CREATE on every tenant schema and all privileges on what is in them, nothing on the registry",
 	})
 	createFlags = append(createFlags, config.IsolationFlags()...)
-	return &cli.App{
-		Name:  "pgtenant",
-		Usage: "schema-per-tenant PostgreSQL pooling proxy",
+	a := &cli.App{
+		Name:    "pgtenant",
+		Usage:   "schema-per-tenant PostgreSQL pooling proxy",
+		Version: versionLine(),
+		// Errors are printed once, by run, with the prefix: cli's
+		// default handler printed them bare and exited before that.
+		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{
 				Name:   "serve",
@@ -145,8 +172,11 @@ func app() *cli.App {
 				Flags:  bench.Flags(),
 				Action: bench.Command,
 			},
+			versionCommand(),
 		},
 	}
+	oneLineUsageErrors(a)
+	return a
 }
 
 func serve(c *cli.Context) error {
@@ -185,10 +215,19 @@ func withAdminConn(c *cli.Context, f func(conn *pgx.Conn) error) error {
 	}
 	conn, err := pgx.Connect(c.Context, dsn)
 	if err != nil {
-		return cli.Exit(fmt.Errorf("connect to backend: %w", err), exitRuntime)
+		return cli.Exit(config.NewConnectError(adminTarget(c), dsn, err), exitRuntime)
 	}
 	defer conn.Close(context.Background())
 	return f(conn)
+}
+
+// adminTarget names, for a connection error, the flag an admin command
+// connected with.
+func adminTarget(c *cli.Context) string {
+	if c.String("registry") != "" {
+		return "the registry (--registry)"
+	}
+	return "the database (--backend)"
 }
 
 func tenantCreate(c *cli.Context) error {

@@ -228,7 +228,7 @@ func directConnector(dsn string) connector {
 	return func(ctx context.Context, t router.Tenant) (*pgx.Conn, error) {
 		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
-			return nil, fmt.Errorf("connect to backend: %w", err)
+			return nil, config.NewConnectError("the database (--registry, or --backend without it)", dsn, err)
 		}
 		if _, err := conn.Exec(ctx, "SET search_path TO "+searchPathOf(t)); err != nil {
 			conn.Close(context.Background())

@@ -84,7 +84,7 @@ func migrateConnect(ctx context.Context, c *cli.Context) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, cli.Exit(fmt.Errorf("connect to backend: %w", err), exitRuntime)
+		return nil, cli.Exit(config.NewConnectError(adminTarget(c), dsn, err), exitRuntime)
 	}
 	return conn, nil
 }

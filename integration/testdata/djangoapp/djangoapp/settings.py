@@ -75,7 +75,8 @@ WSGI_APPLICATION = 'djangoapp.wsgi.application'
 #
 # DISABLE_SERVER_SIDE_CURSORS is what Django's documentation asks for behind
 # a transaction-pooling proxy: a server-side cursor (.iterator()) outside a
-# transaction would be opened on one backend and fetched from on another.
+# transaction is DECLAREd WITH HOLD, which pgtenant can only serve by
+# keeping the client on one backend until it disconnects (README "Django").
 # CONN_MAX_AGE 0 closes the connection at the end of every request, the
 # default and the usual choice when a pooler sits in between.
 DATABASES = {
@@ -87,7 +88,9 @@ DATABASES = {
         'USER': _env('DJANGO_DB_USER'),
         'PASSWORD': '',
         'CONN_MAX_AGE': 0,
-        'DISABLE_SERVER_SIDE_CURSORS': True,
+        # DJANGO_DB_SERVER_SIDE_CURSORS=1 turns them back on, for the test
+        # that shows what they cost (integration/django14_test.go).
+        'DISABLE_SERVER_SIDE_CURSORS': os.environ.get('DJANGO_DB_SERVER_SIDE_CURSORS') != '1',
         'OPTIONS': {
             'sslmode': 'disable',
             'connect_timeout': 10,

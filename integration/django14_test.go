@@ -5,8 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -275,5 +280,99 @@ func TestCreateDatabaseRefused(t *testing.T) {
 	var n int
 	if err := d.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", existing).Scan(&n); err != nil || n != 0 {
 		t.Errorf("databases named %s on the server: %d, %v; want none", existing, n, err)
+	}
+}
+
+// saRequire fails the test unless Debian's python3 imports SQLAlchemy and
+// psycopg2; scripts/deps.sh installs them.
+func saRequire(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, djPython, "-c", "import sqlalchemy, psycopg2; print(sqlalchemy.__version__)").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s cannot import sqlalchemy and psycopg2 (run make deps: it installs python3-sqlalchemy): %v\n%s", djPython, err, out)
+	}
+	t.Logf("SQLAlchemy %s", strings.TrimSpace(string(out)))
+}
+
+// saSummary is testdata/sqlalchemy/app.py's last line.
+var saSummary = regexp.MustCompile(`(?m)^sqlalchemy ok: label (\S+), schema (\S+), rows (\d+), streamed (\d+), nullpool rows (\d+)$`)
+
+// TestSQLAlchemy: a small SQLAlchemy application (testdata/sqlalchemy) with
+// README "SQLAlchemy"'s settings, for two tenants at once on a pool of
+// three: ORM sessions insert and read each tenant's rows in its own schema,
+// stream_results streams them through a server-side cursor inside the
+// transaction without pinning anyone, with SQLAlchemy's pool and with
+// NullPool.
+func TestSQLAlchemy(t *testing.T) {
+	t.Parallel()
+	saRequire(t)
+	tenants := []string{"sa14_acme", "sa14_globex"}
+	const rows = 200
+	d := direct(t)
+	ctx, cancel := context.WithTimeout(context.Background(), djTimeout+time.Minute)
+	defer cancel()
+	for _, tenant := range tenants {
+		createTenant(t, tenant)
+		if _, err := d.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{tenant, "sa_items"}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 3; c.LogLevel = "info" })
+	script, err := filepath.Abs(filepath.Join("testdata", "sqlalchemy", "app.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type run struct {
+		out []byte
+		err error
+	}
+	runs := make([]run, len(tenants))
+	var wg sync.WaitGroup
+	for i, tenant := range tenants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			url := fmt.Sprintf("postgresql+psycopg2://app@%s:%d/%s", p.Host, p.Port, tenant)
+			cmd := exec.CommandContext(ctx, djPython, script, url, tenant, strconv.Itoa(rows))
+			cmd.Env = append(cleanEnv(), "PYTHONDONTWRITEBYTECODE=1")
+			cmd.WaitDelay = 10 * time.Second
+			runs[i].out, runs[i].err = cmd.CombinedOutput()
+		}()
+	}
+	wg.Wait()
+	for i, tenant := range tenants {
+		r := runs[i]
+		if r.err != nil {
+			t.Errorf("app.py for %s: %v\n%s", tenant, r.err, r.out)
+			continue
+		}
+		m := saSummary.FindStringSubmatch(string(r.out))
+		want := []string{tenant, tenant, strconv.Itoa(rows), strconv.Itoa(rows), strconv.Itoa(2 * rows)}
+		if m == nil || !slices.Equal(m[1:], want) {
+			t.Errorf("app.py for %s printed:\n%s\nwant label and schema %s, %d rows, %d streamed, %d with NullPool", tenant, r.out, tenant, rows, rows, 2*rows)
+		}
+	}
+	// What each schema really holds.
+	for _, tenant := range tenants {
+		var n, own int
+		q := fmt.Sprintf("SELECT count(*), count(*) FILTER (WHERE label = $1) FROM %s", pgx.Identifier{tenant, "sa_items"}.Sanitize())
+		if err := d.QueryRow(ctx, q, tenant).Scan(&n, &own); err != nil {
+			t.Fatal(err)
+		}
+		if n != 2*rows || own != n {
+			t.Errorf("%s.sa_items holds %d rows, %d of them its own; want %d, all its own", tenant, n, own, 2*rows)
+		}
+	}
+	var public int
+	if err := d.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'sa_items'").Scan(&public); err != nil || public != 0 {
+		t.Errorf("sa_items in schema public: %d, %v; want none", public, err)
+	}
+	// stream_results' cursor is WITHOUT HOLD, inside a transaction: nothing
+	// to pin.
+	if strings.Contains(p.Logs(), "client pinned to its server connection") {
+		t.Errorf("pgtenant pinned a SQLAlchemy client; its log:\n%s", p.Logs())
 	}
 }

@@ -77,8 +77,10 @@ WSGI_APPLICATION = 'djangoapp.wsgi.application'
 # a transaction-pooling proxy: a server-side cursor (.iterator()) outside a
 # transaction is DECLAREd WITH HOLD, which pgtenant can only serve by
 # keeping the client on one backend until it disconnects (README "Django").
-# CONN_MAX_AGE 0 closes the connection at the end of every request, the
-# default and the usual choice when a pooler sits in between.
+# CONN_MAX_AGE 0 closes the connection at the end of every request, Django's
+# default; each manage.py run here is short. A web process would keep its
+# connections (README "Django" recommends 60): to pgtenant an idle one holds
+# no backend.
 DATABASES = {
     'default': {
         'ENGINE': 'django.db.backends.postgresql',

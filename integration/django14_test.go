@@ -376,3 +376,66 @@ func TestSQLAlchemy(t *testing.T) {
 		t.Errorf("pgtenant pinned a SQLAlchemy client; its log:\n%s", p.Logs())
 	}
 }
+
+// djTenantLine is one line of the tenants command.
+var djTenantLine = regexp.MustCompile(`(?m)^tenant (\S+): alias (\S+), schema (\S+), customers (\d+), labels (\S*)$`)
+
+// TestDjangoRouter: README "Django"'s database router (testdata/djangoapp,
+// djangoapp/tenancy.py), one alias per tenant and the tenant picked from
+// the request's host name by middleware: requests for two tenants,
+// interleaved, each land in their own tenant's schema through pgtenant.
+func TestDjangoRouter(t *testing.T) {
+	t.Parallel()
+	djRequire(t)
+	// Django's host validation allows no '_' in a host name.
+	tenants := []string{"dj14racme", "dj14rglobex"}
+	const n = 3
+	d := direct(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*djTimeout)
+	defer cancel()
+	for _, tenant := range tenants {
+		createTenant(t, tenant)
+	}
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 2; c.LogLevel = "info" })
+	env := []string{"DJANGO_DB_TENANTS=" + strings.Join(tenants, ",")}
+	manage := func(args ...string) string {
+		t.Helper()
+		mctx, mcancel := context.WithTimeout(ctx, djTimeout)
+		defer mcancel()
+		cmd, err := djCommand(mctx, p, tenants[0], env, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("manage.py %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	for _, tenant := range tenants {
+		manage("migrate", "--noinput", "--database", tenant)
+		if _, err := d.Exec(ctx, "DELETE FROM "+pgx.Identifier{tenant, "shop_customer"}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := manage("tenants", "--n", strconv.Itoa(n))
+	lines := djTenantLine.FindAllStringSubmatch(out, -1)
+	if len(lines) != len(tenants) {
+		t.Fatalf("manage.py tenants printed:\n%s\nwant a line for each of %q", out, tenants)
+	}
+	for i, tenant := range tenants {
+		want := []string{tenant, tenant, tenant, strconv.Itoa(n), tenant}
+		if !slices.Equal(lines[i][1:], want) {
+			t.Errorf("manage.py tenants: %q, want tenant, alias, schema %s, %d customers, labels %s", lines[i][0], tenant, n, tenant)
+		}
+		var count, own int
+		q := fmt.Sprintf("SELECT count(*), count(*) FILTER (WHERE tenant_label = $1) FROM %s", pgx.Identifier{tenant, "shop_customer"}.Sanitize())
+		if err := d.QueryRow(ctx, q, tenant).Scan(&count, &own); err != nil {
+			t.Fatal(err)
+		}
+		if count != n || own != n {
+			t.Errorf("%s.shop_customer holds %d rows, %d of them its own; want %d, all its own", tenant, count, own, n)
+		}
+	}
+}

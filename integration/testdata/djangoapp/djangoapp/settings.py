@@ -101,6 +101,16 @@ DATABASES = {
     }
 }
 
+# README "Django", several tenants: DJANGO_DB_TENANTS=acme,globex adds an
+# alias per tenant and the router that picks the current one.
+TENANTS = [t for t in os.environ.get('DJANGO_DB_TENANTS', '').split(',') if t]
+if TENANTS:
+    BASE = {**DATABASES['default']}
+    DATABASES.update({t: {**BASE, 'NAME': t} for t in TENANTS})
+    DATABASE_ROUTERS = ['djangoapp.tenancy.TenantRouter']
+    MIDDLEWARE.insert(0, 'djangoapp.tenancy.middleware')
+    ALLOWED_HOSTS += [f'{t}.example.com' for t in TENANTS]
+
 AUTH_PASSWORD_VALIDATORS = [
     {
         'NAME': 'django.contrib.auth.password_validation.UserAttributeSimilarityValidator',

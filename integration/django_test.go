@@ -96,6 +96,24 @@ func djCommand(ctx context.Context, p *Proxy, tenant string, env []string, args 
 	return cmd, nil
 }
 
+// djEmptySchema drops every table in schema.
+func djEmptySchema(ctx context.Context, t *testing.T, d *pgx.Conn, schema string) {
+	t.Helper()
+	rows, err := d.Query(ctx, "SELECT format('DROP TABLE IF EXISTS %I.%I CASCADE', schemaname, tablename) FROM pg_tables WHERE schemaname = $1", schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drops, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range drops {
+		if _, err := d.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // djSchemaTables returns which of djTables exist in schema, sorted.
 func djSchemaTables(ctx context.Context, t *testing.T, d *pgx.Conn, schema string) []string {
 	t.Helper()
@@ -119,12 +137,14 @@ func TestDjango(t *testing.T) {
 	t.Parallel()
 	djRequire(t)
 	tenants := []string{"dj_acme", "dj_globex"}
-	for _, tenant := range tenants {
-		createTenant(t, tenant)
-	}
-	p := startProxy(t, func(c *config.Config) { c.PoolSize = 3; c.LogLevel = "info" })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*djTimeout+time.Minute)
 	defer cancel()
+	for _, tenant := range tenants {
+		createTenant(t, tenant)
+		// A run before this one (-count=2) left its tables.
+		djEmptySchema(ctx, t, direct(t), tenant)
+	}
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 3; c.LogLevel = "info" })
 
 	// Migrate one tenant after the other, as a deployment would.
 	for _, tenant := range tenants {

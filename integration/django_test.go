@@ -53,21 +53,35 @@ func djRequire(t *testing.T) {
 // djManage runs manage.py of testdata/djangoapp against pgtenant with the
 // tenant as database name; it returns stdout and stderr apart.
 func djManage(ctx context.Context, p *Proxy, tenant string, args ...string) (stdout, stderr string, err error) {
-	dir, err := filepath.Abs(filepath.Join("testdata", "djangoapp"))
+	cmd, err := djCommand(ctx, p, tenant, nil, args...)
 	if err != nil {
 		return "", "", err
 	}
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+// djCommand is manage.py of testdata/djangoapp with args, set to run
+// against pgtenant with the tenant as database name; env adds to (or
+// overrides) its environment.
+func djCommand(ctx context.Context, p *Proxy, tenant string, env []string, args ...string) (*exec.Cmd, error) {
+	dir, err := filepath.Abs(filepath.Join("testdata", "djangoapp"))
+	if err != nil {
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, djPython, append([]string{"manage.py"}, args...)...)
 	cmd.Dir = dir
-	var env []string
+	var base []string
 	for _, kv := range cleanEnv() {
 		// The project must run on Debian's Django, whatever the caller's
 		// Python environment says.
 		if !strings.HasPrefix(kv, "PYTHON") && !strings.HasPrefix(kv, "DJANGO_") {
-			env = append(env, kv)
+			base = append(base, kv)
 		}
 	}
-	cmd.Env = append(env,
+	cmd.Env = append(append(base,
 		"DJANGO_SETTINGS_MODULE=djangoapp.settings",
 		"DJANGO_DB_NAME="+tenant,
 		"DJANGO_DB_HOST="+p.Host,
@@ -75,14 +89,29 @@ func djManage(ctx context.Context, p *Proxy, tenant string, args ...string) (std
 		"DJANGO_DB_USER=app",
 		"PYTHONDONTWRITEBYTECODE=1",
 		"PYTHONUNBUFFERED=1",
-	)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	), env...)
 	// Should the context end, do not wait forever for pipes held open by
 	// anything the process left behind.
 	cmd.WaitDelay = 10 * time.Second
-	err = cmd.Run()
-	return out.String(), errb.String(), err
+	return cmd, nil
+}
+
+// djEmptySchema drops every table in schema.
+func djEmptySchema(ctx context.Context, t *testing.T, d *pgx.Conn, schema string) {
+	t.Helper()
+	rows, err := d.Query(ctx, "SELECT format('DROP TABLE IF EXISTS %I.%I CASCADE', schemaname, tablename) FROM pg_tables WHERE schemaname = $1", schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drops, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range drops {
+		if _, err := d.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // djSchemaTables returns which of djTables exist in schema, sorted.
@@ -108,12 +137,14 @@ func TestDjango(t *testing.T) {
 	t.Parallel()
 	djRequire(t)
 	tenants := []string{"dj_acme", "dj_globex"}
-	for _, tenant := range tenants {
-		createTenant(t, tenant)
-	}
-	p := startProxy(t, func(c *config.Config) { c.PoolSize = 3; c.LogLevel = "info" })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*djTimeout+time.Minute)
 	defer cancel()
+	for _, tenant := range tenants {
+		createTenant(t, tenant)
+		// A run before this one (-count=2) left its tables.
+		djEmptySchema(ctx, t, direct(t), tenant)
+	}
+	p := startProxy(t, func(c *config.Config) { c.PoolSize = 3; c.LogLevel = "info" })
 
 	// Migrate one tenant after the other, as a deployment would.
 	for _, tenant := range tenants {

@@ -31,6 +31,7 @@ const (
 	codeInvalidAuthorization         = pgerr.InvalidAuthorizationSpecification
 	codeUndefinedStatement           = pgerr.InvalidSQLStatementName
 	codeDuplicateStatement           = pgerr.DuplicatePreparedStatement
+	codeDuplicateDatabase            = pgerr.DuplicateDatabase
 	codeSyntaxError                  = pgerr.SyntaxError
 	codeConfigurationLimit           = pgerr.ConfigurationLimitExceeded
 	codeIdleInTransactionTimeout     = pgerr.IdleInTransactionSessionTimeout

@@ -16,8 +16,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/pool"
 	"github.com/pgtenant/pgtenant/proxy/sqlscan"
+	"github.com/pgtenant/pgtenant/router"
 )
 
 // clientMsg is what the client goroutine learned of one message before
@@ -553,10 +555,32 @@ func (s *session) scan(m *clientMsg, text []byte) {
 	}
 	m.text = string(text)
 	m.res = s.tr.scanText(m.text)
+	if m.res.createDatabase != "" && s.tenantExists(m.res.createDatabase) {
+		m.res.refuse = existingTenantDatabaseError(m.res.createDatabase)
+	}
 	// The text may change the session: the backend cannot be reused
 	// without a pin once this client is done with it.
 	m.dirty = true
 }
+
+// tenantExists reports whether this client could connect with name as its
+// database: a tenant (or alias) it may use, under --tenant-from database.
+// A lookup that fails says no.
+func (s *session) tenantExists(name string) bool {
+	if s.srv.cfg.TenantFrom != config.TenantFromDatabase {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tenantExistsTimeout)
+	defer cancel()
+	t, err := s.srv.router.ResolveTenant(ctx, router.Startup{Database: name, User: s.user})
+	if err != nil {
+		return false
+	}
+	return s.srv.access.CheckAccess(ctx, s.user, t) == nil
+}
+
+// tenantExistsTimeout bounds tenantExists's registry lookup.
+const tenantExistsTimeout = 5 * time.Second
 
 // answerDetachedLocked answers, without a backend, a message that needs
 // none, and reports whether it did; reserved is a backend it checked out

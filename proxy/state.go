@@ -62,6 +62,10 @@ type scanResult struct {
 	// params lists set_config calls whose value is a bind parameter, to
 	// be resolved at Bind.
 	params []paramChange
+	// createDatabase is the database a refused CREATE DATABASE names, which
+	// the session may answer as already existing when it is a tenant
+	// (createDatabaseLocked).
+	createDatabase string
 	// refs are EXECUTE and DEALLOCATE naming a statement the client
 	// prepared with a Parse message, which PostgreSQL allows: the name is
 	// rewritten to the backend's (see rewriteRefsLocked).
@@ -192,6 +196,16 @@ func (t *tracker) classify(text string, st *sqlscan.Statement, res *scanResult) 
 		res.unpoolableOnce("temporary table")
 	case sqlscan.Load:
 		res.unpoolableOnce("LOAD")
+	case sqlscan.CreateDatabase, sqlscan.DropDatabase:
+		// A database made or dropped through pgtenant is one no client can
+		// reach through it (a database name names a tenant), and with a
+		// privileged pool role it would stay behind on the server. Test
+		// runners (Django's manage.py test) send these.
+		res.refuse = databaseError(st.Kind)
+		if st.Kind == sqlscan.CreateDatabase {
+			res.createDatabase = st.Name
+		}
+		return
 	}
 	if len(st.SessionLockFuncs) > 0 {
 		res.unpoolableOnce(st.SessionLockFuncs[0])
@@ -268,6 +282,27 @@ func reservedStmtName(name string) *pgError {
 	return &pgError{Severity: "ERROR", Code: codeInsufficientPriv,
 		Message: fmt.Sprintf("pgtenant: prepared statement names beginning with %q are reserved for pgtenant", pool.StatementPrefix),
 		Hint:    "Name your statement differently."}
+}
+
+// databaseError is what CREATE DATABASE and DROP DATABASE get.
+func databaseError(k sqlscan.Kind) *pgError {
+	what := "CREATE DATABASE"
+	if k == sqlscan.DropDatabase {
+		what = "DROP DATABASE"
+	}
+	return &pgError{Severity: "ERROR", Code: codeInsufficientPriv,
+		Message: "pgtenant: " + what + " is not allowed through pgtenant; create or drop a tenant instead",
+		Hint:    "Run pgtenant tenant create NAME (or tenant drop NAME), or connect to PostgreSQL directly to manage databases."}
+}
+
+// existingTenantDatabaseError is what CREATE DATABASE gets when it names
+// a tenant the client could connect to: PostgreSQL's "already exists",
+// which a test runner told to keep its database (manage.py test --keepdb)
+// takes as leave to go on.
+func existingTenantDatabaseError(name string) *pgError {
+	return &pgError{Severity: "ERROR", Code: codeDuplicateDatabase,
+		Message: fmt.Sprintf("pgtenant: database %q already exists: it is a tenant", name),
+		Hint:    "pgtenant does not create databases; its tenants are reached by database name."}
 }
 
 // renderValues renders a SET value list as SQL; "" means the default

@@ -57,6 +57,10 @@ have_py_drivers() { "$DEBIAN_PYTHON" -c 'import psycopg, asyncpg' >/dev/null 2>&
 if ! have_py_drivers; then
 	missing+=(python3-psycopg python3-asyncpg)
 fi
+# SQLAlchemy, which the SQLAlchemy integration test runs an app with.
+if ! "$DEBIAN_PYTHON" -c 'import sqlalchemy' >/dev/null 2>&1; then
+	missing+=(python3-sqlalchemy)
+fi
 PGJDBC_JAR=/usr/share/java/postgresql.jar
 if [ ! -f "$PGJDBC_JAR" ]; then
 	missing+=(libpostgresql-jdbc-java)

@@ -20,7 +20,8 @@ const (
 	// Class 26 and 42: prepared statements, privileges, syntax.
 	InvalidSQLStatementName    = "26000" // the server's: no such prepared statement
 	DuplicatePreparedStatement = "42P05" // the server's: statement already exists
-	InsufficientPrivilege      = "42501" // search_path outside the tenant, reserved parameters
+	DuplicateDatabase          = "42P04" // CREATE DATABASE naming an existing tenant (a test runner's --keepdb)
+	InsufficientPrivilege      = "42501" // search_path outside the tenant, reserved parameters, CREATE/DROP DATABASE
 	SyntaxError                = "42601" // the server's: what a Parse refused by pgtenant fails with; unknown console commands
 	InvalidName                = "42602" // a malformed tenant name given to the console
 	UndefinedObject            = "42704" // the console's KILL_CLIENT of no such client

@@ -276,6 +276,17 @@ func classify(src string, start int) Statement {
 			s.advance()
 			s.create(&st)
 			mode = scanCreate
+		case s.word("drop"):
+			s.advance()
+			if s.word("database") {
+				s.advance()
+				if s.word("if") && isWord(s.src(), s.peek(), "exists") {
+					s.advance()
+					s.advance()
+				}
+				st.Kind = DropDatabase
+				st.Name, _ = s.ident()
+			}
 		case s.word("select"), s.word("with"):
 			mode = scanSelect
 		case s.word("explain"):
@@ -561,6 +572,12 @@ func (s *stream) declare(st *Statement) {
 //
 // scanCalls looks for names in pg_temp in the rest.
 func (s *stream) create(st *Statement) {
+	if s.word("database") {
+		s.advance()
+		st.Kind = CreateDatabase
+		st.Name, _ = s.ident()
+		return
+	}
 	if s.word("or") && isWord(s.src(), s.peek(), "replace") {
 		s.advance()
 		s.advance()

@@ -63,6 +63,11 @@ const (
 	Discard
 	// Load is LOAD 'file'; Name is the file name.
 	Load
+	// CreateDatabase is CREATE DATABASE name ...; Name is the database.
+	CreateDatabase
+	// DropDatabase is DROP DATABASE [IF EXISTS] name ...; Name is the
+	// database.
+	DropDatabase
 )
 
 var kindNames = [...]string{
@@ -83,6 +88,8 @@ var kindNames = [...]string{
 	CreateTemp:              "CreateTemp",
 	Discard:                 "Discard",
 	Load:                    "Load",
+	CreateDatabase:          "CreateDatabase",
+	DropDatabase:            "DropDatabase",
 }
 
 func (k Kind) String() string {
@@ -359,7 +366,8 @@ func Interesting(sql string) bool {
 				return true
 			}
 		case 'd':
-			if isWordAt(sql, i, "deallocate") || isWordAt(sql, i, "discard") || isWordAt(sql, i, "declare") {
+			if isWordAt(sql, i, "deallocate") || isWordAt(sql, i, "discard") || isWordAt(sql, i, "declare") ||
+				isWordAt(sql, i, "database") {
 				return true
 			}
 		case 't':

@@ -201,6 +201,22 @@ var scanCases = []scanCase{
 	{name: "no scroll with hold", sql: `DECLARE "C" NO SCROLL CURSOR WITH HOLD FOR SELECT 1`,
 		want: []Statement{stmt(DeclareWithHold, "C")}},
 
+	// Databases: a test runner's CREATE DATABASE and DROP DATABASE.
+	{name: "create database", sql: `CREATE DATABASE "test_t1"`, want: []Statement{stmt(CreateDatabase, "test_t1")}},
+	{name: "create database options", sql: `create database Test_T1 WITH TEMPLATE template0 ENCODING 'UTF8'`,
+		want: []Statement{stmt(CreateDatabase, "test_t1")}},
+	{name: "drop database", sql: `DROP DATABASE "test_t1"`, want: []Statement{stmt(DropDatabase, "test_t1")}},
+	{name: "drop database if exists", sql: `DROP DATABASE IF EXISTS x WITH (FORCE)`, want: []Statement{stmt(DropDatabase, "x")}},
+	{name: "database named exists", sql: `DROP DATABASE if`, want: []Statement{stmt(DropDatabase, "if")}},
+	{name: "create database second", sql: `SELECT 1; CREATE DATABASE d`, want: []Statement{other, stmt(CreateDatabase, "d")}},
+	{name: "database in a string", sql: `SELECT 'CREATE DATABASE x'`},
+	{name: "database in a comment", sql: `/* DROP DATABASE x */ SELECT 1; -- CREATE DATABASE y`},
+	{name: "database in a dollar quote", sql: `DO $$ BEGIN EXECUTE 'CREATE DATABASE x'; END $$`},
+	{name: "database as a column", sql: `SELECT database FROM t`},
+	{name: "drop table", sql: `DROP TABLE database`},
+	{name: "create table named database", sql: `CREATE TABLE database (a int)`},
+	{name: "alter database", sql: `ALTER DATABASE d SET work_mem = '1MB'`},
+
 	// Temporary objects.
 	{name: "create temporary table", sql: `create temporary table t(a int)`, want: []Statement{stmt(CreateTemp, "")}},
 	{name: "create temp sequence", sql: `CREATE TEMP SEQUENCE s`, want: []Statement{stmt(CreateTemp, "")}},

@@ -75,9 +75,12 @@ WSGI_APPLICATION = 'djangoapp.wsgi.application'
 #
 # DISABLE_SERVER_SIDE_CURSORS is what Django's documentation asks for behind
 # a transaction-pooling proxy: a server-side cursor (.iterator()) outside a
-# transaction would be opened on one backend and fetched from on another.
-# CONN_MAX_AGE 0 closes the connection at the end of every request, the
-# default and the usual choice when a pooler sits in between.
+# transaction is DECLAREd WITH HOLD, which pgtenant can only serve by
+# keeping the client on one backend until it disconnects (README "Django").
+# CONN_MAX_AGE 0 closes the connection at the end of every request, Django's
+# default; each manage.py run here is short. A web process would keep its
+# connections (README "Django" recommends 60): to pgtenant an idle one holds
+# no backend.
 DATABASES = {
     'default': {
         'ENGINE': 'django.db.backends.postgresql',
@@ -87,7 +90,9 @@ DATABASES = {
         'USER': _env('DJANGO_DB_USER'),
         'PASSWORD': '',
         'CONN_MAX_AGE': 0,
-        'DISABLE_SERVER_SIDE_CURSORS': True,
+        # DJANGO_DB_SERVER_SIDE_CURSORS=1 turns them back on, for the test
+        # that shows what they cost (integration/django14_test.go).
+        'DISABLE_SERVER_SIDE_CURSORS': os.environ.get('DJANGO_DB_SERVER_SIDE_CURSORS') != '1',
         'OPTIONS': {
             'sslmode': 'disable',
             'connect_timeout': 10,
@@ -95,6 +100,16 @@ DATABASES = {
         },
     }
 }
+
+# README "Django", several tenants: DJANGO_DB_TENANTS=acme,globex adds an
+# alias per tenant and the router that picks the current one.
+TENANTS = [t for t in os.environ.get('DJANGO_DB_TENANTS', '').split(',') if t]
+if TENANTS:
+    BASE = {**DATABASES['default']}
+    DATABASES.update({t: {**BASE, 'NAME': t} for t in TENANTS})
+    DATABASE_ROUTERS = ['djangoapp.tenancy.TenantRouter']
+    MIDDLEWARE.insert(0, 'djangoapp.tenancy.middleware')
+    ALLOWED_HOSTS += [f'{t}.example.com' for t in TENANTS]
 
 AUTH_PASSWORD_VALIDATORS = [
     {

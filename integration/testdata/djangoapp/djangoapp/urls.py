@@ -16,6 +16,9 @@ Including another URLconf
 from django.contrib import admin
 from django.urls import path
 
+from shop import views
+
 urlpatterns = [
     path('admin/', admin.site.urls),
+    path('shop/customers', views.customers),
 ]

@@ -15,6 +15,11 @@
 set -eu
 
 out="${1:?usage: build-static.sh OUTPUT [PACKAGE]}"
+pkg="${2:-.}"
+case "$out" in
+/*) ;;
+*) out="$PWD/$out" ;;
+esac
 cd "$(dirname "$0")/.."
 
 buildvcs=auto

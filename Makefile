@@ -66,7 +66,7 @@ test:
 	@$(MAKE) --no-print-directory vet
 	@echo "== gofmt"
 	@$(MAKE) --no-print-directory fmt-check
-	@echo "== packaging: Dockerfile, docker-compose.yml, systemd unit, sample config, static build (about 30 s)"
+	@echo "== packaging: Dockerfile, docker-compose.yml, systemd unit, sample config, static build (about 30 s; a few minutes the first time, when the static build is not cached)"
 	@$(MAKE) --no-print-directory check-packaging
 	@echo "== unit tests without the race detector: root, bench, config (under a minute)"
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /proxy -e /pool$$ -e /router$$ -e /auth$$ -e /internal/ -e /integration$$ -e /packaging$$)

@@ -17,9 +17,25 @@
 #     are missing or older than its package-lock.json;
 #   - Go, which it checks for but does not install.
 # It is safe to run again and again; `make deps`, `make test` and .ci/run do.
+#
+# With --demo (`make deps-demo`, which `make demo` runs) it checks and
+# installs only what `pgtenant demo` needs, the PostgreSQL 15 server
+# binaries (initdb, pg_ctl, postgres), and Go: a new user trying the demo
+# should not wait for the test suite's drivers and JDK.
 set -euo pipefail
 
-PG_BIN=/usr/lib/postgresql/15/bin
+mode=all
+case "${1:-}" in
+"") ;;
+--demo) mode=demo ;;
+*)
+	echo "deps.sh: unknown argument ${1}; usage: deps.sh [--demo]" >&2
+	exit 2
+	;;
+esac
+
+# PGTENANT_PG_BIN is where pgcluster (the tests, the demo) looks first.
+PG_BIN="${PGTENANT_PG_BIN:-/usr/lib/postgresql/15/bin}"
 GO_BIN=/usr/local/go/bin
 
 say() { echo "deps.sh: $*" >&2; }
@@ -37,9 +53,16 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 missing=()
-if ! { [ -x "$PG_BIN/postgres" ] && command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1; }; then
+# The demo starts its throwaway server with these; the tests and benchmarks
+# also want psql and pgbench, which come in the same package.
+have_pg_server() { [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] && [ -x "$PG_BIN/postgres" ]; }
+if [ "$mode" = demo ]; then
+	have_pg_server || missing+=(postgresql)
+elif ! { have_pg_server && command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1; }; then
 	missing+=(postgresql)
 fi
+# The rest is for the tests and benchmarks only.
+if [ "$mode" = all ]; then
 # pgbouncer lives in /usr/sbin, which is not on a non-root user's PATH.
 have_pgbouncer() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
 if ! have_pgbouncer; then
@@ -76,6 +99,7 @@ if ! command -v node >/dev/null 2>&1; then
 	command -v npm >/dev/null 2>&1 || missing+=(npm)
 elif ! command -v npm >/dev/null 2>&1; then
 	missing+=(npm)
+fi
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -114,8 +138,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 
 	# The postgresql package is whatever version this Debian release ships;
 	# the project needs 15 (Debian 12's).
-	[ -x "$PG_BIN/postgres" ] ||
-		die "installed postgresql, but $PG_BIN/postgres is missing: this Debian ships another version; install postgresql-15, or set PGTENANT_PG_BIN to a PostgreSQL 15 bin directory"
+	have_pg_server ||
+		die "installed postgresql, but $PG_BIN/initdb, pg_ctl or postgres is missing: this Debian ships another version; install postgresql-15, or set PGTENANT_PG_BIN to a PostgreSQL 15 bin directory"
+	if [ "$mode" = demo ]; then
+		say "done"
+		exit 0
+	fi
 	for tool in psql pgbench node npm; do
 		command -v "$tool" >/dev/null 2>&1 || die "installed ${missing[*]}, but $tool is still not on PATH"
 	done
@@ -128,6 +156,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	have_jdk || die "installed ${missing[*]}, but javac and java are still not on PATH"
 	say "done"
 fi
+
+[ "$mode" = demo ] && exit 0
 
 # The node-postgres test's modules: installed from the committed lock file,
 # again whenever the lock file changes.

@@ -241,17 +241,7 @@ func (s *session) endConsole(e *pgError) {
 // normal teardown (a command still running is cancelled and its backend
 // closed), and then it is told FATAL 57P01.
 func (s *session) endKilled() {
-	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	s.teardown()
-	s.backendDone.Wait()
-	s.mu.Lock()
-	tell := !s.cwBusy // shutdown may be telling it something else
-	s.cwBusy = true
-	s.mu.Unlock()
-	if tell {
-		s.fail(killedError())
-	}
-	_ = s.nc.Close()
+	s.endTelling(killedError())
 	s.logger().Info("client terminated by the administrator")
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgtenant/pgtenant/pool"
@@ -15,6 +16,10 @@ import (
 // sessions. (Its cap on clients is counted in tenantEntry.clients, its cap
 // on backends by the pool: see tenantMaxClients and tenantMaxBackends.)
 type tenantLimits struct {
+	// on says the bucket has a rate (bucket.rate != 0), read without the
+	// lock: every checkout of the tenant's sessions passes here, and with
+	// no rate (the default) none of them takes the tenant-wide lock.
+	on     atomic.Bool
 	mu     sync.Mutex
 	bucket bucket
 	// maxWait is how long a transaction may wait for the rate
@@ -32,6 +37,9 @@ var errRateLimited = errors.New("over the tenant's transaction rate")
 // a changed setting applies to the next transaction); perSec 0 turns the
 // limit off.
 func (l *tenantLimits) setRate(perSec float64, burst int, maxWait time.Duration) {
+	if perSec == 0 && !l.on.Load() {
+		return // off, and staying off
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.maxWait = maxWait
@@ -39,6 +47,7 @@ func (l *tenantLimits) setRate(perSec float64, burst int, maxWait time.Duration)
 		return
 	}
 	l.bucket.set(perSec, burst, l.clock())
+	l.on.Store(l.bucket.rate != 0)
 }
 
 func (l *tenantLimits) clock() time.Time {
@@ -54,6 +63,9 @@ func (l *tenantLimits) clock() time.Time {
 // held to the rate too; with wait false it gets pool.ErrBusy at once, as a
 // checkout that must not wait does when the pool is busy.
 func (l *tenantLimits) takeTxn(ctx context.Context, wait bool) error {
+	if !l.on.Load() {
+		return nil
+	}
 	l.mu.Lock()
 	if l.bucket.rate == 0 {
 		l.mu.Unlock()
@@ -97,6 +109,9 @@ func (l *tenantLimits) takeTxn(ctx context.Context, wait bool) error {
 // by the longest wait a checkout accepts (maxWait), so that it never turns
 // into refusals on its own.
 func (l *tenantLimits) charge() {
+	if !l.on.Load() {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.bucket.rate == 0 {
@@ -108,6 +123,9 @@ func (l *tenantLimits) charge() {
 // giveBack returns the token of a transaction that got no backend after
 // all (the checkout failed): it did not run.
 func (l *tenantLimits) giveBack() {
+	if !l.on.Load() {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.bucket.unreserve(l.clock())

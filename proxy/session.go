@@ -321,6 +321,17 @@ func (s *session) endRelay(err error) {
 // stopped reading gives up (and destroys the backend, which may be
 // mid-reply).
 func (s *session) endIdleInTransaction() {
+	s.endTelling(&pgError{Severity: "FATAL", Code: codeIdleInTransactionTimeout,
+		Message: "terminating connection due to idle-in-transaction timeout"})
+	s.logger().Info("client ended: idle in a transaction longer than idle-transaction-timeout",
+		"timeout", s.srv.liveConfig().IdleTransactionTimeout)
+}
+
+// endTelling ends a session pgtenant ends itself (idle in a transaction,
+// killed from the console): its transaction is rolled back and its backend
+// released by the normal teardown, and then, unless shutdown is telling it
+// something else, it is told fatal and closed. See endIdleInTransaction.
+func (s *session) endTelling(fatal *pgError) {
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	s.teardown()
 	s.backendDone.Wait()
@@ -329,12 +340,9 @@ func (s *session) endIdleInTransaction() {
 	s.cwBusy = true
 	s.mu.Unlock()
 	if tell {
-		s.fail(&pgError{Severity: "FATAL", Code: codeIdleInTransactionTimeout,
-			Message: "terminating connection due to idle-in-transaction timeout"})
+		s.fail(fatal)
 	}
 	_ = s.nc.Close()
-	s.logger().Info("client ended: idle in a transaction longer than idle-transaction-timeout",
-		"timeout", s.srv.liveConfig().IdleTransactionTimeout)
 }
 
 // reportStartupError sends the client the error if it is one for the

@@ -57,12 +57,17 @@ type confSnap struct {
 func (c *tenantConf) snap() *confSnap { return c.cur.Load() }
 
 // settings returns the tenant's settings (zero before they were loaded).
-func (c *tenantConf) settings() router.TenantSettings {
+// The getters below read through it; they run at every checkout, so it
+// hands out the snapshot's own (immutable) settings rather than a copy.
+func (c *tenantConf) settings() *router.TenantSettings {
 	if p := c.cur.Load(); p != nil {
-		return p.s
+		return &p.s
 	}
-	return router.TenantSettings{}
+	return &noSettings
 }
+
+// noSettings are the settings of a tenant whose settings are not loaded.
+var noSettings router.TenantSettings
 
 // tier is the tenant's free-form tier label ("" when none).
 func (c *tenantConf) tier() string { return c.settings().Tier }

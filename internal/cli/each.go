@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/router"
 	"github.com/urfave/cli/v2"
@@ -86,16 +85,9 @@ func eachAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err, exitUsage)
 	}
-	var tenants []router.Tenant
-	if err := withAdminConn(c, func(conn *pgx.Conn) error {
-		tenants, err = sel.resolve(c.Context, conn)
+	tenants, _, err := selectTenants(c, sel)
+	if err != nil || len(tenants) == 0 {
 		return err
-	}); err != nil {
-		return err
-	}
-	if len(tenants) == 0 {
-		fmt.Fprintln(c.App.ErrWriter, "pgtenant: there are no enabled tenants; nothing ran")
-		return nil
 	}
 	r := eachRun{
 		name: argv[0], path: path, args: argv[1:], target: target, base: os.Environ(),

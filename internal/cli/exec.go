@@ -162,18 +162,9 @@ func execAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var tenants []router.Tenant
-	var adminDSN string
-	if err := withAdminConn(c, func(conn *pgx.Conn) error {
-		adminDSN = conn.Config().ConnString()
-		tenants, err = sel.resolve(c.Context, conn)
+	tenants, adminDSN, err := selectTenants(c, sel)
+	if err != nil || len(tenants) == 0 {
 		return err
-	}); err != nil {
-		return err
-	}
-	if len(tenants) == 0 {
-		fmt.Fprintln(c.App.ErrWriter, "pgtenant: there are no enabled tenants; nothing ran")
-		return nil
 	}
 	connect := directConnector(adminDSN)
 	if target != nil {

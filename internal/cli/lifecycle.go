@@ -23,19 +23,6 @@ import (
 // trigger, and the kick payload); they ask no questions, so scripts can run
 // them, and print what they did.
 
-// lifecycleCommand is adminCommand with flags of its own.
-func lifecycleCommand(name, usage, argsUsage string, action cli.ActionFunc, extra ...cli.Flag) *cli.Command {
-	flags := append(config.BackendFlags(), extra...)
-	return &cli.Command{
-		Name:      name,
-		Usage:     usage,
-		ArgsUsage: argsUsage,
-		Flags:     flags,
-		Before:    config.LoadConfigFile(flags),
-		Action:    action,
-	}
-}
-
 // kickWait is how long drop --kick waits for the kicked clients to go, and
 // dropSettle how long drop waits after disabling the tenant before it looks
 // for clients (a client admitted just before reaches its proxy's presence
@@ -49,18 +36,18 @@ func lifecycleCommands() []*cli.Command {
 	kick := func(usage string) cli.Flag { return &cli.BoolFlag{Name: "kick", Usage: usage} }
 	schemaFlag := &cli.StringFlag{Name: "schema", Usage: "schema of the new tenant (default: its name)"}
 	return []*cli.Command{
-		lifecycleCommand("disable",
+		adminCommand("disable",
 			"refuse new clients of NAME (55000) on every proxy; --kick also closes its connected clients (open transactions roll back)",
 			"NAME", tenantDisable, kick("also close the tenant's connected clients on every proxy")),
-		lifecycleCommand("enable", "let NAME's clients connect again", "NAME", tenantEnable),
-		lifecycleCommand("drop",
+		adminCommand("enable", "let NAME's clients connect again", "NAME", tenantEnable),
+		adminCommand("drop",
 			"remove NAME: its schema (refused while it holds tables, unless --force), registry rows, aliases, grants, settings "+
 				"and, in role mode, its role; refused while clients are connected, unless --kick",
 			"NAME", tenantDrop,
 			&cli.BoolFlag{Name: "force", Usage: "drop the schema even though it holds tables"},
 			kick("close the tenant's clients on every proxy first, and wait for them to go"),
 			&cli.BoolFlag{Name: "keep-schema", Usage: "leave the schema and its data; remove only the tenant"}),
-		lifecycleCommand("rename",
+		adminCommand("rename",
 			"rename tenant OLD to NEW; OLD stays an alias (unless --no-alias); --schema or --rename-schema renames the schema too",
 			"OLD NEW", tenantRename, append([]cli.Flag{
 				&cli.StringFlag{Name: "schema", Usage: "rename the tenant's schema to this too"},
@@ -68,23 +55,23 @@ func lifecycleCommands() []*cli.Command {
 				&cli.BoolFlag{Name: "no-alias", Usage: "do not keep OLD as an alias"},
 				kick("close the tenant's clients on every proxy (needed while clients are connected, to rename the schema or drop the old name)"),
 			}, config.IsolationFlags()...)...),
-		lifecycleCommand("clone",
+		adminCommand("clone",
 			"create tenant DST with a copy of SRC's schema (tables, indexes, sequences, functions, views), with pg_dump; --with-data copies the rows too",
 			"SRC DST", tenantClone, append([]cli.Flag{
 				&cli.BoolFlag{Name: "with-data", Usage: "copy SRC's rows too"},
 				schemaFlag,
 			}, config.IsolationFlags()...)...),
-		lifecycleCommand("export",
+		adminCommand("export",
 			"write NAME's schema and rows to stdout as SQL (pg_dump -n), for tenant import",
 			"NAME", tenantExport),
-		lifecycleCommand("import",
+		adminCommand("import",
 			"create tenant NAME from the SQL of tenant export (or pg_dump -n) on stdin, its schema renamed",
 			"NAME", tenantImport, append([]cli.Flag{schemaFlag}, config.IsolationFlags()...)...),
 	}
 }
 
 func tenantListCommand() *cli.Command {
-	return lifecycleCommand("list",
+	return adminCommand("list",
 		"list tenants: state, schema size, migration version, proxies with clients, aliases",
 		"", tenantList,
 		&cli.StringFlag{Name: "format", Value: "table", Usage: "table, csv or json"})

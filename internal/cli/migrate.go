@@ -500,13 +500,9 @@ func migrate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	applied, err := router.ListAppliedMigrations(ctx, conn)
+	applied, appliedShared, err := appliedMigrations(ctx, conn)
 	if err != nil {
-		return cli.Exit(err, exitRuntime)
-	}
-	appliedShared, err := router.ListSharedMigrations(ctx, conn)
-	if err != nil {
-		return cli.Exit(err, exitRuntime)
+		return err
 	}
 	// Every tenant's record against the files, before anything runs: a
 	// changed file would leave tenants on different schemas for good.
@@ -635,4 +631,16 @@ func printDryRun(w io.Writer, withShared bool, shared tenantPlan, plans []tenant
 		}
 	}
 	fmt.Fprintf(w, "dry run: %d of %d tenant(s) have pending migrations; nothing was changed\n", n, len(plans))
+}
+
+// appliedMigrations reads what migrate recorded: every tenant's applied
+// migrations and the shared ones.
+func appliedMigrations(ctx context.Context, conn *pgx.Conn) (tenants, shared []router.AppliedMigration, err error) {
+	if tenants, err = router.ListAppliedMigrations(ctx, conn); err != nil {
+		return nil, nil, cli.Exit(err, exitRuntime)
+	}
+	if shared, err = router.ListSharedMigrations(ctx, conn); err != nil {
+		return nil, nil, cli.Exit(err, exitRuntime)
+	}
+	return tenants, shared, nil
 }

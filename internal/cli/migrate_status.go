@@ -64,13 +64,9 @@ func migrateStatus(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	applied, err := router.ListAppliedMigrations(ctx, conn)
+	applied, appliedShared, err := appliedMigrations(ctx, conn)
 	if err != nil {
-		return cli.Exit(err, exitRuntime)
-	}
-	appliedShared, err := router.ListSharedMigrations(ctx, conn)
-	if err != nil {
-		return cli.Exit(err, exitRuntime)
+		return err
 	}
 
 	var rows []migStatus

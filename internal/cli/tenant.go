@@ -16,9 +16,9 @@ import (
 // print to c.App.Writer, so that tests can read what a person would see.
 
 // adminCommand is a command of the registry: --config and --backend, read
-// the same way as serve reads them.
-func adminCommand(name, usage, argsUsage string, action cli.ActionFunc) *cli.Command {
-	flags := config.BackendFlags()
+// the same way as serve reads them, and the command's own flags (extra).
+func adminCommand(name, usage, argsUsage string, action cli.ActionFunc, extra ...cli.Flag) *cli.Command {
+	flags := append(config.BackendFlags(), extra...)
 	return &cli.Command{
 		Name:      name,
 		Usage:     usage,

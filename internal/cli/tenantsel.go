@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/router"
 	"github.com/urfave/cli/v2"
 )
@@ -214,4 +215,20 @@ func forEachIndex(ctx context.Context, n, j int, fn func(ctx context.Context, i 
 		errs[i] = errNotStarted{cause: context.Cause(ctx)}
 	}
 	return errs
+}
+
+// selectTenants resolves sel on an admin connection, and returns the
+// tenants and the connection's DSN. When no tenant is selected (--all on a
+// registry without enabled tenants) it says so on stderr and returns none,
+// which is no error: there was nothing to run.
+func selectTenants(c *cli.Context, sel tenantSelection) (tenants []router.Tenant, adminDSN string, err error) {
+	err = withAdminConn(c, func(conn *pgx.Conn) error {
+		adminDSN = conn.Config().ConnString()
+		tenants, err = sel.resolve(c.Context, conn)
+		return err
+	})
+	if err == nil && len(tenants) == 0 {
+		fmt.Fprintln(c.App.ErrWriter, "pgtenant: there are no enabled tenants; nothing ran")
+	}
+	return tenants, adminDSN, err
 }

@@ -130,7 +130,23 @@ type target struct {
 	tenantRole string
 	// external is true for a pooler given by flag.
 	external bool
+	// pid is the pooler's process, whose CPU the harness counts; nil or 0
+	// when there is none to count (direct) or it is unknown (external).
+	pid func() int
 }
+
+// cpuPID is t's process for cpuMeter, 0 when unknown.
+func (t *target) cpuPID() int {
+	if t.pid == nil {
+		return 0
+	}
+	return t.pid()
+}
+
+// selfPID is the pid of an in-process pgtenant: this process's. The
+// harness itself is idle while a run goes on (one pg_stat_activity poll
+// every 100 ms), which is all its share of the count.
+func selfPID() int { return os.Getpid() }
 
 func (t *target) addr() string { return net.JoinHostPort(t.host, strconv.Itoa(t.port)) }
 
@@ -234,6 +250,7 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 				return nil, fmt.Errorf("start pgtenant: %w", err)
 			}
 			t.host, t.port, _ = splitAddr(addr)
+			t.pid = selfPID
 		}
 		e.targets[t.name] = t
 	}
@@ -252,6 +269,7 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 			}
 			e.bouncer = b
 			t.host, t.port = "127.0.0.1", b.port
+			t.pid = b.cpuPID
 		}
 		e.targets[t.name] = t
 	}
@@ -438,7 +456,7 @@ func (e *env) startPinTargets(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("start %s: %w", v.name, err)
 		}
-		t := &target{name: v.name, database: func(tenant string) string { return tenant }, role: e.role(v.role)}
+		t := &target{name: v.name, database: func(tenant string) string { return tenant }, role: e.role(v.role), pid: selfPID}
 		t.host, t.port, _ = splitAddr(addr)
 		e.targets[v.name] = t
 	}
@@ -523,7 +541,7 @@ func (e *env) startScramTargets(ctx context.Context, wants func(string) bool) er
 			return fmt.Errorf("start %s: %w", targetScramPgtenant, err)
 		}
 		t := &target{name: targetScramPgtenant, database: func(tenant string) string { return tenant },
-			role: e.role(rolePgtenantScram), env: withPassword}
+			role: e.role(rolePgtenantScram), env: withPassword, pid: selfPID}
 		t.host, t.port, _ = splitAddr(addr)
 		e.targets[t.name] = t
 	}
@@ -534,7 +552,8 @@ func (e *env) startScramTargets(ctx context.Context, wants func(string) bool) er
 			return fmt.Errorf("start %s: %w", targetScramPgbouncer, err)
 		}
 		e.targets[targetScramPgbouncer] = &target{name: targetScramPgbouncer, host: "127.0.0.1", port: b.port,
-			database: func(tenant string) string { return tenant }, role: e.role(rolePgbouncerScram), env: withPassword}
+			database: func(tenant string) string { return tenant }, role: e.role(rolePgbouncerScram), env: withPassword,
+			pid: b.cpuPID}
 	}
 	return nil
 }

@@ -33,6 +33,9 @@ type pgbenchSpec struct {
 // pgbenchResult is what one pgbench process reported.
 type pgbenchResult struct {
 	tps float64
+	// processed is pgbench's "number of transactions actually processed"
+	// (the many-tenants load: its own count).
+	processed int64
 	// txs are the sampled transactions, from pgbench's per-transaction log.
 	txs []txRecord
 	// failed counts transactions pgbench reported as failed (a run may
@@ -42,8 +45,9 @@ type pgbenchResult struct {
 }
 
 var (
-	pgbenchTPS    = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
-	pgbenchFailed = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
+	pgbenchTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
+	pgbenchFailed    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
+	pgbenchProcessed = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
 	// pgbenchServerError finds the server's message in an aborted client's
 	// line: "... aborted in command 1 query 0: ERROR:  prepared statement ...".
 	pgbenchServerError = regexp.MustCompile(`(?:ERROR|FATAL):\s+(.*)$`)
@@ -111,6 +115,9 @@ func (e *env) runPgbench(ctx context.Context, t *target, spec pgbenchSpec) pgben
 		return res
 	}
 	res.tps, _ = strconv.ParseFloat(m[1], 64)
+	if m := pgbenchProcessed.FindStringSubmatch(text); m != nil {
+		res.processed, _ = strconv.ParseInt(m[1], 10, 64)
+	}
 	res.txs, res.err = readLog(spec.logPrefix)
 	return res
 }

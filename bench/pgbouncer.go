@@ -202,6 +202,15 @@ func (b *pgbouncer) pid() (int, error) {
 	return strconv.Atoi(strings.TrimSpace(string(data)))
 }
 
+// cpuPID is pid for cpuMeter: 0 when the pidfile cannot be read.
+func (b *pgbouncer) cpuPID() int {
+	pid, err := b.pid()
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
 // stop ends PgBouncer: SIGTERM (immediate shutdown), then SIGKILL if it
 // lingers.
 func (b *pgbouncer) stop() {

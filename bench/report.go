@@ -33,6 +33,15 @@ type Sample struct {
 	// RegistryBackends counts pgtenant's tenant-registry connections, which
 	// Backends leaves out.
 	RegistryBackends int `json:"registry_backends,omitempty"`
+	// Transactions is how many transactions the run completed.
+	Transactions int64 `json:"transactions,omitempty"`
+	// ProxyCPUMs is the CPU time (user + system) the pooler's process used
+	// over the run, and CPUUsPerTx that divided by Transactions: what the
+	// pooler costs per transaction, taken from the CPU that PostgreSQL and
+	// the clients share with it. Zero when not counted (direct, a target
+	// given by flag).
+	ProxyCPUMs float64 `json:"proxy_cpu_ms,omitempty"`
+	CPUUsPerTx float64 `json:"cpu_us_per_tx,omitempty"`
 	// FailedTx is pgbench's "number of failed transactions".
 	FailedTx int `json:"failed_transactions,omitempty"`
 	// Idle scenario: resident memory before the idle clients and its growth.
@@ -58,7 +67,11 @@ func (s Sample) summary(metric string) string {
 	if s.Backends >= 0 {
 		b = fmt.Sprint(s.Backends)
 	}
-	return fmt.Sprintf("%9.0f tps  p99 %6.2f ms  backends %s", s.TPS, s.P99Ms, b)
+	cpu := ""
+	if s.CPUUsPerTx > 0 {
+		cpu = fmt.Sprintf("  cpu %5.1f µs/tx", s.CPUUsPerTx)
+	}
+	return fmt.Sprintf("%9.0f tps  p99 %6.2f ms  backends %s%s", s.TPS, s.P99Ms, b, cpu)
 }
 
 // Result is one case against one target over all rounds.
@@ -82,6 +95,11 @@ type Result struct {
 	// metric divided by the other's in the same round.
 	VsPgbouncer *float64 `json:"vs_pgbouncer,omitempty"`
 	VsDirect    *float64 `json:"vs_direct,omitempty"`
+	// CPUUsPerTx is the median over rounds of the pooler's CPU µs per
+	// transaction, and CPUVsPgbouncer the median over rounds of its ratio
+	// to PgBouncer's in the same round; absent when not counted.
+	CPUUsPerTx     float64  `json:"cpu_us_per_tx,omitempty"`
+	CPUVsPgbouncer *float64 `json:"cpu_vs_pgbouncer,omitempty"`
 	// PinCost (pin-on rows of the pin scenario) is the median over rounds
 	// of 1 - tps(pinning)/tps(pin off).
 	PinCost  *float64 `json:"pin_cost,omitempty"`
@@ -179,7 +197,7 @@ func aggregate(bc *benchCase, target string, ss []Sample, all map[string][]Sampl
 		}
 		return s.TPS
 	}
-	var vals, p99s []float64
+	var vals, p99s, cpus []float64
 	var errs []string
 	failedTx := 0
 	for _, s := range ss {
@@ -197,7 +215,11 @@ func aggregate(bc *benchCase, target string, ss []Sample, all map[string][]Sampl
 		if s.P99Ms > 0 {
 			p99s = append(p99s, s.P99Ms)
 		}
+		if s.CPUUsPerTx > 0 {
+			cpus = append(cpus, s.CPUUsPerTx)
+		}
 	}
+	r.CPUUsPerTx = median(cpus)
 	r.Median = median(vals)
 	r.P99Ms = median(p99s)
 	// ratio is the median over rounds of this target's value over ref's.
@@ -234,6 +256,14 @@ func aggregate(bc *benchCase, target string, ss []Sample, all map[string][]Sampl
 	}
 	if target != targetScramPgbouncer {
 		r.VsPgbouncer = ratio(bouncer, div)
+	}
+	if target != bouncer && target != targetScramPgbouncer {
+		r.CPUVsPgbouncer = ratio(bouncer, func(mine, theirs Sample) (float64, bool) {
+			if mine.CPUUsPerTx <= 0 || theirs.CPUUsPerTx <= 0 {
+				return 0, false
+			}
+			return mine.CPUUsPerTx / theirs.CPUUsPerTx, true
+		})
 	}
 	r.VsDirect = ratio(TargetDirect, div)
 	if target == targetPinOn || target == targetPinAlways {
@@ -319,14 +349,21 @@ func (r *Report) Markdown() string {
 		b.WriteString("pgtenant runs with --isolation role: each tenant's backends log in as its own role, under one pool cap.\n\n")
 	}
 
-	b.WriteString("| scenario | target | tps (median) | vs PgBouncer | vs direct | p99 ms | backends | notes |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|---|\n")
+	b.WriteString("| scenario | target | tps (median) | vs PgBouncer | vs direct | proxy CPU µs/tx | CPU vs PgBouncer | p99 ms | backends | notes |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, res := range r.Results {
-		fmt.Fprintf(&b, "| %d %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %d %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			res.ScenarioNumber, res.Case, res.Target, res.valueCell(),
 			res.ratioCell(res.VsPgbouncer), res.ratioCell(res.VsDirect),
+			cell(res.CPUUsPerTx > 0, "%.1f", res.CPUUsPerTx), res.ratioCell(res.CPUVsPgbouncer),
 			cell(res.P99Ms > 0, "%.2f", res.P99Ms), cell(res.Backends >= 0, "%d", res.Backends),
 			strings.ReplaceAll(res.Notes, "|", `\|`))
+	}
+	for _, res := range r.Results {
+		if res.Scenario == "cpu" && res.CPUVsPgbouncer != nil {
+			fmt.Fprintf(&b, "\n%s uses %.2fx PgBouncer's CPU per transaction (%.1f µs; median of %d rounds' ratios)\n",
+				res.Target, *res.CPUVsPgbouncer, res.CPUUsPerTx, res.OKRounds)
+		}
 	}
 	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // scenario is one numbered scenario of the benchmark; its cases are the
@@ -17,6 +18,9 @@ type scenario struct {
 	name  string
 	title string
 	cases func(o Options) []*benchCase
+	// named scenarios run only when --only names them: they repeat a case
+	// of the full run for a quick check of one figure.
+	named bool
 }
 
 // benchCase is one measurement, run against each of its targets once per
@@ -99,6 +103,12 @@ var scenarios = []*scenario{
 		bc.only = scramTargets
 		return []*benchCase{bc}
 	}},
+	{num: 9, name: "cpu", title: "proxy CPU per transaction: pgbench -S, simple protocol, pgtenant and PgBouncer", cases: func(o Options) []*benchCase {
+		c := o.clients(50)
+		bc := pgbenchCase(o, fmt.Sprintf("cpu -S simple c=%d", c), c, "-S", "-n", "-M", "simple")
+		bc.only = []string{TargetPgtenant, TargetPgbouncer}
+		return []*benchCase{bc}
+	}, named: true},
 }
 
 // scenarioByName finds a scenario by name or number.
@@ -124,7 +134,7 @@ func scenarioNames() string {
 // only is empty.
 func selectScenarios(only []string) []*scenario {
 	if len(only) == 0 {
-		return scenarios
+		return slices.DeleteFunc(slices.Clone(scenarios), func(s *scenario) bool { return s.named })
 	}
 	var out []*scenario
 	for _, s := range scenarios {
@@ -154,9 +164,10 @@ func pgbenchCase(o Options, label string, clients int, workload ...string) *benc
 				tenant: benchTenant, logPrefix: e.logPrefix("run"),
 			}
 			watch := e.watchBackends(ctx, t.role)
+			cpu := cpuMeter(t.cpuPID())
 			res := e.runPgbench(ctx, t, spec)
 			backends, counted := watch()
-			return sampleOf(res, clients, backends, counted)
+			return sampleOf(res, clients, backends, counted).withCPU(cpu)
 		},
 	}
 }
@@ -166,6 +177,18 @@ func pgbenchCase(o Options, label string, clients int, workload ...string) *benc
 func (e *env) logPrefix(kind string) string {
 	e.runs++
 	return filepath.Join(e.tmp, fmt.Sprintf("%s-%d", kind, e.runs))
+}
+
+// withCPU adds the pooler's CPU over the run, stopping meter, when it was
+// counted and the run succeeded.
+func (s Sample) withCPU(meter func() (time.Duration, bool)) Sample {
+	cpu, ok := meter()
+	if !ok || !s.ok() || s.Transactions <= 0 {
+		return s
+	}
+	s.ProxyCPUMs = float64(cpu.Microseconds()) / 1000
+	s.CPUUsPerTx = cpuPerTx(cpu, s.Transactions)
+	return s
 }
 
 // sampleOf turns a pgbench result and the backend count into a Sample.
@@ -179,6 +202,7 @@ func sampleOf(res pgbenchResult, clients int, b backendCount, counted bool) Samp
 		return s
 	}
 	s.TPS = res.tps
+	s.Transactions = res.processed
 	if p := percentile(latencies(res.txs), 99); !math.IsNaN(p) {
 		s.P99Ms = p / 1000
 	}

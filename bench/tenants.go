@@ -41,22 +41,24 @@ const (
 // the clients in this process do not share a Go runtime with it.
 func (e *env) runTenants(ctx context.Context, t *target) Sample {
 	addr := t.addr()
+	pid := t.cpuPID()
 	if t.name == TargetPgtenant && !t.external {
 		p, err := e.startPgtenantProcess(ctx, e.loginRole(rolePgtenantProcess))
 		if err != nil {
 			return Sample{Error: errText(err), Backends: -1}
 		}
 		defer p.stop()
-		addr = p.addr
+		addr, pid = p.addr, p.pid
 	}
 	prefix := ""
 	if t.name == TargetPgtenant && !t.external {
 		prefix = e.tenantRolePrefix()
 	}
 	watch := e.watchBackendsOf(ctx, t.tenantsRole(), prefix)
+	cpu := cpuMeter(pid)
 	res := e.tenantLoad(ctx, t, addr)
 	backends, counted := watch()
-	return sampleOf(res, len(e.tenants), backends, counted)
+	return sampleOf(res, len(e.tenants), backends, counted).withCPU(cpu)
 }
 
 // tenantLoad connects one client per tenant to addr and runs the load.
@@ -131,6 +133,7 @@ func (e *env) tenantLoad(ctx context.Context, t *target, addr string) pgbenchRes
 		return res
 	}
 	res.tps = float64(n) / last.Sub(began).Seconds()
+	res.processed = int64(n)
 	return res
 }
 

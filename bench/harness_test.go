@@ -94,7 +94,7 @@ func TestHarnessTiny(t *testing.T) {
 
 	// The table has a row per case and target.
 	table := stdout.String()
-	if !strings.Contains(table, "| scenario | target | tps (median) | vs PgBouncer | vs direct | p99 ms | backends | notes |") {
+	if !strings.Contains(table, "| scenario | target | tps (median) | vs PgBouncer | vs direct | proxy CPU µs/tx | CPU vs PgBouncer | p99 ms | backends | notes |") {
 		t.Errorf("no table header in stdout")
 	}
 	for _, tg := range targets {

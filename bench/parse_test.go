@@ -87,8 +87,9 @@ func TestRatiosAndTable(t *testing.T) {
 	bc := &benchCase{scenario: sc, label: "-S simple c=50", clients: 50, metric: "tps"}
 	c := newCollector()
 	for round, tps := range [][3]float64{{110, 100, 200}, {90, 100, 100}, {120, 100, 150}} {
-		c.add(bc, TargetPgtenant, Sample{Round: round + 1, TPS: tps[0], Backends: 16})
-		c.add(bc, TargetPgbouncer, Sample{Round: round + 1, TPS: tps[1], Backends: 16})
+		// CPU per transaction: pgtenant 40, 60, 50 against PgBouncer's 50.
+		c.add(bc, TargetPgtenant, Sample{Round: round + 1, TPS: tps[0], Backends: 16, CPUUsPerTx: 40 + 20*float64(round%2) + 10*float64(round/2)})
+		c.add(bc, TargetPgbouncer, Sample{Round: round + 1, TPS: tps[1], Backends: 16, CPUUsPerTx: 50})
 		c.add(bc, TargetDirect, Sample{Round: round + 1, TPS: tps[2], Backends: 50})
 	}
 	res := c.results()
@@ -102,9 +103,14 @@ func TestRatiosAndTable(t *testing.T) {
 		t.Errorf("pgtenant: median %v, vs pgbouncer %v, vs direct %v", pt.Median, deref(pt.VsPgbouncer), deref(pt.VsDirect))
 	}
 
+	// Per-round CPU ratios 0.8, 1.2, 1.0 → median 1.0; PgBouncer has none.
+	if pt.CPUUsPerTx != 50 || pt.CPUVsPgbouncer == nil || math.Abs(*pt.CPUVsPgbouncer-1.0) > 1e-9 || res[1].CPUVsPgbouncer != nil {
+		t.Errorf("cpu: pgtenant %v µs/tx, ratio %v; pgbouncer's ratio %v", pt.CPUUsPerTx, deref(pt.CPUVsPgbouncer), res[1].CPUVsPgbouncer)
+	}
+
 	rep := &Report{Config: RunConfig{Rounds: 3, PoolSize: 16}, Results: res, Started: time.Now()}
 	md := rep.Markdown()
-	for _, want := range []string{"| 1 -S simple c=50 | pgtenant | 110 | 1.10x | 0.80x | — | 16 |  |", "| 1 -S simple c=50 | direct | 150 |"} {
+	for _, want := range []string{"| 1 -S simple c=50 | pgtenant | 110 | 1.10x | 0.80x | 50.0 | 1.00x | — | 16 |  |", "| 1 -S simple c=50 | direct | 150 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("table lacks %q:\n%s", want, md)
 		}
@@ -120,4 +126,20 @@ func deref(p *float64) any {
 		return nil
 	}
 	return *p
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with a space and a parenthesis, utime 250 and stime
+	// 130 ticks.
+	line := "4242 (pg (bouncer) x) S 1 4242 4242 0 -1 4194560 300 0 0 0 250 130 0 0 20 0 1 0 100 1000 200"
+	got, err := parseStatCPU(line)
+	if err != nil || got != 3800*time.Millisecond {
+		t.Errorf("parseStatCPU = %v, %v; want 3.8s", got, err)
+	}
+	if _, err := parseStatCPU("4242 (x) S 1"); err == nil {
+		t.Errorf("a short line parsed")
+	}
+	if d, err := processCPU(os.Getpid()); err != nil || d < 0 {
+		t.Errorf("processCPU(self) = %v, %v", d, err)
+	}
 }

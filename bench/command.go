@@ -32,6 +32,8 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "pgbouncer", Usage: "host:port of a PgBouncer already pooling --backend, with database entries bench and t001...", DefaultText: "start one"},
 		&cli.StringFlag{Name: "isolation", Value: "schema", Usage: "pgtenant's --isolation: schema, or role (every tenant gets its own LOGIN role; the many-tenants scenario then measures role mode)"},
 		&cli.BoolFlag{Name: "metrics", Usage: "run pgtenant with --metrics-listen and scrape /metrics every second, to measure what metrics cost"},
+		&cli.BoolFlag{Name: "backend-tcp", Usage: "poolers reach the throwaway PostgreSQL over loopback TCP rather than its unix socket"},
+		&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of the in-process pgtenant, taken during its pgbench runs only, to this file"},
 		&cli.StringFlag{Name: "only", Usage: "comma-separated scenarios to run, by name or number: " + scenarioNames(), DefaultText: "all"},
 	}
 }
@@ -55,6 +57,8 @@ func Command(c *cli.Context) error {
 		PgbouncerAddr: c.String("pgbouncer"),
 		Isolation:     c.String("isolation"),
 		Metrics:       c.Bool("metrics"),
+		CPUProfile:    c.String("cpuprofile"),
+		BackendTCP:    c.Bool("backend-tcp"),
 		Progress:      os.Stderr,
 	}
 	if c.IsSet("clients-scale") && o.ClientsScale <= 0 {

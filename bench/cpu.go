@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -74,4 +75,31 @@ func cpuPerTx(cpu time.Duration, txs int64) float64 {
 		return 0
 	}
 	return float64(cpu.Microseconds()) / float64(txs)
+}
+
+// profile starts a CPU profile for a run against t when t is this
+// process's pgtenant and Options.CPUProfile is set, and returns what stops
+// it. Runs against other targets are left out: the harness's own work
+// while PgBouncer serves would only blur pgtenant's profile. Each run
+// writes a file of its own, CPUProfile.N (pprof.StartCPUProfile cannot
+// add to a profile); `go tool pprof FILE.*` reads them as one.
+func (e *env) profile(t *target) (stop func()) {
+	if e.o.CPUProfile == "" || t.cpuPID() != os.Getpid() {
+		return func() {}
+	}
+	e.profiles++
+	f, err := os.Create(fmt.Sprintf("%s.%d", e.o.CPUProfile, e.profiles))
+	if err != nil {
+		e.progress("cpuprofile: %v", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		e.progress("cpuprofile: %v", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }

@@ -86,6 +86,21 @@ const (
 type backendInfo struct {
 	host, user, password, database string
 	port                           int
+	// socketDir is the directory of PostgreSQL's unix socket, when the
+	// harness knows it (its throwaway cluster).
+	socketDir string
+}
+
+// pooled is where the poolers reach PostgreSQL: its unix socket when there
+// is one and Options.BackendTCP is off, as a pooler on the database's host
+// would be set up (pgtenant and PgBouncer alike). Clients reach every
+// target, PostgreSQL directly included, over loopback TCP.
+func (e *env) pooled() backendInfo {
+	b := e.backend
+	if b.socketDir != "" && !e.o.BackendTCP {
+		b.host = b.socketDir
+	}
+	return b
 }
 
 // dsn is a key=value DSN for role (the admin user when empty) with extra
@@ -177,6 +192,8 @@ type env struct {
 	bouncer      *pgbouncer // the shared one the harness started, if any
 	// runs numbers pgbench runs, for their log file names.
 	runs int
+	// profiles numbers the CPU profile files (Options.CPUProfile).
+	profiles int
 
 	stops []func()
 }
@@ -245,7 +262,7 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 				return nil, usagef("--pgtenant: %v", err)
 			}
 		} else {
-			addr, err := e.startPgtenant(ctx, e.backend.dsn(t.role), e.isolation)
+			addr, err := e.startPgtenant(ctx, e.pooled().dsn(t.role), e.isolation)
 			if err != nil {
 				return nil, fmt.Errorf("start pgtenant: %w", err)
 			}
@@ -319,7 +336,7 @@ func (e *env) startBackend(ctx context.Context) error {
 		}
 		e.cl = cl
 		e.stops = append(e.stops, func() { cl.Stop() })
-		e.backend = backendInfo{host: cl.Host, port: cl.Port, user: cl.User, database: "postgres"}
+		e.backend = backendInfo{host: cl.Host, port: cl.Port, user: cl.User, database: "postgres", socketDir: cl.Dir}
 	} else {
 		cfg, err := pgconn.ParseConfig(e.o.Backend)
 		if err != nil {
@@ -452,7 +469,7 @@ func (e *env) startPinTargets(ctx context.Context) error {
 		{targetPinAlways, rolePinAlways, func(c *config.Config) { c.PinReuse = false }, nil},
 		{targetPinOff, rolePinOff, nil, []proxy.RunOption{proxy.WithoutPin()}},
 	} {
-		addr, err := e.startPgtenant(ctx, e.backend.dsn(e.loginRole(v.role), opts), v.adjust, v.run...)
+		addr, err := e.startPgtenant(ctx, e.pooled().dsn(e.loginRole(v.role), opts), v.adjust, v.run...)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", v.name, err)
 		}
@@ -531,7 +548,7 @@ func (e *env) startScramTargets(ctx context.Context, wants func(string) bool) er
 		if err := os.WriteFile(path, []byte(userlist), 0o600); err != nil {
 			return err
 		}
-		addr, err := e.startPgtenant(ctx, e.backend.dsn(e.loginRole(rolePgtenantScram)), func(c *config.Config) {
+		addr, err := e.startPgtenant(ctx, e.pooled().dsn(e.loginRole(rolePgtenantScram)), func(c *config.Config) {
 			c.AuthFile, c.AuthType = path, config.AuthSCRAM
 			// Grants are another matter; this target measures the
 			// authentication exchange only.

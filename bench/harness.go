@@ -124,6 +124,15 @@ type Options struct {
 	// what metrics cost. (The counting itself is always on; the endpoint and
 	// the scrapes are what this adds.)
 	Metrics bool
+	// BackendTCP makes the poolers reach the throwaway PostgreSQL over
+	// loopback TCP instead of its unix socket (the default, for pgtenant
+	// and PgBouncer alike). A --backend given by DSN is always reached as
+	// it says.
+	BackendTCP bool
+	// CPUProfile, when set, is a file that receives a Go CPU profile of
+	// this process taken during the in-process pgtenant's pgbench runs
+	// (and only those): where pgtenant spends its CPU per transaction.
+	CPUProfile string
 	// Progress receives one line per run as the benchmark goes. Default:
 	// discarded.
 	Progress io.Writer

@@ -270,7 +270,7 @@ func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerPro
 	if serve == nil {
 		serve = defaultServeCommand
 	}
-	cmd := serve(addr, e.backend.dsn(role), e.o.PoolSize, e.o.IdleClients+1000)
+	cmd := serve(addr, e.pooled().dsn(role), e.o.PoolSize, e.o.IdleClients+1000)
 	var metricsAddr string
 	if e.o.Metrics {
 		if metricsAddr, err = freeAddr(); err != nil {

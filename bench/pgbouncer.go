@@ -65,7 +65,7 @@ type pgbouncer struct {
 // server_reset_query stays at its default, which transaction pooling does
 // not run.
 func (e *env) pgbouncerIni(port int, logPath, pidPath, authPath string, a pgbouncerAuth) string {
-	b := e.backend
+	b := e.pooled()
 	entry := func(name, role, schema string, poolSize int) string {
 		s := fmt.Sprintf("%s = host=%s port=%d dbname=%s user=%s connect_query='SET search_path TO %s'",
 			name, b.host, b.port, b.database, e.loginRole(role), schema)

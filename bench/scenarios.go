@@ -165,7 +165,9 @@ func pgbenchCase(o Options, label string, clients int, workload ...string) *benc
 			}
 			watch := e.watchBackends(ctx, t.role)
 			cpu := cpuMeter(t.cpuPID())
+			stopProfile := e.profile(t)
 			res := e.runPgbench(ctx, t, spec)
+			stopProfile()
 			backends, counted := watch()
 			return sampleOf(res, clients, backends, counted).withCPU(cpu)
 		},

@@ -238,15 +238,17 @@ func (s *session) holdsLocked(be *pool.Conn) bool {
 	return s.link.be == be && (s.link.state.serving() || s.link.state == linkClosing)
 }
 
-// attachLocked makes be the session's backend and starts its reader. With
-// pinNow, the pin is queued ahead of the client's message.
+// attachLocked makes be the session's backend and starts its reader, at
+// once or, forMessage (a client's message is about to be sent), after the
+// first write to be (backendWriter). With pinNow, the pin is queued ahead
+// of the client's message.
 //
 // The pin is skipped when the backend is known to be in this client's state
 // already: its last holder left it with this client's pin key (same tenant,
 // same search_path and settings) and sent nothing that changes session
 // state (pinReusable). Tenants never share a key, so reuse can only ever
 // happen within one tenant.
-func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
+func (s *session) attachLocked(be *pool.Conn, pinNow, forMessage bool) {
 	to := linkAttached
 	if s.mode == config.PoolSession {
 		to = linkPinned
@@ -258,12 +260,58 @@ func (s *session) attachLocked(be *pool.Conn, pinNow bool) {
 	s.link.queryTagged = false
 	s.link.curClient, s.link.curQuery = false, false
 	s.link.txnStart, s.link.queryStart, s.link.queriesOpen = 0, 0, 0
-	s.bw.Reset(be.NetConn)
+	s.bwTo = backendWriter{s: s, be: be, due: true}
+	s.bw.Reset(&s.bwTo)
 	if pinNow {
 		s.sendPinLocked(be)
 	}
+	if !forMessage {
+		s.startReader()
+	}
+}
+
+// backendWriter is what bw writes to: the attached backend's connection.
+//
+// The backend goroutine of an attachment made for a client's message starts
+// once the first write to the backend has returned (due), not at the
+// attach. Started at the attach, it would be runnable while the client
+// goroutine sits in that write, and Go's scheduler gives a P whose
+// goroutine is in a system call to another thread when runnable work waits
+// (sysmon's retake): a thread wake-up per transaction, for a goroutine
+// whose first read cannot find a reply yet. Nothing can be owed by the
+// backend before that write, so nothing waits on the reader meanwhile; the
+// paths that end a session start it if it is still due (startDueReader),
+// since their clean-up goes through it. Client goroutine only.
+type backendWriter struct {
+	s   *session
+	be  *pool.Conn
+	due bool
+}
+
+func (w *backendWriter) Write(p []byte) (int, error) {
+	n, err := w.be.NetConn.Write(p)
+	if w.due {
+		// After a failed write too: the reader finds the backend gone and
+		// tells the client.
+		w.s.startReader()
+	}
+	return n, err
+}
+
+// startReader starts the backend goroutine of the current attachment.
+func (s *session) startReader() {
+	s.bwTo.due = false
 	s.backendDone.Add(1)
-	go s.serveBackend(be)
+	go s.serveBackend(s.bwTo.be)
+}
+
+// startDueReader starts the backend goroutine if the attachment has not
+// written to its backend yet: a session that ends, or breaks the protocol,
+// leaves its backend to that goroutine (teardown, violation).
+func (s *session) startDueReader() {
+	if s.bwTo.due {
+		s.startReader()
+	}
 }
 
 // sendPinLocked queues the pin on a backend just attached, ahead of the

@@ -332,7 +332,7 @@ func (s *session) routeMsg(ctx context.Context, m *clientMsg, be *pool.Conn, che
 			}
 			be = reserved
 		}
-		s.attachLocked(be, true)
+		s.attachLocked(be, true, true)
 	default:
 		if be != nil {
 			// Attached meanwhile (cannot happen: only this goroutine
@@ -714,6 +714,7 @@ func (s *session) refuseLocked(typ byte, e *pgError) {
 // attached, the backend goroutine owns the client writer: it is handed the
 // error and the backend is closed, and it sends the error as it winds down.
 func (s *session) violation(e *pgError) error {
+	s.startDueReader()
 	s.mu.Lock()
 	for s.link.state.busy() {
 		s.cond.Wait()

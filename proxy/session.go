@@ -42,11 +42,13 @@ import (
 // section that holds mu releases it in a defer, so a panic cannot leave it
 // held.
 type session struct {
-	srv  *Server
-	nc   net.Conn
-	cr   *inBuf
-	cw   *outBuf
-	bw   *outBuf // writes to the attached backend; reset on each attach
+	srv *Server
+	nc  net.Conn
+	cr  *inBuf
+	cw  *outBuf
+	bw  *outBuf // writes to the attached backend; reset on each attach
+	// bwTo is bw's destination (link.go); client goroutine only.
+	bwTo backendWriter
 	mode config.PoolMode
 
 	user string
@@ -269,6 +271,7 @@ func (s *session) relay(ctx context.Context, done func()) {
 // ends.
 func (s *session) panicked(r any) {
 	s.logger().Error("session panic", "panic", r)
+	s.startDueReader()
 	s.teardown()
 	s.backendDone.Wait()
 	s.fail(fatalf(codeInternalError, "%v", errInternal))
@@ -293,6 +296,7 @@ func (s *session) finish(done func()) {
 // one is attached, is rolled back and released or destroyed (teardown), and
 // the backend goroutine is waited for.
 func (s *session) endRelay(err error) {
+	s.startDueReader()
 	if errors.Is(err, errIdleInTransaction) {
 		s.endIdleInTransaction()
 		return
@@ -493,7 +497,7 @@ func (s *session) start(ctx context.Context, sm *pgproto3.StartupMessage, deadli
 	s.cond.Broadcast()
 	if err == nil && s.mode == config.PoolSession {
 		// Flushed first: from here on the backend goroutine owns cw.
-		s.attachLocked(be, false)
+		s.attachLocked(be, false, false)
 		be = nil
 	}
 	s.mu.Unlock()

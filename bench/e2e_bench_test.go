@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,4 +216,37 @@ func BenchmarkPinServerCPU(b *testing.B) {
 			b.ReportMetric(float64(cpu()-start)/float64(time.Microsecond)/float64(b.N), "server-cpu-µs/op")
 		})
 	}
+}
+
+// BenchmarkIdleClientMemory opens b.N idle clients (logged in, nothing
+// sent since) to the in-process pgtenant and reports what each holds of
+// the Go heap and of goroutine stacks, after a GC: the live part of the
+// idle scenario's resident memory per client, broken down. The client
+// side's own connections are counted too (a net.Conn each, a few hundred
+// bytes), so the figures are an upper bound.
+func BenchmarkIdleClientMemory(b *testing.B) {
+	ctx := context.Background()
+	addr := proxyDSN[len("host=127.0.0.1 port="):]
+	addr = "127.0.0.1:" + addr[:strings.IndexByte(addr, ' ')]
+	warm, err := startupConn(ctx, addr, "bench", "acme")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer warm.Close()
+	n := max(b.N, 100)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	conns, err := openIdle(ctx, addr, "bench", "acme", n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeAll(conns)
+	time.Sleep(200 * time.Millisecond) // every session parked in its first read
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
+	b.ReportMetric(per(after.HeapAlloc, before.HeapAlloc), "heap-B/client")
+	b.ReportMetric(per(after.StackInuse, before.StackInuse), "stack-B/client")
+	b.ReportMetric(per(after.Sys, before.Sys), "sys-B/client")
 }

@@ -119,79 +119,95 @@ func (s *session) relayClient(ctx context.Context) error {
 			}
 			return err
 		}
-		m := clientMsg{typ: typ, n: n}
-		switch typ {
-		case 'X':
+		sent, err := s.handle(ctx, typ, n, &pending)
+		if err == errClientDone {
 			return nil
-		case 'Q', 'P', 'B', 'D', 'C', 'E', 'F':
-			if err := s.inspect(&m); err != nil {
-				var pe *pgError
-				if errors.As(err, &pe) {
-					return s.violation(pe)
-				}
-				return err
-			}
-		case 'S', 'H', 'd', 'c', 'f':
-		default:
-			return s.violation(fatalf(codeProtocolViolation, "invalid frontend message type %q", typ))
 		}
-
-		st, flush := s.routeMsg(ctx, &m, nil, nil)
-		for st == stepWaitPin {
-			// The pin and what the client sent behind it must reach the
-			// server before its confirmation can come back.
-			if pending {
-				_ = s.bw.Flush()
-				s.flushedToBackend()
-				pending = false
-			}
-			s.waitPin()
-			// The backend goroutine may have marked the link unsent for
-			// the message in hand (see waitPin): the next flush point
-			// clears it, whatever becomes of the message.
-			pending = true
-			st, flush = s.routeMsg(ctx, &m, nil, nil)
-		}
-		if st == stepCheckout {
-			s.waitingBackend.Store(true)
-			be, err := s.checkoutTimed(ctx)
-			s.waitingBackend.Store(false)
-			if s.killed.Load() {
-				// Killed while it waited: what it asked for must not run.
-				if be != nil {
-					s.srv.pool.Release(be)
-				}
-				return errKilled
-			}
-			st, flush = s.routeMsg(ctx, &m, be, err)
-		}
-		if flush {
-			// Answers pgtenant gave while detached: the client goroutine
-			// owns cw, and writes it out of the lock.
-			_ = s.cw.Flush()
-			s.cwDone()
-		}
-		switch st {
-		case stepShutdown:
-			// routeMsg set cwBusy: closeIfIdle leaves cw to this goroutine.
-			s.fail(fatalf(codeAdminShutdown, "pgtenant is shutting down"))
-			_ = s.dropMsg(&m)
-			return errClientGone
-		case stepEnd:
-			_ = s.dropMsg(&m)
-			return errClientGone
-		case stepDrop:
-			if err := s.dropMsg(&m); err != nil {
-				return err
-			}
-			continue
-		}
-		pending = true
-		if err := s.send(&m); err != nil {
+		if err != nil {
 			return err
+		}
+		if sent {
+			pending = true
 		}
 	}
 }
+
+// handle routes and sends one client message whose header was peeked
+// (typ, n). It returns sent when the message went to bw, and an error that
+// ends the session (errClientDone when the client said Terminate). It is
+// apart from relayClient so that the stack an idle client parks on, in
+// relayClient's read, stays small: handle's frame (the message, its route)
+// is not on it, and a goroutine whose stack fits 2 KiB never grows to 4.
+func (s *session) handle(ctx context.Context, typ byte, n int, pending *bool) (sent bool, err error) {
+	m := clientMsg{typ: typ, n: n}
+	switch typ {
+	case 'X':
+		return false, errClientDone
+	case 'Q', 'P', 'B', 'D', 'C', 'E', 'F':
+		if err := s.inspect(&m); err != nil {
+			var pe *pgError
+			if errors.As(err, &pe) {
+				return false, s.violation(pe)
+			}
+			return false, err
+		}
+	case 'S', 'H', 'd', 'c', 'f':
+	default:
+		return false, s.violation(fatalf(codeProtocolViolation, "invalid frontend message type %q", typ))
+	}
+
+	st, flush := s.routeMsg(ctx, &m, nil, nil)
+	for st == stepWaitPin {
+		// The pin and what the client sent behind it must reach the
+		// server before its confirmation can come back.
+		if *pending {
+			_ = s.bw.Flush()
+			s.flushedToBackend()
+			*pending = false
+		}
+		s.waitPin()
+		// The backend goroutine may have marked the link unsent for
+		// the message in hand (see waitPin): the next flush point
+		// clears it, whatever becomes of the message.
+		*pending = true
+		st, flush = s.routeMsg(ctx, &m, nil, nil)
+	}
+	if st == stepCheckout {
+		s.waitingBackend.Store(true)
+		be, err := s.checkoutTimed(ctx)
+		s.waitingBackend.Store(false)
+		if s.killed.Load() {
+			// Killed while it waited: what it asked for must not run.
+			if be != nil {
+				s.srv.pool.Release(be)
+			}
+			return false, errKilled
+		}
+		st, flush = s.routeMsg(ctx, &m, be, err)
+	}
+	if flush {
+		// Answers pgtenant gave while detached: the client goroutine
+		// owns cw, and writes it out of the lock.
+		_ = s.cw.Flush()
+		s.cwDone()
+	}
+	switch st {
+	case stepShutdown:
+		// routeMsg set cwBusy: closeIfIdle leaves cw to this goroutine.
+		s.fail(fatalf(codeAdminShutdown, "pgtenant is shutting down"))
+		_ = s.dropMsg(&m)
+		return false, errClientGone
+	case stepEnd:
+		_ = s.dropMsg(&m)
+		return false, errClientGone
+	case stepDrop:
+		return false, s.dropMsg(&m)
+	}
+	return true, s.send(&m)
+}
+
+// errClientDone is handle's word for a client that said Terminate.
+var errClientDone = errors.New("client terminated")
 
 // errIdleInTransaction ends a client that stayed idle in a transaction
 // longer than --idle-transaction-timeout (serve tells it, see

@@ -255,11 +255,26 @@ func (s *session) relay(ctx context.Context, done func()) {
 		s.serveConsole(ctx)
 		return
 	}
+	s.logAdmitted(ctx)
+	err := s.relayClient(ctx)
+	s.endRelay(err)
+	s.logEnded(err)
+}
+
+// logAdmitted and logEnded are relay's log lines, in functions of their own
+// (never inlined) so that their arguments take no room in relay's frame,
+// which is on the stack an idle client's goroutine parks on (see
+// session.handle).
+//
+//go:noinline
+func (s *session) logAdmitted(ctx context.Context) {
 	if s.srv.log.Enabled(ctx, slog.LevelDebug) {
 		s.logger().Debug("client admitted")
 	}
-	err := s.relayClient(ctx)
-	s.endRelay(err)
+}
+
+//go:noinline
+func (s *session) logEnded(err error) {
 	if err != nil && !isClosedErr(err) && !errors.Is(err, errIdleInTransaction) {
 		s.logger().Info("client connection ended", "err", err)
 	}

@@ -48,12 +48,26 @@ func peekHeader(r msgReader) (typ byte, bodyLen int, err error) {
 	}
 	n := int32(binary.BigEndian.Uint32(h[1:5]))
 	if n < 4 {
-		return 0, 0, fmt.Errorf("%w: type %q, length %d", errMalformed, h[0], n)
+		return 0, 0, headerError(h[0], n, 0)
 	}
 	if ib, ok := r.(*inBuf); ok && ib.maxMessage > 0 && int(n) > ib.maxMessage {
-		return 0, 0, &tooLargeError{typ: h[0], length: n, maxMessage: ib.maxMessage}
+		return 0, 0, headerError(h[0], n, ib.maxMessage)
 	}
 	return h[0], int(n) - 4, nil
+}
+
+// headerError is peekHeader's error for a length below 4, or above
+// maxMessage when that is set. It is a function of its own, never inlined,
+// so that building the error takes no room in peekHeader's frame: an idle
+// client's goroutine is parked below peekHeader, and its stack must stay
+// within 2 KiB (see session.handle).
+//
+//go:noinline
+func headerError(typ byte, n int32, maxMessage int) error {
+	if n < 4 {
+		return fmt.Errorf("%w: type %q, length %d", errMalformed, typ, n)
+	}
+	return &tooLargeError{typ: typ, length: n, maxMessage: maxMessage}
 }
 
 // readWholeFirst is the buffer readWhole starts with. It then doubles as

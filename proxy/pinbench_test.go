@@ -25,7 +25,8 @@ import (
 //
 // "reuse" is the same-tenant reuse (no pin): the baseline. "pin" is the
 // pin a backend gets when it changes tenants, DEALLOCATE ALL included;
-// "pin-same-tenant" the one it gets when the state differs but the tenant
+// "pin-before" is that pin as it was before BenchmarkPinServerCPU
+// (issue 8's), one statement per part. "pin-same-tenant" the one it gets when the state differs but the tenant
 // does not. Each part alone is sent as BEGIN, the part, COMMIT: its own
 // cost is its figure less "begin-commit". The "+temp" variants run on a
 // backend whose earlier holder once created a temporary table, so that its
@@ -57,6 +58,20 @@ func BenchmarkPinServerCPU(b *testing.B) {
 		append(append([]byte(nil), deallocatePin...), pinA.msgs...),
 		append(append([]byte(nil), deallocatePin...), pinB.msgs...),
 	}
+	// before is the cross-tenant pin as issue 8 left it, for comparison:
+	// one statement for each part.
+	before := func(schema string) []byte {
+		var out []byte
+		for _, st := range []string{"DEALLOCATE ALL", "BEGIN", "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL",
+			"SET search_path TO " + quoteIdent(schema) + ", public",
+			"SELECT pg_catalog.set_config('lock_timeout', '2s', true), pg_catalog.set_config('statement_timeout', '5s', true), " +
+				"pg_catalog.pg_advisory_unlock_all()",
+			"CLOSE ALL", "UNLISTEN *", "DISCARD TEMP", "DISCARD SEQUENCES", `SET "application_name" TO 'pgbench'`, "COMMIT"} {
+			out = appendStatement(out, st)
+		}
+		return append(out, flushMsg...)
+	}
+	crossBefore := [2][]byte{before("bench_a"), before("bench_b")}
 	// part renders BEGIN, the statements, COMMIT, as the pin frames them.
 	part := func(stmts ...string) []byte {
 		var out []byte
@@ -77,12 +92,18 @@ func BenchmarkPinServerCPU(b *testing.B) {
 		{name: "reuse", pin: same},
 		{name: "pin", pin: func(i int) []byte { return cross[i&1] }},
 		{name: "pin+temp", temp: true, pin: func(i int) []byte { return cross[i&1] }},
+		{name: "pin-before", pin: func(i int) []byte { return crossBefore[i&1] }},
+		{name: "pin-before+temp", temp: true, pin: func(i int) []byte { return crossBefore[i&1] }},
 		{name: "pin-same-tenant", pin: fixed(pinA.msgs)},
 		{name: "begin-commit", pin: fixed(part())},
 		{name: "session-authorization", pin: fixed(part("SET SESSION AUTHORIZATION DEFAULT"))},
 		{name: "reset-all", pin: fixed(part("RESET ALL"))},
 		{name: "search-path", pin: fixed(part(`SET search_path TO "bench_a", public`))},
-		{name: "timeouts-unlock", pin: fixed(part(cleanupStatements[0]))},
+		{name: "select-timeouts-unlock", pin: fixed(part("SELECT pg_catalog.set_config('lock_timeout', '2s', true), " +
+			"pg_catalog.set_config('statement_timeout', '5s', true), pg_catalog.pg_advisory_unlock_all()"))},
+		{name: "set-local-timeouts", pin: fixed(part("SET LOCAL lock_timeout = '2s'", "SET LOCAL statement_timeout = '5s'"))},
+		{name: "select-unlock", pin: fixed(part("SELECT pg_catalog.pg_advisory_unlock_all()"))},
+		{name: "select-session-authorization", pin: fixed(part("SELECT pg_catalog.set_config('session_authorization', NULL, false)"))},
 		{name: "close-all", pin: fixed(part("CLOSE ALL"))},
 		{name: "unlisten", pin: fixed(part("UNLISTEN *"))},
 		{name: "discard-temp", pin: fixed(part("DISCARD TEMP"))},
@@ -135,9 +156,12 @@ func BenchmarkPinServerCPU(b *testing.B) {
 				base = append(base, last-now)
 			}
 			b.StopTimer()
-			m, r := median(mine), median(base)
+			m, r := quantile(mine, 0.5), quantile(base, 0.5)
 			b.ReportMetric(float64(m.Nanoseconds())/1e3, "server-µs/op")
 			b.ReportMetric(float64((m-r).Nanoseconds())/1e3, "over-reuse-µs/op")
+			m, r = quantile(mine, 0.1), quantile(base, 0.1)
+			b.ReportMetric(float64(m.Nanoseconds())/1e3, "p10-µs/op")
+			b.ReportMetric(float64((m-r).Nanoseconds())/1e3, "p10-over-reuse-µs/op")
 			_ = be.Conn.Close()
 		})
 	}
@@ -183,11 +207,11 @@ func backendCPU(b *testing.B, pid uint32) time.Duration {
 	return time.Duration(ns)
 }
 
-// median of ds (which it sorts).
-func median(ds []time.Duration) time.Duration {
+// quantile q of ds (which it sorts).
+func quantile(ds []time.Duration, q float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}
 	slices.Sort(ds)
-	return ds[len(ds)/2]
+	return ds[int(float64(len(ds)-1)*q)]
 }

@@ -80,6 +80,9 @@ type waiter struct {
 	role string     // the login the waiter wants ("" for the Dialer's own)
 	key  string     // whom it waits for (Request.Key)
 	max  int        // the most connections key may hold (Request.Max; 0: no cap)
+	// affinity is Request.Affinity, for an idle connection it is served
+	// with (serveWaitersLocked).
+	affinity string
 }
 
 // Request is what a checkout asks for (Get).
@@ -97,6 +100,16 @@ type Request struct {
 	// waits in its own queue, even while the pool has room, and holds up
 	// no other key.
 	Max int
+	// Affinity is the session state the caller wants (the proxy passes
+	// its pin key, which a connection carries in Conn.State). Among the
+	// idle connections of its role that a checkout would take now, it
+	// takes one whose State is Affinity, else one whose Tenant is Key,
+	// else the most recently used, as without it: a connection that
+	// already has the state, or the tenant's prepared statements, costs
+	// the server less to set up. It never makes a checkout wait or holds
+	// a connection back for someone: it only picks among what is handed
+	// out at once. "" prefers nothing.
+	Affinity string
 }
 
 // Pool is a set of at most Size backend connections shared by every holder.
@@ -232,16 +245,40 @@ func (p *Pool) checkRole(role string) error {
 	return nil
 }
 
-// takeIdleLocked removes and returns the most recently used idle
-// connection of role, or nil.
-func (p *Pool) takeIdleLocked(role string) *Conn {
-	for i := len(p.idle) - 1; i >= 0; i-- {
-		if c := p.idle[i]; c.Role == role {
-			p.idle = slices.Delete(p.idle, i, i+1)
-			return c
+// takeIdleLocked removes and returns an idle connection of role, or nil:
+// the most recently used whose State is affinity, else whose Tenant is
+// key, else the most recently used (see Request.Affinity). The scan is of
+// the idle list, which is at most Size long.
+func (p *Pool) takeIdleLocked(role, key, affinity string) *Conn {
+	// want is the best tier there can be: the scan stops there.
+	want := 1
+	switch {
+	case affinity != "":
+		want = 3
+	case key != "":
+		want = 2
+	}
+	best, tier := -1, 0
+	for i := len(p.idle) - 1; i >= 0 && tier < want; i-- {
+		c := p.idle[i]
+		if c.Role != role {
+			continue
+		}
+		switch {
+		case affinity != "" && c.State == affinity:
+			best, tier = i, 3
+		case tier < 2 && key != "" && c.Tenant == key:
+			best, tier = i, 2
+		case tier < 1:
+			best, tier = i, 1
 		}
 	}
-	return nil
+	if best < 0 {
+		return nil
+	}
+	c := p.idle[best]
+	p.idle = slices.Delete(p.idle, best, best+1)
+	return c
 }
 
 func (p *Pool) checkout(ctx context.Context, req Request, wait bool) (*Conn, error) {
@@ -262,7 +299,7 @@ func (p *Pool) checkout(ctx context.Context, req Request, wait bool) (*Conn, err
 		// for one of its own connections to come back.
 		free := p.underMaxLocked(key, req.Max)
 		if free {
-			if c := p.takeIdleLocked(role); c != nil {
+			if c := p.takeIdleLocked(role, key, req.Affinity); c != nil {
 				p.claimLocked(c, key)
 				p.mu.Unlock()
 				if c.usable(p.cfg.CheckIdle) {
@@ -335,7 +372,7 @@ func (p *Pool) checkout(ctx context.Context, req Request, wait bool) (*Conn, err
 			p.mu.Unlock()
 			return nil, err
 		}
-		w := &waiter{ch: make(chan grant, 1), role: role, key: key, max: req.Max}
+		w := &waiter{ch: make(chan grant, 1), role: role, key: key, max: req.Max, affinity: req.Affinity}
 		// This caller's turn may have gone to a dial that failed; then it
 		// keeps its turn for what comes next.
 		p.enqueueLocked(w, dialErr != nil)
@@ -649,7 +686,7 @@ func (p *Pool) serveWaitersLocked() {
 		}
 		w := p.turns[i].waiters[0]
 		var g grant
-		if c := p.takeIdleLocked(w.role); c != nil {
+		if c := p.takeIdleLocked(w.role, w.key, w.affinity); c != nil {
 			g.conn = c
 		} else if p.mayDialLocked(now) {
 			p.open++

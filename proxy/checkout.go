@@ -28,7 +28,7 @@ func (s *session) checkout(ctx context.Context, wait bool) (*pool.Conn, error) {
 		return nil, err
 	}
 	tenant := s.tr.tenant.Name
-	req := pool.Request{Key: tenant, Max: s.tenantMaxBackends()}
+	req := pool.Request{Key: tenant, Max: s.tenantMaxBackends(), Affinity: s.tr.pin.key}
 	if s.srv.cfg.Isolation == config.IsolationRole {
 		req.Role = router.TenantRoleName(tenant)
 	}

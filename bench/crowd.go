@@ -183,15 +183,18 @@ func (c *crowdEnv) pgbouncerDatabases(n int) string {
 	return s.String()
 }
 
-// waitQuiet waits until the crowd cluster has no server connection of the
-// poolers' roles left from an earlier run, which would take its slots.
+// waitQuiet waits until the crowd cluster has no server connection left
+// from an earlier run, which would take its slots.
 func (c *crowdEnv) waitQuiet(ctx context.Context) error {
 	deadline := time.Now().Add(crowdQuietTimeout)
 	for {
 		var left int
-		err := c.poll.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE backend_type = 'client backend' AND usename = ANY($1)`,
-			[]string{rolePgtenantProcess, rolePgbouncer, rolePgbouncerTenants}).Scan(&left)
+		// Every client backend but the poller's own, logins still being
+		// refused included: they hold a slot too.
+		qctx, cancel := context.WithTimeout(ctx, activityQueryTimeout)
+		err := c.poll.QueryRow(qctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&left)
+		cancel()
 		if err != nil {
 			return err
 		}

@@ -315,17 +315,24 @@ func (e *env) startPgtenantProcessOn(ctx context.Context, ps processSpec) (*pool
 		logf.Close()
 		return nil, fmt.Errorf("start pgtenant process: %w", err)
 	}
+	// exited closes when the process is gone; done hands its exit to
+	// waitReady, which takes it, so stop waits on exited instead (a child
+	// that died starting must not leave stop waiting forever).
+	exited := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() {
+		done <- cmd.Wait()
+		close(exited)
+	}()
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
 			cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-done:
+			case <-exited:
 			case <-time.After(childStopTimeout):
 				cmd.Process.Kill()
-				<-done
+				<-exited
 			}
 			logf.Close()
 		})

@@ -38,6 +38,13 @@ func (e *env) watchBackends(ctx context.Context, role string) (stop func() (c ba
 // those of the roles whose names start with prefix (role mode's tenant
 // roles), when prefix is not "".
 func (e *env) watchBackendsOf(ctx context.Context, role, prefix string) (stop func() (c backendCount, ok bool)) {
+	return watchActivity(ctx, &e.poll, e.backend.dsn("", "application_name=pgtenant-bench-poller"), role, prefix)
+}
+
+// watchActivity is watchBackendsOf on the cluster *poll is connected to;
+// dsn reconnects it after a failed poll. The crowd scenario's cluster has a
+// poller of its own.
+func watchActivity(ctx context.Context, poll **pgx.Conn, dsn, role, prefix string) (stop func() (c backendCount, ok bool)) {
 	if role == "" {
 		return func() (backendCount, bool) { return backendCount{}, false }
 	}
@@ -48,13 +55,13 @@ func (e *env) watchBackendsOf(ctx context.Context, role, prefix string) (stop fu
 		seen bool
 		done = make(chan struct{})
 	)
-	poll := func() {
+	pollOnce := func() {
 		// Not the run's ctx: a query cancelled half-way would cost pgx the
 		// connection, and the poller needs it for the next run.
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), activityQueryTimeout)
 		defer cancel()
 		var c backendCount
-		err := e.poll.QueryRow(qctx, `
+		err := (*poll).QueryRow(qctx, `
 			SELECT count(*) FILTER (WHERE coalesce(application_name, '') NOT LIKE 'pgtenant registry%'),
 			       count(*) FILTER (WHERE application_name LIKE 'pgtenant registry%')
 			  FROM pg_stat_activity
@@ -64,9 +71,9 @@ func (e *env) watchBackendsOf(ctx context.Context, role, prefix string) (stop fu
 		if err != nil {
 			// A slow or failed poll is skipped; the others still count.
 			// pgx closes a connection whose query timed out: replace it.
-			if e.poll.IsClosed() {
-				if c, err := pgx.Connect(qctx, e.backend.dsn("", "application_name=pgtenant-bench-poller")); err == nil {
-					e.poll = c
+			if (*poll).IsClosed() {
+				if c, err := pgx.Connect(qctx, dsn); err == nil {
+					*poll = c
 				}
 			}
 			return
@@ -82,7 +89,7 @@ func (e *env) watchBackendsOf(ctx context.Context, role, prefix string) (stop fu
 		t := time.NewTicker(activityPollInterval)
 		defer t.Stop()
 		for {
-			poll()
+			pollOnce()
 			select {
 			case <-quit:
 				return

@@ -21,6 +21,10 @@
 //   - scenarios.go: the scenarios and their cases.
 //   - pgbench.go: running pgbench and reading its output and latency log.
 //   - tenants.go: the many-tenants load (one client per tenant schema).
+//   - crowd.go: the crowd scenario: a cluster of its own with
+//     max_connections 200, up to 1,000 tenants x 2 clients that count
+//     their errors and go on.
+//   - mixed.go: the mixed scenario's pgbench scripts and their interpreter.
 //   - idle.go: idle clients and resident memory.
 //   - activity.go: counting each target's server connections.
 //   - report.go, svg.go, machine.go: the table, bench.json, the chart.

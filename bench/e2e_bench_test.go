@@ -14,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/proxy"
@@ -147,73 +146,6 @@ func BenchmarkConnect(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-		})
-	}
-}
-
-// BenchmarkPinServerCPU measures what the pin costs PostgreSQL, in server
-// CPU time per transaction (the server-cpu-µs/op metric, read from the
-// backends' /proc/<pid>/schedstat), which unlike tps does not depend on
-// what else the machine is doing. Each op writes a transaction's messages
-// in one write, as pgtenant does, and reads every reply: SELECT 1 alone;
-// behind the pin a backend of the same tenant needs when its settings
-// differ (search_path only, its own Query message); and behind the full
-// pin of a backend that changes tenant (reset + search_path).
-func BenchmarkPinServerCPU(b *testing.B) {
-	const reset = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; " +
-		"SELECT pg_advisory_unlock_all(); DISCARD TEMP; "
-	for _, c := range []struct {
-		name    string
-		queries []string
-	}{
-		{"select1", []string{"SELECT 1"}},
-		{"search_path+select1", []string{`SET search_path TO "acme", public`, "SELECT 1"}},
-		{"reset+search_path+select1", []string{reset + `SET search_path TO "acme", public`, "SELECT 1"}},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			ctx := context.Background()
-			conn, err := pgconn.Connect(ctx, pg.DSN("postgres"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			hj, err := conn.Hijack()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer hj.Conn.Close()
-			var msgs []byte
-			for _, q := range c.queries {
-				msgs, _ = (&pgproto3.Query{String: q}).Encode(msgs)
-			}
-			fe := pgproto3.NewFrontend(hj.Conn, hj.Conn)
-			cpu := func() time.Duration {
-				data, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", hj.PID))
-				if err != nil {
-					b.Fatal(err)
-				}
-				var ns int64
-				fmt.Sscan(string(data), &ns)
-				return time.Duration(ns)
-			}
-			start := cpu()
-			for b.Loop() {
-				if _, err := hj.Conn.Write(msgs); err != nil {
-					b.Fatal(err)
-				}
-				for ready := 0; ready < len(c.queries); {
-					m, err := fe.Receive()
-					if err != nil {
-						b.Fatal(err)
-					}
-					switch m := m.(type) {
-					case *pgproto3.ReadyForQuery:
-						ready++
-					case *pgproto3.ErrorResponse:
-						b.Fatalf("%s: %s", m.Code, m.Message)
-					}
-				}
-			}
-			b.ReportMetric(float64(cpu()-start)/float64(time.Microsecond)/float64(b.N), "server-cpu-µs/op")
 		})
 	}
 }

@@ -194,6 +194,11 @@ type env struct {
 	runs int
 	// profiles numbers the CPU profile files (Options.CPUProfile).
 	profiles int
+	// crowd is the crowd scenario's cluster of its own; nil unless it runs.
+	crowd *crowdEnv
+	// mixedNext is the mixed scenario's next transaction; nil unless it
+	// runs.
+	mixedNext func() string
 
 	stops []func()
 }
@@ -240,7 +245,7 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 	if err := e.pgbenchInit(ctx, benchTenant, o.Scale); err != nil {
 		return nil, err
 	}
-	if has("tenants") {
+	if has("tenants") || has("mixed") {
 		t0 := time.Now()
 		if err := e.createTenants(ctx, o.Tenants); err != nil {
 			return nil, err
@@ -250,6 +255,21 @@ func setUp(ctx context.Context, o Options, scenarios []*scenario, nofile int) (_
 
 	if e.o.Isolation == config.IsolationRole {
 		if err := e.isolateTenants(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if has("mixed") {
+		steps, err := parseMixed(mixedScripts)
+		if err != nil {
+			return nil, err
+		}
+		e.mixedNext = mixedQuery(steps)
+		if err := writeMixedScripts(o.OutDir); err != nil {
+			return nil, err
+		}
+	}
+	if has("crowd") {
+		if err := e.setUpCrowd(ctx, slices.Max(crowdSizes(o))); err != nil {
 			return nil, err
 		}
 	}

@@ -248,7 +248,9 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Report, error) {
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create output directory: %w", err)
 	}
-	nofile := raiseOpenFiles(o.IdleClients*2 + 4096)
+	// The crowd scenario holds up to 2,000 clients here, in the pgtenant
+	// process or PgBouncer, which has 1,000 server connections besides.
+	nofile := raiseOpenFiles(max(o.IdleClients*2, slices.Max(crowdSizes(o))*crowdClientsPerTenant*2) + 4096)
 
 	scenarios := selectScenarios(o.Only)
 	e, err := setUp(ctx, o, scenarios, nofile)

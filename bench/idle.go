@@ -262,6 +262,26 @@ func (e *env) poolerProcess(ctx context.Context, t *target) (*poolerProcess, err
 // startPgtenantProcess runs pgtenant as a process of its own (so that its
 // RSS is pgtenant's alone) and returns once it admits a client.
 func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerProcess, error) {
+	return e.startPgtenantProcessOn(ctx, processSpec{
+		backend: e.pooled(), role: role, poolSize: e.o.PoolSize,
+		maxClientConn: e.o.IdleClients + 1000, isolation: e.o.Isolation,
+	})
+}
+
+// processSpec is what a pgtenant process serves, and with how much.
+type processSpec struct {
+	backend       backendInfo
+	role          string
+	poolSize      int
+	maxClientConn int
+	isolation     string
+}
+
+// startPgtenantProcessOn is startPgtenantProcess for any backend, pool size
+// and isolation (the crowd scenario's cluster of its own, its pool of 32).
+// Its backend must have a tenant called bench, which the readiness probe
+// logs in to.
+func (e *env) startPgtenantProcessOn(ctx context.Context, ps processSpec) (*poolerProcess, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -270,7 +290,7 @@ func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerPro
 	if serve == nil {
 		serve = defaultServeCommand
 	}
-	cmd := serve(addr, e.pooled().dsn(role), e.o.PoolSize, e.o.IdleClients+1000)
+	cmd := serve(addr, ps.backend.dsn(ps.role), ps.poolSize, ps.maxClientConn)
 	var metricsAddr string
 	if e.o.Metrics {
 		if metricsAddr, err = freeAddr(); err != nil {
@@ -278,7 +298,7 @@ func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerPro
 		}
 		cmd.Args = append(cmd.Args, "--metrics-listen", metricsAddr)
 	}
-	if e.o.Isolation == config.IsolationRole {
+	if ps.isolation == config.IsolationRole {
 		cmd.Args = append(cmd.Args, "--isolation", config.IsolationRole)
 		if cmd.Env == nil {
 			cmd.Env = os.Environ()
@@ -295,17 +315,24 @@ func (e *env) startPgtenantProcess(ctx context.Context, role string) (*poolerPro
 		logf.Close()
 		return nil, fmt.Errorf("start pgtenant process: %w", err)
 	}
+	// exited closes when the process is gone; done hands its exit to
+	// waitReady, which takes it, so stop waits on exited instead (a child
+	// that died starting must not leave stop waiting forever).
+	exited := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() {
+		done <- cmd.Wait()
+		close(exited)
+	}()
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
 			cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-done:
+			case <-exited:
 			case <-time.After(childStopTimeout):
 				cmd.Process.Kill()
-				<-done
+				<-exited
 			}
 			logf.Close()
 		})

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,7 +80,9 @@ func (e *env) pgbouncerIni(port int, logPath, pidPath, authPath string, a pgboun
 	}
 	var ini strings.Builder
 	ini.WriteString("[databases]\n")
-	if a.role != "" {
+	if a.databases != "" {
+		ini.WriteString(a.databases)
+	} else if a.role != "" {
 		ini.WriteString(entry(benchTenant, a.role, benchTenant, 0))
 	} else {
 		ini.WriteString(entry(benchTenant, rolePgbouncer, benchTenant, 0))
@@ -117,6 +120,12 @@ type pgbouncerAuth struct {
 	// apart and no tenant entries are made.
 	role     string
 	password string // the client's password, for the readiness probe
+	// databases, when set, is the whole [databases] section instead of the
+	// entries above: the crowd scenario's PgBouncer pools a cluster of its
+	// own.
+	databases string
+	// probe is the database the readiness probe logs in to; "" is bench.
+	probe string
 }
 
 func (a pgbouncerAuth) authType() string {
@@ -186,7 +195,7 @@ func (e *env) startPgbouncer(ctx context.Context, a pgbouncerAuth) (*pgbouncer, 
 	b.cmd = cmd
 	go func() { b.done <- cmd.Wait() }()
 	e.stops = append(e.stops, b.stop)
-	if err := waitReady(ctx, addr, benchTenant, a.password, b.done); err != nil {
+	if err := waitReady(ctx, addr, cmp.Or(a.probe, benchTenant), a.password, b.done); err != nil {
 		return nil, fmt.Errorf("pgbouncer: %w\n%s", err, b.logTail())
 	}
 	return b, nil

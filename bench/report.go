@@ -44,6 +44,15 @@ type Sample struct {
 	CPUUsPerTx float64 `json:"cpu_us_per_tx,omitempty"`
 	// FailedTx is pgbench's "number of failed transactions".
 	FailedTx int `json:"failed_transactions,omitempty"`
+	// Errors counts the errors the crowd scenario's clients saw (failed
+	// logins and queries; each client retries and goes on), FirstError is
+	// the earliest one's text and ErrorKinds counts them by SQLSTATE and
+	// message (or by kind: timeout, refused). Served is how many clients
+	// completed at least one transaction within the run.
+	Errors     int            `json:"errors,omitempty"`
+	FirstError string         `json:"first_error,omitempty"`
+	ErrorKinds map[string]int `json:"error_kinds,omitempty"`
+	Served     int            `json:"clients_served,omitempty"`
 	// Idle scenario: resident memory before the idle clients and its growth.
 	RSSBeforeKiB   int64   `json:"rss_before_kib,omitempty"`
 	RSSGrowthKiB   int64   `json:"rss_growth_kib,omitempty"`
@@ -71,7 +80,11 @@ func (s Sample) summary(metric string) string {
 	if s.CPUUsPerTx > 0 {
 		cpu = fmt.Sprintf("  cpu %5.1f µs/tx", s.CPUUsPerTx)
 	}
-	return fmt.Sprintf("%9.0f tps  p99 %6.2f ms  backends %s%s", s.TPS, s.P99Ms, b, cpu)
+	errs := ""
+	if s.Errors > 0 {
+		errs = fmt.Sprintf("  %d errors, served %d/%d (first: %s)", s.Errors, s.Served, s.Clients, s.FirstError)
+	}
+	return fmt.Sprintf("%9.0f tps  p99 %6.2f ms  backends %s%s%s", s.TPS, s.P99Ms, b, cpu, errs)
 }
 
 // Result is one case against one target over all rounds.
@@ -304,6 +317,7 @@ func aggregate(bc *benchCase, target string, ss []Sample, all map[string][]Sampl
 	if failedTx > 0 {
 		notes = append(notes, fmt.Sprintf("%d failed transactions", failedTx))
 	}
+	notes = append(notes, errorNotes(bc, ss)...)
 	r.Notes = strings.Join(notes, "; ")
 	return r
 }
@@ -405,4 +419,51 @@ func (r *Report) writeFiles(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, svgFile), []byte(r.chartSVG()), 0o644)
+}
+
+// errorNotes are the notes of a case whose clients count their errors and
+// go on (crowd), or whose samples carry a note of their own (mixed): the
+// errors of the round with the most, what they were, and how many clients
+// were served.
+func errorNotes(bc *benchCase, ss []Sample) []string {
+	if bc.metric != "tps" {
+		return nil
+	}
+	var notes []string
+	worst, counted := -1, false
+	for i, s := range ss {
+		if !s.ok() {
+			continue
+		}
+		if s.Served > 0 || s.Errors > 0 {
+			counted = true
+		}
+		if worst < 0 || s.Errors > ss[worst].Errors {
+			worst = i
+		}
+	}
+	if worst < 0 {
+		return nil
+	}
+	w := ss[worst]
+	if counted {
+		if w.Errors == 0 {
+			notes = append(notes, fmt.Sprintf("0 errors, all %d clients served", w.Clients))
+		} else {
+			notes = append(notes, fmt.Sprintf("%d errors, %d of %d clients served (round %d); first: %s",
+				w.Errors, w.Served, w.Clients, w.Round, w.FirstError))
+			kinds := make([]string, 0, len(w.ErrorKinds))
+			for k := range w.ErrorKinds {
+				kinds = append(kinds, k)
+			}
+			slices.SortFunc(kinds, func(a, b string) int { return w.ErrorKinds[b] - w.ErrorKinds[a] })
+			for _, k := range kinds[:min(3, len(kinds))] {
+				notes = append(notes, fmt.Sprintf("%dx %s", w.ErrorKinds[k], k))
+			}
+		}
+	}
+	if w.Note != "" {
+		notes = append(notes, w.Note)
+	}
+	return notes
 }

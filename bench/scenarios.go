@@ -109,6 +109,27 @@ var scenarios = []*scenario{
 		bc.only = []string{TargetPgtenant, TargetPgbouncer}
 		return []*benchCase{bc}
 	}, named: true},
+	{num: 10, name: "crowd", title: "crowd: N tenants x 2 clients each on a PostgreSQL with max_connections 200; pgtenant's pool of 32 against PgBouncer's pool per tenant", cases: func(o Options) []*benchCase {
+		var cs []*benchCase
+		for _, n := range crowdSizes(o) {
+			cs = append(cs, &benchCase{
+				label: fmt.Sprintf("%d tenants x %d clients", n, crowdClientsPerTenant), clients: n * crowdClientsPerTenant, metric: "tps",
+				// Not direct: a server of max_connections 200 refuses all
+				// but ~200 of the clients at login (FATAL 53300), known by
+				// construction, and their retries would measure how fast
+				// PostgreSQL forks a backend to refuse one.
+				only: []string{TargetPgtenant, TargetPgbouncer},
+				run:  func(ctx context.Context, e *env, t *target) Sample { return e.runCrowd(ctx, t, n) },
+			})
+		}
+		return cs
+	}},
+	{num: 11, name: "mixed", title: "mixed: a read-mostly pgbench script mix (point reads, a join, an insert, an update), one pgbench client per tenant", cases: func(o Options) []*benchCase {
+		return []*benchCase{{
+			label: fmt.Sprintf("mixed %d tenants x 1 client", o.Tenants), clients: o.Tenants, metric: "tps",
+			run: func(ctx context.Context, e *env, t *target) Sample { return e.runMixed(ctx, t) },
+		}}
+	}},
 }
 
 // scenarioByName finds a scenario by name or number.

@@ -40,6 +40,17 @@ const (
 // pgtenant runs as a process of its own here, as PgBouncer does, so that
 // the clients in this process do not share a Go runtime with it.
 func (e *env) runTenants(ctx context.Context, t *target) Sample {
+	return e.runTenantsWith(ctx, t, pointSelect)
+}
+
+// pointSelect is pgbench -S's transaction on a tenant's tables at scale 1.
+func pointSelect() string {
+	return "SELECT abalance FROM pgbench_accounts WHERE aid = " + strconv.Itoa(rand.IntN(tenantAccounts)+1)
+}
+
+// runTenantsWith is runTenants with each transaction's SQL from next
+// (called from many goroutines at once).
+func (e *env) runTenantsWith(ctx context.Context, t *target, next func() string) Sample {
 	addr := t.addr()
 	pid := t.cpuPID()
 	if t.name == TargetPgtenant && !t.external {
@@ -56,13 +67,14 @@ func (e *env) runTenants(ctx context.Context, t *target) Sample {
 	}
 	watch := e.watchBackendsOf(ctx, t.tenantsRole(), prefix)
 	cpu := cpuMeter(pid)
-	res := e.tenantLoad(ctx, t, addr)
+	res := e.tenantLoad(ctx, t, addr, next)
 	backends, counted := watch()
 	return sampleOf(res, len(e.tenants), backends, counted).withCPU(cpu)
 }
 
-// tenantLoad connects one client per tenant to addr and runs the load.
-func (e *env) tenantLoad(ctx context.Context, t *target, addr string) pgbenchResult {
+// tenantLoad connects one client per tenant to addr and runs the load,
+// each transaction's SQL from next.
+func (e *env) tenantLoad(ctx context.Context, t *target, addr string, next func() string) pgbenchResult {
 	host, port, err := splitAddr(addr)
 	if err != nil {
 		return pgbenchResult{err: err}
@@ -96,7 +108,7 @@ func (e *env) tenantLoad(ctx context.Context, t *target, addr string) pgbenchRes
 			<-start
 			stopAt := began.Add(d)
 			for time.Now().Before(stopAt) {
-				q := "SELECT abalance FROM pgbench_accounts WHERE aid = " + strconv.Itoa(rand.IntN(tenantAccounts)+1)
+				q := next()
 				t0 := time.Now()
 				if err := execDrain(c, q); err != nil {
 					errs[i] = err

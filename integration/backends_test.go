@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -280,4 +282,49 @@ func TestBackendsPlacementChange(t *testing.T) {
 	}
 	lcOK(t, "backend", "remove", backend)
 	eventually(t, 10*time.Second, "the tenant served from default again", func() bool { return servedBy(t, c1) == pg.Port })
+}
+
+// TestBackendsRoleMode: in role isolation mode, tenant create --on makes
+// the tenant's role on the tenant's backend, and pgtenant logs in there as
+// that role.
+func TestBackendsRoleMode(t *testing.T) {
+	const backend = "bk_eu4"
+	const tn = "bk_isolated"
+	second := startSecondBackend(t, backend, tn)
+	dsn := second.DSN(bkDB)
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte(roleSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lcOK(t, "backend", "add", backend, dsn)
+	out := lcOK(t, "tenant", "create", tn, "--on", backend, "--isolation", "role", "--role-secret-file", secretFile)
+	role := router.TenantRoleName(tn)
+	if !strings.Contains(out, "on backend "+backend) {
+		t.Fatalf("tenant create --isolation role printed %q", out)
+	}
+	ctx := context.Background()
+	var owner string
+	if err := connectTo(t, dsn).QueryRow(ctx,
+		`SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1`, tn).Scan(&owner); err != nil {
+		t.Fatal(err)
+	}
+	if owner != role {
+		t.Fatalf("schema %s on the second backend is owned by %s, want %s", tn, owner, role)
+	}
+	// Running isolate again finds the tenant's backend by itself.
+	lcOK(t, "tenant", "isolate", tn, "--role-secret-file", secretFile)
+
+	p := startProxy(t, roleMode(2))
+	c := p.Connect(t, tn, pgx.QueryExecModeCacheStatement)
+	var user string
+	var port int
+	if err := c.QueryRow(ctx, `SELECT current_user::text, current_setting('port')::int`).Scan(&user, &port); err != nil {
+		t.Fatal(err)
+	}
+	if user != role || port != second.Port {
+		t.Fatalf("served as %s on port %d, want %s on the second backend's %d", user, port, role, second.Port)
+	}
+	if _, err := c.Exec(ctx, `CREATE TABLE mine (id int)`); err != nil {
+		t.Fatalf("the tenant role cannot create in its schema: %v", err)
+	}
 }

@@ -58,27 +58,42 @@ const backendRetry = time.Second
 
 // placement is where this proxy sends a tenant's transactions: the backend
 // named in the registry as last read. Set from the tenant a client resolved
-// to at its first checkout, and read again from the registry on every
-// NOTIFY naming the tenant (and on every reconnect of the watch), so that a
+// to at its first checkout, and read again from the registry after every
+// NOTIFY naming the tenant (and every reconnect of the watch), so that a
 // placement change reaches connected clients at their next transaction.
+//
+// The watch marks the placement stale at once (want), in the order the
+// notifications came; the read itself runs in the background, and a
+// checkout that finds the placement stale waits for it (or makes it). So a
+// change committed together with something announced after it (a move
+// switches the placement and resumes the tenant in one transaction) is
+// never seen without the placement: no transaction of the resumed tenant
+// goes to the old backend.
 type placement struct {
 	cur atomic.Pointer[string]
-	// mu serialises the reads of the registry, so that a slow older read
-	// cannot overwrite a newer one.
+	// want counts the notifications that asked for a read; have is the
+	// count the current value reflects. Under mu, have only grows.
+	want, have atomic.Uint64
+	// mu serialises the reads of the registry: one read serves every
+	// checkout waiting for it.
 	mu sync.Mutex
 }
 
 // backendOf returns the backend the session's tenant is on now.
 func (s *session) backendOf() string {
-	if s.te == nil {
+	te := s.te
+	if te == nil {
 		return s.tr.tenant.BackendOf()
 	}
-	if b := s.te.place.cur.Load(); b != nil {
+	if te.place.have.Load() < te.place.want.Load() && s.srv.placements != nil {
+		s.srv.refreshPlacement(context.Background(), te)
+	}
+	if b := te.place.cur.Load(); b != nil {
 		return *b
 	}
 	b := s.tr.tenant.BackendOf()
-	if !s.te.place.cur.CompareAndSwap(nil, &b) {
-		return *s.te.place.cur.Load()
+	if !te.place.cur.CompareAndSwap(nil, &b) {
+		return *te.place.cur.Load()
 	}
 	return b
 }
@@ -102,27 +117,41 @@ func (srv *Server) placementChanged(ctx context.Context, payload string) {
 	if srv.placements == nil || strings.Contains(payload, ":") {
 		return
 	}
+	var entries []*tenantEntry
 	if payload == "" {
-		entries := srv.tenants.all()
-		go func() {
-			for _, te := range entries {
-				srv.refreshPlacement(ctx, te)
-			}
-		}()
+		entries = srv.tenants.all()
+	} else if te := srv.tenants.lookup(payload); te != nil {
+		entries = []*tenantEntry{te}
+	}
+	if len(entries) == 0 {
 		return
 	}
-	if te := srv.tenants.lookup(payload); te != nil {
-		go srv.refreshPlacement(ctx, te)
+	// Stale from now on, before the watch hands on the next payload.
+	for _, te := range entries {
+		te.place.want.Add(1)
 	}
+	go func() {
+		for _, te := range entries {
+			srv.refreshPlacement(ctx, te)
+		}
+	}()
 }
 
-// refreshPlacement reads te's placement again. A tenant that is gone, or a
-// registry that does not answer, leaves the placement as it was: a deleted
-// tenant's clients are closed by other means, and during an outage the
-// last known placement is the best there is.
+// refreshPlacement reads te's placement again, unless a read that began
+// after the last notification has done it already. A tenant that is gone,
+// or a registry that does not answer, leaves the placement as it was (and
+// no longer stale, so that checkouts do not each wait on a dead registry):
+// a deleted tenant's clients are closed by other means, and during an
+// outage the last known placement is the best there is; the watch's
+// reconnect reads every placement again.
 func (srv *Server) refreshPlacement(ctx context.Context, te *tenantEntry) {
 	te.place.mu.Lock()
 	defer te.place.mu.Unlock()
+	want := te.place.want.Load()
+	if te.place.have.Load() >= want {
+		return
+	}
+	defer te.place.have.Store(want)
 	ctx, cancel := context.WithTimeout(ctx, settingsTimeout)
 	defer cancel()
 	t, err := srv.placements.LookupTenant(ctx, te.name)

@@ -551,12 +551,14 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	go func() {
 		err := reg.Watch(watchCtx, func(name string) {
 			srv.met.registryEvent(name)
+			// First: it marks the tenant's placement stale before anything
+			// this payload resumes can send a transaction (backends.go).
+			srv.placementChanged(watchCtx, name)
 			if tenant, ok := router.KickFor(name); ok {
 				srv.kickTenant(tenant)
 				return
 			}
 			srv.confChanged(watchCtx, name)
-			srv.placementChanged(watchCtx, name)
 			if _, ok := router.BackendChangedFor(name); ok {
 				return
 			}

@@ -32,8 +32,10 @@
 // # The registry
 //
 // The registry lives in the backend database, schema pgtenant:
-// tenants (name, schema_name, active, created_at), tenant_aliases (alias,
-// tenant) and tenant_users (user_name, tenant; NULL tenant = every tenant).
+// tenants (name, schema_name, active, created_at, backend), tenant_aliases
+// (alias, tenant), tenant_users (user_name, tenant; NULL tenant = every
+// tenant) and backends (name, dsn: the servers tenants are placed on; see
+// backends.go; "backend:NAME" is announced when one changes).
 // EnsureRegistry creates it, or upgrades an older one in place. PGRegistry
 // reads it through a small pool of its own; a session lost under a lookup
 // is replaced and the lookup run again, and while the server cannot be

@@ -385,8 +385,8 @@ func TestRegistryUpgradeInPlace(t *testing.T) {
 		WHERE n.nspname = 'pgtenant' AND t.tgname LIKE 'pgtenant_notify%'`).Scan(&triggers); err != nil {
 		t.Fatal(err)
 	}
-	if triggers != 8 {
-		t.Fatalf("%d notify triggers after EnsureRegistry twice, want 8 (two on each table)", triggers)
+	if triggers != 10 {
+		t.Fatalf("%d notify triggers after EnsureRegistry twice, want 10 (two on each table, tenant_pauses included)", triggers)
 	}
 }
 

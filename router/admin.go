@@ -207,6 +207,74 @@ var registryDDL = []string{
 		END LOOP;
 	END
 	$do$`,
+	// The servers tenants may be placed on (issue 16; see backends.go).
+	// DSNs hold no password: the registry is readable by every proxy and
+	// admin, and credentials come from the environment, a passfile or the
+	// role secret. The row DefaultBackend, with an empty DSN, is the server
+	// the registry itself lives on (serve's --backend); it always exists.
+	`CREATE TABLE IF NOT EXISTS pgtenant.backends (
+		name       text        PRIMARY KEY CHECK (name <> ''),
+		dsn        text        NOT NULL,
+		created_at timestamptz NOT NULL DEFAULT now()
+	)`,
+	// ON CONFLICT DO NOTHING inserts nothing once the row is there, and
+	// fires no trigger.
+	`INSERT INTO pgtenant.backends (name, dsn) VALUES ('` + DefaultBackend + `', '') ON CONFLICT DO NOTHING`,
+	// Each tenant's placement. Checked in the catalogs first: ALTER TABLE
+	// ... ADD COLUMN IF NOT EXISTS takes an ACCESS EXCLUSIVE lock on
+	// pgtenant.tenants even when the column is there, which would block
+	// every lookup for the length of each admin command. ON UPDATE CASCADE
+	// lets a backend be renamed by hand; the cascade updates the tenants,
+	// whose trigger announces them.
+	`DO $do$
+	BEGIN
+		IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+		                WHERE attrelid = 'pgtenant.tenants'::regclass
+		                  AND attname = 'backend' AND NOT attisdropped) THEN
+			ALTER TABLE pgtenant.tenants ADD COLUMN backend text NOT NULL DEFAULT '` + DefaultBackend + `'
+				REFERENCES pgtenant.backends (name) ON UPDATE CASCADE;
+		END IF;
+	END
+	$do$`,
+	// Serves RemoveBackend's check and the foreign key's cascades.
+	`CREATE INDEX IF NOT EXISTS tenants_backend_idx ON pgtenant.tenants (backend)`,
+	// A function of its own rather than a branch of notify_change, so that
+	// this list only grows. A backend's change is announced as
+	// BackendNotifyPrefix + its name (old and new on a rename); a tenant's
+	// placement is a column of pgtenant.tenants, announced under the
+	// tenant's name by notify_change.
+	`CREATE OR REPLACE FUNCTION pgtenant.notify_backend_change() RETURNS trigger
+	LANGUAGE plpgsql AS $fn$
+	BEGIN
+		IF TG_LEVEL = 'STATEMENT' THEN
+			PERFORM pg_notify('` + NotifyChannel + `', '');
+			RETURN NULL;
+		END IF;
+		IF TG_OP IN ('UPDATE', 'DELETE') THEN
+			PERFORM pg_notify('` + NotifyChannel + `', '` + BackendNotifyPrefix + `' || OLD.name);
+		END IF;
+		IF TG_OP IN ('INSERT', 'UPDATE') THEN
+			PERFORM pg_notify('` + NotifyChannel + `', '` + BackendNotifyPrefix + `' || NEW.name);
+		END IF;
+		RETURN NULL;
+	END
+	$fn$`,
+	`DO $do$
+	BEGIN
+		IF NOT EXISTS (SELECT FROM pg_trigger
+		                WHERE tgrelid = 'pgtenant.backends'::regclass AND tgname = 'pgtenant_notify') THEN
+			CREATE TRIGGER pgtenant_notify
+				AFTER INSERT OR UPDATE OR DELETE ON pgtenant.backends
+				FOR EACH ROW EXECUTE FUNCTION pgtenant.notify_backend_change();
+		END IF;
+		IF NOT EXISTS (SELECT FROM pg_trigger
+		                WHERE tgrelid = 'pgtenant.backends'::regclass AND tgname = 'pgtenant_notify_truncate') THEN
+			CREATE TRIGGER pgtenant_notify_truncate
+				AFTER TRUNCATE ON pgtenant.backends
+				FOR EACH STATEMENT EXECUTE FUNCTION pgtenant.notify_backend_change();
+		END IF;
+	END
+	$do$`,
 }
 
 // EnsureRegistry creates the pgtenant schema and its tables (tenants,
@@ -307,6 +375,18 @@ type CreateOption func(*createOptions)
 type createOptions struct {
 	adoptSchema bool
 	poolRole    string
+	backend     string
+	target      DB
+}
+
+// OnBackend places a new tenant on backend, and creates its schema (and
+// the pool roles' grants on it) through target, a connection to that
+// backend's server (see ConnectBackend), rather than on the registry's.
+// target may be nil for DefaultBackend. Creating a tenant again with
+// another backend than the one it is on is refused: moving a tenant is
+// `tenant move`.
+func OnBackend(backend string, target DB) CreateOption {
+	return func(o *createOptions) { o.backend, o.target = backend, target }
 }
 
 // AdoptSchema lets CreateTenant make an existing schema that holds objects
@@ -376,9 +456,45 @@ func CreateTenant(ctx context.Context, db DB, name, schema string, opts ...Creat
 	if err := ValidateSchemaName(schema); err != nil {
 		return Tenant{}, false, err
 	}
+	if o.backend == "" {
+		o.backend = DefaultBackend
+	}
+	if err := ValidateBackendName(o.backend); err != nil {
+		return Tenant{}, false, err
+	}
+	if o.backend != DefaultBackend && o.target == nil {
+		return Tenant{}, false, fmt.Errorf("create tenant %q: no connection to backend %q", name, o.backend)
+	}
 	err = inRegistryTx(ctx, db, func(tx pgx.Tx) error {
+		// The schema's server: the registry's own, in the registry's
+		// transaction, or the backend's in a transaction of its own that
+		// commits just before the registry's. Should the registry's commit
+		// then fail, an empty schema is left there, which a second run
+		// adopts.
+		var on DB = tx
+		var onTx pgx.Tx
+		if o.backend != DefaultBackend {
+			var err error
+			if onTx, err = o.target.Begin(ctx); err != nil {
+				return fmt.Errorf("begin on backend %q: %w", o.backend, err)
+			}
+			defer func() { _ = onTx.Rollback(context.WithoutCancel(ctx)) }()
+			on = onTx
+		}
+		commitOn := func() error {
+			if onTx == nil {
+				return nil
+			}
+			if err := onTx.Commit(ctx); err != nil {
+				return fmt.Errorf("commit on backend %q: %w", o.backend, err)
+			}
+			return nil
+		}
 		// The registry lock taken here is held until commit, so concurrent
 		// creates run one at a time and the checks below cannot race.
+		if err := requireBackend(ctx, tx, o.backend); err != nil {
+			return err
+		}
 		existing, found, err := tenantByName(ctx, tx, name)
 		if err != nil {
 			return err
@@ -387,13 +503,20 @@ func CreateTenant(ctx context.Context, db DB, name, schema string, opts ...Creat
 			if existing.Schema != schema {
 				return fmt.Errorf("tenant %q already exists with schema %q, not %q", name, existing.Schema, schema)
 			}
+			if existing.BackendOf() != o.backend {
+				return fmt.Errorf("tenant %q already exists on backend %q, not %q; move it with: pgtenant tenant move %s --to %s",
+					name, existing.BackendOf(), o.backend, name, o.backend)
+			}
 			t = existing
 			// Recreate the schema if someone dropped it, so that a second
 			// run repairs rather than reports success over a broken tenant.
-			if err := createSchema(ctx, tx, schema); err != nil {
+			if err := createSchema(ctx, on, schema); err != nil {
 				return err
 			}
-			return grantPoolRoles(ctx, tx, o.poolRole, schema)
+			if err := grantPoolRoles(ctx, tx, on, o.poolRole, schema, o.backend); err != nil {
+				return err
+			}
+			return commitOn()
 		}
 		// A client connecting with name would reach the alias's tenant,
 		// not the new one.
@@ -402,7 +525,7 @@ func CreateTenant(ctx context.Context, db DB, name, schema string, opts ...Creat
 		} else if isAlias {
 			return fmt.Errorf("%q is already an alias of tenant %q; remove the alias first or choose another name", name, aliasOf)
 		}
-		if err := refuseRoleNamedSchema(ctx, tx, schema); err != nil {
+		if err := refuseRoleNamedSchema(ctx, on, schema); err != nil {
 			return err
 		}
 		var owner string
@@ -414,21 +537,21 @@ func CreateTenant(ctx context.Context, db DB, name, schema string, opts ...Creat
 			return fmt.Errorf("check schema owner: %w", err)
 		}
 		if !o.adoptSchema {
-			if err := refuseNonEmptySchema(ctx, tx, schema); err != nil {
+			if err := refuseNonEmptySchema(ctx, on, schema); err != nil {
 				return err
 			}
 		}
-		if err := createSchema(ctx, tx, schema); err != nil {
+		if err := createSchema(ctx, on, schema); err != nil {
 			return err
 		}
-		if err := grantPoolRoles(ctx, tx, o.poolRole, schema); err != nil {
+		if err := grantPoolRoles(ctx, tx, on, o.poolRole, schema, o.backend); err != nil {
 			return err
 		}
-		t = Tenant{Name: name, Schema: schema}
+		t = Tenant{Name: name, Schema: schema, Backend: o.backend}
 		err = tx.QueryRow(ctx,
-			`INSERT INTO pgtenant.tenants (name, schema_name) VALUES ($1, $2)
+			`INSERT INTO pgtenant.tenants (name, schema_name, backend) VALUES ($1, $2, $3)
 			 ON CONFLICT DO NOTHING
-			 RETURNING active`, name, schema,
+			 RETURNING active`, name, schema, o.backend,
 		).Scan(&t.Active)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// Only a writer that skips the registry lock (a hand-written
@@ -441,7 +564,7 @@ func CreateTenant(ctx context.Context, db DB, name, schema string, opts ...Creat
 		created = true
 		// The trigger on pgtenant.tenants announces the new name at
 		// commit (and not at all on rollback).
-		return nil
+		return commitOn()
 	})
 	if err != nil {
 		return Tenant{}, false, fmt.Errorf("create tenant %q: %w", name, err)
@@ -522,7 +645,11 @@ func refuseNonEmptySchema(ctx context.Context, db DB, schema string) error {
 // The pool role so owns nothing it did not create itself; in particular
 // not the schema (it cannot drop it or change who may use it) and nothing
 // of the registry.
-func grantPoolRoles(ctx context.Context, tx pgx.Tx, role, schema string) error {
+//
+// The roles are recorded in the registry (tx); the grants are made on on,
+// the server of backend, where schema lives. Schemas made before are looked
+// for among the tenants placed on the same backend.
+func grantPoolRoles(ctx context.Context, tx pgx.Tx, on DB, role, schema, backend string) error {
 	schemas := []string{schema}
 	if role != "" {
 		tag, err := tx.Exec(ctx, `INSERT INTO pgtenant.pool_roles (role_name) VALUES ($1) ON CONFLICT DO NOTHING`, role)
@@ -530,7 +657,7 @@ func grantPoolRoles(ctx context.Context, tx pgx.Tx, role, schema string) error {
 			return fmt.Errorf("record pool role %q: %w", role, err)
 		}
 		if tag.RowsAffected() == 1 {
-			rows, err := tx.Query(ctx, `SELECT schema_name FROM pgtenant.tenants ORDER BY name`)
+			rows, err := tx.Query(ctx, `SELECT schema_name FROM pgtenant.tenants WHERE backend = $1 ORDER BY name`, backend)
 			if err == nil {
 				schemas, err = pgx.CollectRows(rows, pgx.RowTo[string])
 			}
@@ -552,7 +679,7 @@ func grantPoolRoles(ctx context.Context, tx pgx.Tx, role, schema string) error {
 	}
 	for _, r := range roles {
 		for _, s := range schemas {
-			if err := grantPoolRole(ctx, tx, r, s); err != nil {
+			if err := grantPoolRole(ctx, on, r, s); err != nil {
 				return err
 			}
 		}
@@ -568,7 +695,7 @@ func grantPoolRoles(ctx context.Context, tx pgx.Tx, role, schema string) error {
 // owner says otherwise. A tenant whose schema was dropped by hand is
 // skipped: the next CreateTenant of it recreates the schema and grants
 // again.
-func grantPoolRole(ctx context.Context, tx pgx.Tx, role, schema string) error {
+func grantPoolRole(ctx context.Context, tx DB, role, schema string) error {
 	var exists bool
 	if err := tx.QueryRow(ctx,
 		`SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil || !exists {
@@ -610,7 +737,7 @@ func grantPoolRole(ctx context.Context, tx pgx.Tx, role, schema string) error {
 	return nil
 }
 
-func createSchema(ctx context.Context, tx pgx.Tx, schema string) error {
+func createSchema(ctx context.Context, tx DB, schema string) error {
 	// ValidateSchemaName has already refused anything odd, but an
 	// identifier goes into SQL quoted, always.
 	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
@@ -622,8 +749,8 @@ func createSchema(ctx context.Context, tx pgx.Tx, schema string) error {
 func tenantByName(ctx context.Context, db DB, name string) (Tenant, bool, error) {
 	t := Tenant{Name: name}
 	err := db.QueryRow(ctx,
-		`SELECT schema_name, active FROM pgtenant.tenants WHERE name = $1`, name,
-	).Scan(&t.Schema, &t.Active)
+		`SELECT schema_name, active, `+tenantBackendExpr+` FROM pgtenant.tenants t WHERE name = $1`, name,
+	).Scan(&t.Schema, &t.Active, &t.Backend)
 	switch {
 	case err == nil:
 		return t, true, nil
@@ -646,13 +773,13 @@ func ListTenants(ctx context.Context, db DB) ([]Tenant, error) {
 	if !exists {
 		return nil, nil
 	}
-	rows, err := db.Query(ctx, `SELECT name, schema_name, active FROM pgtenant.tenants ORDER BY name`)
+	rows, err := db.Query(ctx, `SELECT name, schema_name, active, `+tenantBackendExpr+` FROM pgtenant.tenants t ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
 	tenants, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Tenant, error) {
 		var t Tenant
-		err := row.Scan(&t.Name, &t.Schema, &t.Active)
+		err := row.Scan(&t.Name, &t.Schema, &t.Active, &t.Backend)
 		return t, err
 	})
 	if err != nil {

@@ -215,7 +215,7 @@ func TestAliases(t *testing.T) {
 	if err := AddTenantAlias(ctx, db, "gx", "globex"); err != nil {
 		t.Fatal(err)
 	}
-	acmeT := Tenant{Name: "acme", Schema: "acme", Active: true}
+	acmeT := Tenant{Name: "acme", Schema: "acme", Active: true, Backend: DefaultBackend}
 	for _, name := range []string{"acme", "acme_co", "acme.example.com", "9acme"} {
 		got, err := reg.LookupTenant(ctx, name)
 		if err != nil || got != acmeT {
@@ -351,7 +351,7 @@ func TestRegistryUpgradeInPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := Tenant{Name: "acme", Schema: "acme", Active: true}
+	want := Tenant{Name: "acme", Schema: "acme", Active: true, Backend: DefaultBackend}
 	if got, err := reg.LookupTenant(ctx, "acme"); err != nil || got != want {
 		t.Fatalf("LookupTenant on an old registry = %+v, %v; want %+v", got, err, want)
 	}
@@ -379,14 +379,16 @@ func TestRegistryUpgradeInPlace(t *testing.T) {
 	if g, err := reg.LookupGrants(ctx, "alice"); err != nil || !slices.Equal(g.Tenants, []string{"acme"}) {
 		t.Fatalf("LookupGrants after the upgrade = %+v, %v", g, err)
 	}
-	var triggers int
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+	// Counted against the tables that have them, so that a table added
+	// later with its two triggers keeps the test meaning the same.
+	var triggers, tables int
+	if err := db.QueryRow(ctx, `SELECT count(*), count(DISTINCT t.tgrelid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = 'pgtenant' AND t.tgname LIKE 'pgtenant_notify%'`).Scan(&triggers); err != nil {
+		WHERE n.nspname = 'pgtenant' AND t.tgname LIKE 'pgtenant_notify%'`).Scan(&triggers, &tables); err != nil {
 		t.Fatal(err)
 	}
-	if triggers != 10 {
-		t.Fatalf("%d notify triggers after EnsureRegistry twice, want 10 (two on each table, tenant_pauses included)", triggers)
+	if tables < 5 || triggers != 2*tables {
+		t.Fatalf("%d notify triggers on %d tables after EnsureRegistry twice, want two on each of at least 5", triggers, tables)
 	}
 }
 

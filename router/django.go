@@ -142,6 +142,7 @@ func (d *DjangoRegistry) LookupTenant(ctx context.Context, name string) (Tenant,
 	switch {
 	case err == nil:
 		t.Name = t.Schema
+		t.Backend = DefaultBackend
 		return t, nil
 	case errors.Is(err, pgx.ErrNoRows):
 		return Tenant{}, fmt.Errorf("tenant %q: %w", name, ErrNotFound)
@@ -177,6 +178,7 @@ func scanDjangoTenant(row pgx.CollectableRow) (Tenant, error) {
 	var t Tenant
 	err := row.Scan(&t.Schema, &t.Active)
 	t.Name = t.Schema
+	t.Backend = DefaultBackend
 	return t, err
 }
 

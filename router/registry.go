@@ -235,12 +235,12 @@ func (r *PGRegistry) Pool() *pgxpool.Pool { return r.pool }
 // the two apart, but a row inserted by hand could make them meet, and then
 // the answer must still be the same every time.
 const lookupTenantSQL = `
-SELECT name, schema_name, active FROM (
-	SELECT t.name, t.schema_name, t.active, 0 AS via
+SELECT name, schema_name, active, backend FROM (
+	SELECT t.name, t.schema_name, t.active, ` + tenantBackendExpr + ` AS backend, 0 AS via
 	  FROM pgtenant.tenants t
 	 WHERE t.name = $1
 	UNION ALL
-	SELECT t.name, t.schema_name, t.active, 1
+	SELECT t.name, t.schema_name, t.active, ` + tenantBackendExpr + `, 1
 	  FROM pgtenant.tenant_aliases a JOIN pgtenant.tenants t ON t.name = a.tenant
 	 WHERE a.alias = $1
 ) found
@@ -249,7 +249,7 @@ LIMIT 1`
 
 // lookupTenantByNameSQL is lookupTenantSQL for a registry made before
 // aliases existed, until an admin command upgrades it.
-const lookupTenantByNameSQL = `SELECT name, schema_name, active FROM pgtenant.tenants WHERE name = $1`
+const lookupTenantByNameSQL = `SELECT name, schema_name, active, ` + tenantBackendExpr + ` FROM pgtenant.tenants t WHERE name = $1`
 
 // LookupTenant returns the tenant called name, or the tenant of which name
 // is an alias; either way the Tenant carries the tenant's own Name, so that
@@ -258,13 +258,13 @@ const lookupTenantByNameSQL = `SELECT name, schema_name, active FROM pgtenant.te
 func (r *PGRegistry) LookupTenant(ctx context.Context, name string) (Tenant, error) {
 	var t Tenant
 	err := r.ask(ctx, func() error {
-		err := r.pool.QueryRow(ctx, lookupTenantSQL, name).Scan(&t.Name, &t.Schema, &t.Active)
+		err := r.pool.QueryRow(ctx, lookupTenantSQL, name).Scan(&t.Name, &t.Schema, &t.Active, &t.Backend)
 		if isMissingRegistry(err) {
 			// Either no registry at all, or one without the aliases
 			// table: an older registry that no admin command has upgraded
 			// yet. It has no aliases, so asking by name alone is the
 			// whole answer.
-			err = r.pool.QueryRow(ctx, lookupTenantByNameSQL, name).Scan(&t.Name, &t.Schema, &t.Active)
+			err = r.pool.QueryRow(ctx, lookupTenantByNameSQL, name).Scan(&t.Name, &t.Schema, &t.Active, &t.Backend)
 		}
 		return err
 	})
@@ -416,7 +416,7 @@ func (r *PGRegistry) listen(ctx context.Context, onChange func(name string), lis
 // pg_roles is readable by every role, and is qualified so that nothing on
 // the registry role's search_path can stand in for it.
 const roleNamedSchemasSQL = `
-SELECT t.name, t.schema_name, t.active
+SELECT t.name, t.schema_name, t.active, ` + tenantBackendExpr + `
   FROM pgtenant.tenants t
  WHERE EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = t.schema_name)
  ORDER BY t.name`
@@ -433,7 +433,7 @@ func (r *PGRegistry) RoleNamedSchemas(ctx context.Context) ([]Tenant, error) {
 	if err == nil {
 		tenants, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Tenant, error) {
 			var t Tenant
-			err := row.Scan(&t.Name, &t.Schema, &t.Active)
+			err := row.Scan(&t.Name, &t.Schema, &t.Active, &t.Backend)
 			return t, err
 		})
 	}

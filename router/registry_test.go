@@ -144,7 +144,7 @@ func TestCreateTenant(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("CreateTenant(acme): %+v, created=%v, %v", got, created, err)
 	}
-	if want := (Tenant{Name: "acme", Schema: "acme", Active: true}); got != want {
+	if want := (Tenant{Name: "acme", Schema: "acme", Active: true, Backend: DefaultBackend}); got != want {
 		t.Fatalf("CreateTenant(acme) = %+v, want %+v", got, want)
 	}
 	if !schemaExists(t, db, "acme") {
@@ -348,10 +348,10 @@ func TestListTenants(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Tenant{
-		{"alpha", "alpha_s", true},
-		{"mid", "mid_s", true},
-		{"mid_1", "mid_1_s", true},
-		{"zeta", "zeta_s", true},
+		{"alpha", "alpha_s", true, DefaultBackend},
+		{"mid", "mid_s", true, DefaultBackend},
+		{"mid_1", "mid_1_s", true, DefaultBackend},
+		{"zeta", "zeta_s", true, DefaultBackend},
 	}
 	if !slices.Equal(tenants, want) {
 		t.Fatalf("ListTenants = %+v, want %+v", tenants, want)
@@ -458,7 +458,7 @@ func TestRouterWithRegistry(t *testing.T) {
 	if _, _, err := CreateTenant(ctx, reg.Pool(), "acme", "acme_s"); err != nil {
 		t.Fatal(err)
 	}
-	want := Tenant{Name: "acme", Schema: "acme_s", Active: true}
+	want := Tenant{Name: "acme", Schema: "acme_s", Active: true, Backend: DefaultBackend}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got, err := r.ResolveTenant(ctx, Startup{Database: "acme"})

@@ -75,7 +75,7 @@ func TestCreateTenantRefusesRoleNamedSchema(t *testing.T) {
 		}
 	}
 	tenants, err := ListTenants(ctx, db)
-	want := []Tenant{{"acme", "acme", true}, {"rt_collide", "rt_collide_data", true}}
+	want := []Tenant{{"acme", "acme", true, DefaultBackend}, {"rt_collide", "rt_collide_data", true, DefaultBackend}}
 	if err != nil || !slices.Equal(tenants, want) {
 		t.Fatalf("ListTenants = %+v, %v; want %+v", tenants, err, want)
 	}
@@ -110,7 +110,7 @@ func TestRoleNamedSchemas(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := reg.RoleNamedSchemas(ctx)
-	want := []Tenant{{"hooli", "rt_late_off", false}, {"initech", "rt_late", true}}
+	want := []Tenant{{"hooli", "rt_late_off", false, DefaultBackend}, {"initech", "rt_late", true, DefaultBackend}}
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("RoleNamedSchemas = %+v, %v; want %+v", got, err, want)
 	}

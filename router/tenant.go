@@ -16,6 +16,21 @@ type Tenant struct {
 	Schema string
 	// Active is false for a disabled tenant: it exists but may not connect.
 	Active bool
+	// Backend names the server that holds the tenant's schema, a row of
+	// pgtenant.backends; DefaultBackend (the registry's own server) unless
+	// the tenant was placed elsewhere. Every lookup fills it; "" is read
+	// as DefaultBackend (see BackendOf).
+	Backend string
+}
+
+// BackendOf returns the backend that serves t: its Backend, or
+// DefaultBackend when that is empty (a Tenant made by hand, or by a
+// registry that knows no placements).
+func (t Tenant) BackendOf() string {
+	if t.Backend == "" {
+		return DefaultBackend
+	}
+	return t.Backend
 }
 
 // ErrNotFound is returned by a Registry when no tenant has the name.

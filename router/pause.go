@@ -161,21 +161,27 @@ var ErrPauseLapsed = errors.New("the pause reached its deadline before the switc
 // own at the deadline, on the old backend).
 func ResumeAndPlace(ctx context.Context, db DB, tenant, backend string) error {
 	return inRegistryTx(ctx, db, func(tx pgx.Tx) error {
-		var ok bool
-		err := tx.QueryRow(ctx, `SELECT deadline - clock_timestamp() > $2 * interval '1 millisecond'
-			FROM pgtenant.tenant_pauses WHERE tenant = $1 FOR UPDATE`, tenant, pauseDeadlineMargin.Milliseconds()).Scan(&ok)
-		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
-			return ErrPauseLapsed
-		}
-		if err != nil {
-			return fmt.Errorf("read the pause of tenant %q: %w", tenant, err)
-		}
-		if err := SetPlacementTx(ctx, tx, tenant, backend); err != nil {
+		if err := liftPauseForSwitch(ctx, tx, tenant); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM pgtenant.tenant_pauses WHERE tenant = $1`, tenant)
-		return err
+		return SetPlacementTx(ctx, tx, tenant, backend)
 	})
+}
+
+// liftPauseForSwitch deletes tenant's pause within tx, or fails with
+// ErrPauseLapsed when it is gone or its deadline is too close.
+func liftPauseForSwitch(ctx context.Context, tx pgx.Tx, tenant string) error {
+	var ok bool
+	err := tx.QueryRow(ctx, `SELECT deadline - clock_timestamp() > $2 * interval '1 millisecond'
+		FROM pgtenant.tenant_pauses WHERE tenant = $1 FOR UPDATE`, tenant, pauseDeadlineMargin.Milliseconds()).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
+		return ErrPauseLapsed
+	}
+	if err != nil {
+		return fmt.Errorf("read the pause of tenant %q: %w", tenant, err)
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM pgtenant.tenant_pauses WHERE tenant = $1`, tenant)
+	return err
 }
 
 // AwaitDrained waits until every proxy has stopped running tenant's

@@ -151,7 +151,7 @@ func app() *cli.App {
 					tenantGrantCommand(),
 					tenantRevokeCommand(),
 					tenantAliasCommand(),
-				}, lifecycleCommands()...),
+				}, append(lifecycleCommands(), tenantMoveCommand(), tenantCleanupCommand())...),
 			},
 			userCommand(),
 			migrateCommand(),

@@ -258,16 +258,18 @@ func (m *moveRun) dryRun() error {
 // constraints. DDL during the move changes it.
 func fingerprint(ctx context.Context, conn *pgx.Conn, schema string) (string, error) {
 	var fp string
-	err := conn.QueryRow(ctx, `SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x), '')) FROM (
-		SELECT c.relname || ' ' || c.relkind || ' ' || c.relreplident AS x FROM pg_class c WHERE c.relnamespace = n.oid
+	err := conn.QueryRow(ctx, `WITH n AS (SELECT oid FROM pg_namespace WHERE nspname = $1)
+	SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x), '')) FROM (
+		SELECT format('%s %s %s', c.relname, c.relkind, c.relreplident) AS x FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM n)
 		UNION ALL
-		SELECT c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
-		  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid WHERE c.relnamespace = n.oid AND a.attnum > 0 AND NOT a.attisdropped
+		SELECT format('%s.%s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull)
+		  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+		 WHERE c.relnamespace = (SELECT oid FROM n) AND a.attnum > 0 AND NOT a.attisdropped
 		UNION ALL
-		SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = n.oid
+		SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = (SELECT oid FROM n)
 		UNION ALL
-		SELECT conname || ' ' || pg_get_constraintdef(co.oid) FROM pg_constraint co WHERE co.connamespace = n.oid
-	) s, (SELECT oid FROM pg_namespace WHERE nspname = $1) n`, schema).Scan(&fp)
+		SELECT format('%s %s', co.conname, pg_get_constraintdef(co.oid)) FROM pg_constraint co WHERE co.connamespace = (SELECT oid FROM n)
+	) s`, schema).Scan(&fp)
 	return fp, err
 }
 
@@ -339,8 +341,18 @@ func (m *moveRun) copyStructure() error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("pg_dump --schema-only of schema %s: %v: %s", m.schema, err, strings.TrimSpace(stderr.String()))
 	}
-	script := "BEGIN;\n" + dump.String() + "\nCOMMIT;"
-	if _, err := m.dst.PgConn().Exec(ctx, script).ReadAll(); err != nil {
+	// pg_dump 15.14 and later fence the script with psql's \restrict and
+	// \unrestrict, which the server does not know: a schema-only dump
+	// holds no other backslash command.
+	var script strings.Builder
+	script.WriteString("BEGIN;\n")
+	for _, line := range strings.SplitAfter(dump.String(), "\n") {
+		if !strings.HasPrefix(line, `\`) {
+			script.WriteString(line)
+		}
+	}
+	script.WriteString("\nCOMMIT;")
+	if _, err := m.dst.PgConn().Exec(ctx, script.String()).ReadAll(); err != nil {
 		return fmt.Errorf("restore the structure on backend %q: %w", m.target, err)
 	}
 	// search_path was emptied by the dump's preamble.

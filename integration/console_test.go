@@ -168,7 +168,7 @@ func TestConsoleShow(t *testing.T) {
 	c2id := strconv.FormatUint(uint64(c2.PgConn().PID()), 10)
 
 	cols, rows = consoleRows(t, admin, "SHOW POOLS")
-	if got := strings.Join(cols, ","); got != "tenant,cl_active,cl_waiting,sv_active,sv_idle,sv_open,pool_size,pool_waiting,pool_mode,paused" {
+	if got := strings.Join(cols, ","); got != "tenant,cl_active,cl_waiting,sv_active,sv_idle,sv_open,pool_size,pool_waiting,pool_mode,paused,backend" {
 		t.Errorf("SHOW POOLS columns = %s", got)
 	}
 	r = rowWhere(rows, "tenant", "con_show")
@@ -205,7 +205,7 @@ func TestConsoleShow(t *testing.T) {
 		t.Fatal(err)
 	}
 	cols, rows = consoleRows(t, admin, "SHOW SERVERS")
-	if got := strings.Join(cols, ","); got != "pid,state,tenant,client_id,role,connected_since,idle_since" {
+	if got := strings.Join(cols, ","); got != "pid,state,tenant,client_id,role,connected_since,idle_since,backend" {
 		t.Errorf("SHOW SERVERS columns = %s", got)
 	}
 	if r := rowWhere(rows, "pid", strconv.FormatInt(serverPID, 10)); r == nil || r["state"] != "active" ||

@@ -134,7 +134,7 @@ func TestLifecycleDisableEnable(t *testing.T) {
 		return sqlState(lcConnectErr(p, "lc_de")) == "55000"
 	})
 	csvOut := lcOK(t, "tenant", "list", "--format", "csv")
-	if !strings.HasPrefix(csvOut, "name,schema,state,size_bytes,migration_version,connected_proxies,aliases\n") ||
+	if !strings.HasPrefix(csvOut, "name,schema,state,size_bytes,migration_version,connected_proxies,aliases,backend\n") ||
 		!strings.Contains(csvOut, "\nlc_de,lc_de,disabled,") {
 		t.Fatalf("tenant list --format csv:\n%s", csvOut)
 	}

@@ -107,3 +107,7 @@ func (c *Conn) Cancel(ctx context.Context) error {
 
 // Age is how long ago the connection was opened.
 func (c *Conn) Age() time.Duration { return time.Since(c.createdAt) }
+
+// Pool is the pool that dialled the connection, which Release and Destroy
+// return it to; nil for a connection no pool dialled.
+func (c *Conn) Pool() *Pool { return c.pool }

@@ -720,9 +720,16 @@ func (c *Conn) usable(checkIdle time.Duration) bool {
 
 // Release returns a connection that its holder left at a safe point. The
 // waiter whose turn it is gets it directly.
+//
+// A connection of another pool goes back to its own: a proxy with several
+// pools (one per backend server) can release through any of them.
 func (p *Pool) Release(c *Conn) {
 	if c.pool != p {
-		panic("pool: Release of a connection from another pool")
+		if c.pool == nil {
+			panic("pool: Release of a connection no pool dialled")
+		}
+		c.pool.Release(c)
+		return
 	}
 	c.idleSince = time.Now()
 	p.mu.Lock()
@@ -745,7 +752,13 @@ func (p *Pool) Release(c *Conn) {
 // Destroy closes a connection whose state is in doubt (or that is too old)
 // and frees its slot: to the waiter whose turn it is, as the right to
 // dial, or to the pool.
+//
+// As Release, a connection of another pool is destroyed by its own.
 func (p *Pool) Destroy(c *Conn) {
+	if c.pool != nil && c.pool != p {
+		c.pool.Destroy(c)
+		return
+	}
 	_ = c.NetConn.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()

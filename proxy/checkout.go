@@ -18,7 +18,9 @@ import (
 // cap. Either way the pool queues it under the tenant's name, so that the
 // tenants waiting are served in turn, and caps the backends the tenant
 // holds at its max-backends. wait false is TryCheckout: ErrBusy rather
-// than a wait. It is the one place the session asks the pool for a backend.
+// than a wait. It is the one place the session asks the pool for a backend:
+// the pool of the backend its tenant is placed on now (backends.go), so that
+// a placement change applies from the tenant's next transaction.
 func (s *session) checkout(ctx context.Context, wait bool) (*pool.Conn, error) {
 	if s.te != nil {
 		s.te.waiting.Add(1)
@@ -32,7 +34,14 @@ func (s *session) checkout(ctx context.Context, wait bool) (*pool.Conn, error) {
 	if s.srv.cfg.Isolation == config.IsolationRole {
 		req.Role = router.TenantRoleName(tenant)
 	}
-	be, err := s.srv.pool.Get(ctx, req, wait)
+	p, err := s.srv.poolFor(ctx, s.backendOf())
+	if err != nil {
+		if s.te != nil {
+			s.te.limits.giveBack()
+		}
+		return nil, err
+	}
+	be, err := p.Get(ctx, req, wait)
 	if err == nil {
 		return be, nil
 	}

@@ -171,20 +171,24 @@ func (srv *Server) showTenants(ctx context.Context, out []byte) []byte {
 }
 
 // showPools: one row per tenant that has had clients, in PgBouncer's
-// columns. There is one pool for every tenant, so sv_idle, sv_open,
-// pool_size and pool_waiting are the shared pool's, the same on each row.
+// columns, and the backend the tenant is on. Tenants share their backend's
+// pool, so sv_idle, sv_open, pool_size and pool_waiting are that pool's, the
+// same on each row of one backend (0 for a backend whose pool is not made
+// yet).
 func (srv *Server) showPools(out []byte) []byte {
-	var ps pool.Stats
-	if srv.pool != nil {
-		ps = srv.pool.Stats()
-	}
 	rs := resultSet{cols: []consoleCol{textCol("tenant"), intCol("cl_active"), intCol("cl_waiting"), intCol("sv_active"),
-		intCol("sv_idle"), intCol("sv_open"), intCol("pool_size"), intCol("pool_waiting"), textCol("pool_mode"), boolCol("paused")}}
+		intCol("sv_idle"), intCol("sv_open"), intCol("pool_size"), intCol("pool_waiting"), textCol("pool_mode"), boolCol("paused"),
+		textCol("backend")}}
 	for _, e := range srv.tenants.all() {
+		backend := router.DefaultBackend
+		if b := e.place.cur.Load(); b != nil {
+			backend = *b
+		}
+		ps, _ := srv.poolStatsOf(backend)
 		clients, waiting := e.clients.Load(), e.waiting.Load()
 		rs.add(str(e.name), num(clients-waiting), num(waiting), num(e.backends.Load()),
 			num(int64(ps.Idle)), num(int64(ps.Open)), num(int64(ps.Size)), num(int64(ps.Waiting)),
-			str(string(srv.cfg.PoolMode)), boolean(e.pause.paused()))
+			str(string(srv.cfg.PoolMode)), boolean(e.pause.paused()), str(backend))
 	}
 	return rs.encode(out, "SHOW")
 }
@@ -214,6 +218,7 @@ type clientView struct {
 	state  string
 	inTx   bool
 	server *pool.ConnInfo // the backend it holds, if any
+	pool   *pool.Pool     // the pool server came from
 }
 
 // view reads the session's link under its lock, which every holder keeps
@@ -227,6 +232,7 @@ func (s *session) view() clientView {
 	if holds {
 		info := l.be.Info()
 		v.server = &info
+		v.pool = l.be.Pool()
 	}
 	v.inTx = holds && l.status != 'I'
 	switch {
@@ -265,11 +271,12 @@ func (srv *Server) showClients(out []byte) []byte {
 }
 
 // showServers: the backend connections, those clients hold (with the
-// client's id) and then the pool's idle ones. A connection being dialled,
-// or between a client and the pool, is in neither list.
+// client's id) and then the pools' idle ones, each with the backend it is
+// to. A connection being dialled, or between a client and the pool, is in
+// neither list.
 func (srv *Server) showServers(out []byte) []byte {
 	rs := resultSet{cols: []consoleCol{intCol("pid"), textCol("state"), textCol("tenant"), intCol("client_id"),
-		textCol("role"), textCol("connected_since"), textCol("idle_since")}}
+		textCol("role"), textCol("connected_since"), textCol("idle_since"), textCol("backend")}}
 	role := func(r string) *string {
 		if r == "" {
 			return nil
@@ -283,17 +290,17 @@ func (srv *Server) showServers(out []byte) []byte {
 		}
 		c := v.server
 		rs.add(num(int64(c.PID)), str("active"), str(s.tenantName()), num(int64(s.key.pid)), role(c.Role),
-			stamp(c.CreatedAt), nil)
+			stamp(c.CreatedAt), nil, str(srv.backendName(v.pool)))
 	}
-	if srv.pool != nil {
-		for _, c := range srv.pool.Conns() {
+	srv.eachPool(func(backend string, p *pool.Pool) {
+		for _, c := range p.Conns() {
 			var tenant *string
 			if c.Tenant != "" {
 				tenant = str(c.Tenant)
 			}
-			rs.add(num(int64(c.PID)), str("idle"), tenant, nil, role(c.Role), stamp(c.CreatedAt), stamp(c.IdleSince))
+			rs.add(num(int64(c.PID)), str("idle"), tenant, nil, role(c.Role), stamp(c.CreatedAt), stamp(c.IdleSince), str(backend))
 		}
-	}
+	})
 	return rs.encode(out, "SHOW")
 }
 

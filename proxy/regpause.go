@@ -95,6 +95,14 @@ func (srv *Server) refreshPause(ctx context.Context, te *tenantEntry) {
 		return
 	}
 	if !on {
+		if te.pause.registryPaused() && srv.placements != nil {
+			// A move lifts its pause in the transaction that switches the
+			// placement: the tenant's transactions must go to the new
+			// backend from the first one, so the placement is read before
+			// they are let through (its own NOTIFY handler reads it too,
+			// in the background).
+			srv.refreshPlacement(ctx, te)
+		}
 		if te.pause.resumeRegistry() {
 			te.pause.gen.Add(1)
 			srv.log.Info("tenant resumed (registry)", "tenant", te.name)

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/pgtenant/pgtenant/config"
+	"github.com/pgtenant/pgtenant/pool"
 )
 
 // Settings reload. SIGHUP (WithReload) and the console's RELOAD call
@@ -42,8 +43,12 @@ type reloadState struct {
 // the function that puts the new value in force (nil: readers use
 // liveConfig and nothing more is needed).
 var liveSettings = map[string]func(srv *Server, cfg *config.Config){
-	"pool-size":                func(srv *Server, cfg *config.Config) { srv.pool.SetSize(cfg.PoolSize) },
-	"query-wait-timeout":       func(srv *Server, cfg *config.Config) { srv.pool.SetWaitTimeout(cfg.QueryWaitTimeout) },
+	"pool-size": func(srv *Server, cfg *config.Config) {
+		srv.eachPool(func(_ string, p *pool.Pool) { p.SetSize(cfg.PoolSize) })
+	},
+	"query-wait-timeout": func(srv *Server, cfg *config.Config) {
+		srv.eachPool(func(_ string, p *pool.Pool) { p.SetWaitTimeout(cfg.QueryWaitTimeout) })
+	},
 	"idle-transaction-timeout": nil,
 	"max-client-conn":          nil,
 	"schema-size-interval":     nil,

@@ -55,8 +55,14 @@ type Server struct {
 	log    *slog.Logger
 	pool   *pool.Pool
 	router TenantResolver
-	auth   auth.Method
-	access TenantAccess
+	// backends are the pools of the backends other than the default
+	// (backends.go); nil when the server serves its own backend only.
+	backends *backendPools
+	// placements reads tenants' placements again when the registry says
+	// they changed; nil: a tenant stays where it was resolved.
+	placements PlacementSource
+	auth       auth.Method
+	access     TenantAccess
 	// tls is the TLS offered to clients; nil when there is none (no
 	// certificate, or client-tls disable).
 	tls *serverTLS
@@ -474,7 +480,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		// secret, as `pgtenant tenant isolate` set it.
 		dialer.RolePassword = func(role string) string { return auth.TenantRolePassword(cfg.RoleSecret, role) }
 	}
-	p, err := pool.New(pool.Config{
+	poolCfg := pool.Config{
 		Size:           cfg.PoolSize,
 		WaitTimeout:    cfg.QueryWaitTimeout,
 		ConnectTimeout: cfg.ServerConnectTimeout,
@@ -483,7 +489,8 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		CheckIdle:      cfg.ServerCheckIdle,
 		MaxStatements:  cfg.MaxPreparedStatements,
 		Logger:         log,
-	}, dialer)
+	}
+	p, err := pool.New(poolCfg, dialer)
 	if err != nil {
 		return err
 	}
@@ -502,6 +509,33 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	}
 	srv := NewServer(cfg, log, p, rt, method)
 	srv.registryDB = reg.Pool()
+	if cfg.RegistrySource != config.RegistryDjangoTenants {
+		// django-tenants' registry has no placements: every tenant is on
+		// --backend.
+		srv.placements = reg
+		srv.backends = &backendPools{
+			lookup: func(ctx context.Context, name string) (router.Backend, bool, error) {
+				return router.GetBackend(ctx, reg.Pool(), name)
+			},
+			newPool: func(dsn string) (*pool.Pool, error) {
+				dsn, err := backendDSN(dsn, cfg.Backend)
+				if err != nil {
+					return nil, err
+				}
+				d, err := pool.NewPgDialer(dsn)
+				if err != nil {
+					return nil, err
+				}
+				d.Log, d.RolePassword = dialer.Log, dialer.RolePassword
+				// The sizes a reload set since start (reload.go).
+				pc := poolCfg
+				live := srv.liveConfig()
+				pc.Size, pc.WaitTimeout = live.PoolSize, live.QueryWaitTimeout
+				return pool.New(pc, d)
+			},
+		}
+		defer srv.backends.closeAll()
+	}
 	srv.tls = clientTLS
 	srv.noPin = ro.noPin
 	srv.settings = tenants
@@ -525,6 +559,10 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 				return
 			}
 			srv.confChanged(watchCtx, name)
+			srv.placementChanged(watchCtx, name)
+			if _, ok := router.BackendChangedFor(name); ok {
+				return
+			}
 			srv.pauseChanged(watchCtx, name)
 			if user, ok := router.GrantsChangedFor(name); ok {
 				if grants != nil {

@@ -30,6 +30,7 @@ type tenantEntry struct {
 	pause  tenantPause  // pause.go: PAUSE and RESUME of the console
 	limits tenantLimits // limits.go: max clients, rate limit
 	conf   tenantConf   // tenantconf.go: the tenant's settings from the registry
+	place  placement    // backends.go: the backend the tenant is on
 }
 
 // tenantTable holds the server's tenant entries by tenant name.

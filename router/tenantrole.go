@@ -289,3 +289,60 @@ func giveSchema(ctx context.Context, tx pgx.Tx, schema, role string) error {
 	}
 	return nil
 }
+
+// EnsureTenantRoleOn is EnsureTenantRole for a tenant placed on a backend
+// other than the registry's (Tenant.Backend): roles belong to a server, so
+// the tenant's role, TenantsGroupRole (with USAGE on public and on each of
+// shared) and the ownership of the schema are made on target, a connection
+// to that backend, where the proxy logs the tenant's role in. The registry
+// (db) is only read, to check the tenant, its schema and its placement.
+func EnsureTenantRoleOn(ctx context.Context, db, target DB, t Tenant, secret string, shared []string) error {
+	if secret == "" {
+		return errors.New("tenant role: the role secret is empty")
+	}
+	role := TenantRoleName(t.Name)
+	verifier, err := auth.TenantRoleVerifier(secret, role)
+	if err != nil {
+		return err
+	}
+	err = inRegistryTx(ctx, db, func(tx pgx.Tx) error {
+		reg, found, err := tenantByName(ctx, tx, t.Name)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return &UnknownTenantError{Name: t.Name}
+		}
+		if t.Schema != "" && reg.Schema != t.Schema {
+			return fmt.Errorf("tenant %q has schema %q in the registry, not %q", t.Name, reg.Schema, t.Schema)
+		}
+		if t.Backend != "" && reg.BackendOf() != t.Backend {
+			return fmt.Errorf("tenant %q is placed on backend %q in the registry, not %q", t.Name, reg.BackendOf(), t.Backend)
+		}
+		var other string
+		err = tx.QueryRow(ctx, `SELECT name FROM pgtenant.tenants WHERE schema_name = $1`, role).Scan(&other)
+		switch {
+		case err == nil:
+			return &TenantRoleError{Tenant: t.Name, Role: role,
+				Reason: fmt.Sprintf(`tenant %q has a schema of that name, which "$user" would reach`, other)}
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		return inTx(ctx, target, func(on pgx.Tx) error {
+			if err := createSchema(ctx, on, reg.Schema); err != nil {
+				return err
+			}
+			if err := ensureTenantGroup(ctx, on, shared); err != nil {
+				return err
+			}
+			if err := ensureRole(ctx, on, t.Name, role, verifier); err != nil {
+				return err
+			}
+			return giveSchema(ctx, on, reg.Schema, role)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("tenant role for %q on backend %q: %w", t.Name, t.BackendOf(), err)
+	}
+	return nil
+}

@@ -112,6 +112,9 @@ func app() *cli.App {
 	}, &cli.BoolFlag{
 		Name: "adopt-schema", Usage: "make an existing schema that already holds tables (or other objects) the tenant's",
 	}, &cli.StringFlag{
+		Name: "on", Value: router.DefaultBackend, Usage: "the backend to place the tenant on (pgtenant backend list); " +
+			"its schema is created there, and in --isolation role its role too",
+	}, &cli.StringFlag{
 		Name: "pool-role", Usage: "role that runs tenant traffic (serve's --backend role), recorded once in the registry; " +
 			"it gets USAGE and CREATE on every tenant schema and all privileges on what is in them, nothing on the registry",
 	})
@@ -154,6 +157,7 @@ func app() *cli.App {
 				}, append(lifecycleCommands(), tenantMoveCommand(), tenantCleanupCommand())...),
 			},
 			userCommand(),
+			backendCommand(),
 			migrateCommand(),
 			execCommand(),
 			eachCommand(),
@@ -232,7 +236,7 @@ func adminTarget(c *cli.Context) string {
 
 func tenantCreate(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return cli.Exit("usage: pgtenant tenant create NAME [--schema SCHEMA] [--adopt-schema] [--pool-role ROLE] --registry DSN", exitUsage)
+		return cli.Exit("usage: pgtenant tenant create NAME [--on BACKEND] [--schema SCHEMA] [--adopt-schema] [--pool-role ROLE] --registry DSN", exitUsage)
 	}
 	name := c.Args().First()
 	// Validate before connecting, so a bad name fails fast and alone.
@@ -243,6 +247,10 @@ func tenantCreate(c *cli.Context) error {
 		if err := router.ValidateSchemaName(s); err != nil {
 			return cli.Exit(err, exitUsage)
 		}
+	}
+	on := c.String("on")
+	if err := router.ValidateBackendName(on); err != nil {
+		return cli.Exit(err, exitUsage)
 	}
 	secret, err := createSecret(c)
 	if err != nil {
@@ -256,15 +264,24 @@ func tenantCreate(c *cli.Context) error {
 		if r := c.String("pool-role"); r != "" {
 			opts = append(opts, router.PoolRole(r))
 		}
-		t, created, err := router.CreateTenant(c.Context, conn, name, c.String("schema"), opts...)
-		if err != nil {
-			return adminExit(err)
-		}
-		if created {
-			fmt.Printf("created tenant %s (schema %s)\n", t.Name, t.Schema)
-		} else {
-			fmt.Printf("tenant %s already exists (schema %s)\n", t.Name, t.Schema)
-		}
-		return isolateCreated(c, conn, t, secret)
+		// The schema is made on the tenant's backend, through a
+		// connection of its own for any but the registry's server.
+		return withBackendConn(c.Context, conn, on, func(target *pgx.Conn) error {
+			opts = append(opts, router.OnBackend(on, target))
+			t, created, err := router.CreateTenant(c.Context, conn, name, c.String("schema"), opts...)
+			if err != nil {
+				return backendExit(err)
+			}
+			where := ""
+			if t.BackendOf() != router.DefaultBackend {
+				where = ", on backend " + t.BackendOf()
+			}
+			if created {
+				fmt.Printf("created tenant %s (schema %s%s)\n", t.Name, t.Schema, where)
+			} else {
+				fmt.Printf("tenant %s already exists (schema %s%s)\n", t.Name, t.Schema, where)
+			}
+			return isolateCreated(c, conn, t, secret)
+		})
 	})
 }

@@ -132,7 +132,7 @@ func TestAccessCommands(t *testing.T) {
 		"tenant", "create", "postgres")
 	fails(exitUsage, `schema "postgres" has the name of role "postgres"`, "tenant", "create", "--schema", "postgres", "initech")
 
-	ok("NAME    SCHEMA  STATE   SIZE  MIGRATION  CLIENTS  ALIASES\nacme    acme    active  0 B   -          -        acme.example.com,acme_co\nglobex  globex  active  0 B   -          -\n", "tenant", "list")
+	ok("NAME    SCHEMA  STATE   SIZE  MIGRATION  CLIENTS  BACKEND  ALIASES\nacme    acme    active  0 B   -          -        default  acme.example.com,acme_co\nglobex  globex  active  0 B   -          -        default\n", "tenant", "list")
 	ok("ALIAS             TENANT\nacme.example.com  acme\nacme_co           acme\n", "tenant", "alias", "list")
 
 	ok("revoked tenant acme from user alice\n", "tenant", "revoke", "acme", "alice")

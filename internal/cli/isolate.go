@@ -64,12 +64,26 @@ func tenantIsolate(c *cli.Context) error {
 				return cli.Exit(err, exitRuntime)
 			}
 		} else {
-			tenants = []router.Tenant{{Name: c.Args().First()}}
+			t := router.Tenant{Name: c.Args().First()}
+			// Its placement says which server gets the role; a tenant that
+			// does not exist is EnsureTenantRole's to report.
+			if found, ok, err := router.FindTenant(c.Context, conn, t.Name); err != nil {
+				return cli.Exit(err, exitRuntime)
+			} else if ok {
+				t.Backend = found.Backend
+			}
+			tenants = []router.Tenant{t}
 		}
 		if err := router.EnsureTenantGroup(c.Context, conn, sharedSchemas(c)); err != nil {
 			return cli.Exit(err, exitRuntime)
 		}
 		for _, t := range tenants {
+			if t.BackendOf() != router.DefaultBackend {
+				if err := isolateElsewhere(c, conn, t, secret); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := router.EnsureTenantRole(c.Context, conn, t, secret); err != nil {
 				return adminExit(err)
 			}
@@ -110,6 +124,9 @@ func isolateCreated(c *cli.Context, conn *pgx.Conn, t router.Tenant, secret stri
 	if secret == "" {
 		return nil
 	}
+	if t.BackendOf() != router.DefaultBackend {
+		return isolateElsewhere(c, conn, t, secret)
+	}
 	if err := router.EnsureTenantGroup(c.Context, conn, sharedSchemas(c)); err != nil {
 		return cli.Exit(err, exitRuntime)
 	}
@@ -118,4 +135,18 @@ func isolateCreated(c *cli.Context, conn *pgx.Conn, t router.Tenant, secret stri
 	}
 	fmt.Fprintf(c.App.Writer, "tenant %s: role %s owns its schema\n", t.Name, router.TenantRoleName(t.Name))
 	return nil
+}
+
+// isolateElsewhere gives a tenant placed on another backend its role
+// there: roles belong to a server, and the proxy logs the tenant's role in
+// to the tenant's backend.
+func isolateElsewhere(c *cli.Context, conn *pgx.Conn, t router.Tenant, secret string) error {
+	return withBackendConn(c.Context, conn, t.BackendOf(), func(target *pgx.Conn) error {
+		if err := router.EnsureTenantRoleOn(c.Context, conn, target, t, secret, sharedSchemas(c)); err != nil {
+			return adminExit(err)
+		}
+		fmt.Fprintf(c.App.Writer, "tenant %s: role %s owns its schema on backend %s\n",
+			t.Name, router.TenantRoleName(t.Name), t.BackendOf())
+		return nil
+	})
 }

@@ -144,6 +144,9 @@ func tenantDrop(c *cli.Context) error {
 	}
 	return withAdminConn(c, func(conn *pgx.Conn) error {
 		w := c.App.Writer
+		if err := refuseTenantElsewhere(c.Context, conn, name, "tenant drop"); err != nil {
+			return err
+		}
 		res, err := router.DropTenant(c.Context, conn, name, router.DropOptions{
 			Force: c.Bool("force"), Kick: c.Bool("kick"), KeepSchema: c.Bool("keep-schema"),
 			KickWait: kickWait, Settle: dropSettle,
@@ -198,6 +201,9 @@ func tenantRename(c *cli.Context) error {
 		return err
 	}
 	return withAdminConn(c, func(conn *pgx.Conn) error {
+		if err := refuseTenantElsewhere(c.Context, conn, old, "tenant rename"); err != nil {
+			return err
+		}
 		res, err := router.RenameTenant(c.Context, conn, old, new, router.RenameOptions{
 			Schema: schema, NoAlias: c.Bool("no-alias"), Kick: c.Bool("kick"), RoleSecret: secret,
 		})
@@ -245,6 +251,9 @@ func tenantClone(c *cli.Context) error {
 		if !found {
 			return adminExit(&router.UnknownTenantError{Name: src})
 		}
+		if err := refuseElsewhere([]router.Tenant{st}, "tenant clone"); err != nil {
+			return err
+		}
 		schema := c.String("schema")
 		if schema == "" {
 			schema = dst
@@ -287,6 +296,9 @@ func tenantExport(c *cli.Context) error {
 		}
 		if !found {
 			return adminExit(&router.UnknownTenantError{Name: name})
+		}
+		if err := refuseElsewhere([]router.Tenant{t}, "tenant export"); err != nil {
+			return err
 		}
 		header := fmt.Sprintf("%s\n-- tenant: %s\n%s%s\n-- exported: %s\n"+
 			"-- restore as a new tenant with: pgtenant tenant import NAME [--schema SCHEMA] < this-file\n\n",
@@ -389,6 +401,7 @@ type listedTenant struct {
 	MigrationVersion string   `json:"migration_version"`
 	ConnectedProxies int      `json:"connected_proxies"`
 	Aliases          []string `json:"aliases"`
+	Backend          string   `json:"backend"`
 }
 
 func writeTenantList(w io.Writer, format string, ts []router.TenantInfo) error {
@@ -403,7 +416,8 @@ func writeTenantList(w io.Writer, format string, ts []router.TenantInfo) error {
 			aliases = []string{}
 		}
 		rows[i] = listedTenant{Name: t.Name, Schema: t.Schema, State: state, SizeBytes: t.SizeBytes,
-			MigrationVersion: t.MigrationVersion, ConnectedProxies: t.ConnectedProxies, Aliases: aliases}
+			MigrationVersion: t.MigrationVersion, ConnectedProxies: t.ConnectedProxies, Aliases: aliases,
+			Backend: t.BackendOf()}
 	}
 	switch format {
 	case "json":
@@ -412,16 +426,16 @@ func writeTenantList(w io.Writer, format string, ts []router.TenantInfo) error {
 		return enc.Encode(rows)
 	case "csv":
 		cw := csv.NewWriter(w)
-		_ = cw.Write([]string{"name", "schema", "state", "size_bytes", "migration_version", "connected_proxies", "aliases"})
+		_ = cw.Write([]string{"name", "schema", "state", "size_bytes", "migration_version", "connected_proxies", "aliases", "backend"})
 		for _, r := range rows {
 			_ = cw.Write([]string{r.Name, r.Schema, r.State, strconv.FormatInt(r.SizeBytes, 10), r.MigrationVersion,
-				strconv.Itoa(r.ConnectedProxies), strings.Join(r.Aliases, " ")})
+				strconv.Itoa(r.ConnectedProxies), strings.Join(r.Aliases, " "), r.Backend})
 		}
 		cw.Flush()
 		return cw.Error()
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSCHEMA\tSTATE\tSIZE\tMIGRATION\tCLIENTS\tALIASES")
+	fmt.Fprintln(tw, "NAME\tSCHEMA\tSTATE\tSIZE\tMIGRATION\tCLIENTS\tBACKEND\tALIASES")
 	for _, r := range rows {
 		mig := r.MigrationVersion
 		if mig == "" {
@@ -434,8 +448,8 @@ func writeTenantList(w io.Writer, format string, ts []router.TenantInfo) error {
 		case r.ConnectedProxies > 1:
 			clients = fmt.Sprintf("via %d proxies", r.ConnectedProxies)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Schema, r.State, humanBytes(r.SizeBytes), mig, clients,
-			strings.Join(r.Aliases, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Schema, r.State, humanBytes(r.SizeBytes), mig, clients,
+			r.Backend, strings.Join(r.Aliases, ","))
 	}
 	return tw.Flush()
 }

@@ -500,6 +500,9 @@ func migrate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := refuseElsewhere(tenants, "migrate"); err != nil {
+		return err
+	}
 	applied, appliedShared, err := appliedMigrations(ctx, conn)
 	if err != nil {
 		return err

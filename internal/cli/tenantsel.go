@@ -225,6 +225,9 @@ func selectTenants(c *cli.Context, sel tenantSelection) (tenants []router.Tenant
 	err = withAdminConn(c, func(conn *pgx.Conn) error {
 		adminDSN = conn.Config().ConnString()
 		tenants, err = sel.resolve(c.Context, conn)
+		if err == nil {
+			err = refuseElsewhere(tenants, c.Command.FullName())
+		}
 		return err
 	})
 	if err == nil && len(tenants) == 0 {

@@ -53,7 +53,11 @@ func startMoveEnv(t *testing.T) *moveEnv {
 func (e *moveEnv) cli(t *testing.T, ctx context.Context, args ...string) (string, int, error) {
 	var stdout, stderr bytes.Buffer
 	code, err := cli.Run(ctx, append(args, "--backend", e.src.DSN(moveDB)), strings.NewReader(""), &stdout, &stderr)
-	return stdout.String() + stderr.String(), code, err
+	out := stdout.String() + stderr.String()
+	if err != nil {
+		out += "error: " + err.Error() + "\n"
+	}
+	return out, code, err
 }
 
 // createMoveTenant makes tenant on the source with rows rows spread over

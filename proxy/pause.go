@@ -41,6 +41,11 @@ type tenantPause struct {
 	// gen counts the registry pauses applied and lifted, so that the
 	// goroutine following one (drainPaused) knows when it is over.
 	gen atomic.Uint64
+	// gating counts the checkouts waiting in awaitServe: the tenant's
+	// waiting checkouts less these are past the pause, about to attach a
+	// backend (presence.go lets the serve lock go only when there are
+	// none).
+	gating atomic.Int64
 	// refresh serialises the reads of the tenant's registry pause.
 	refresh sync.Mutex
 }

@@ -127,8 +127,8 @@ func (p *presence) sync(ctx context.Context) (again bool, err error) {
 // syncServe takes and releases the serve locks (regpause.go) to match
 // wantServe. A lock is let go only after the tenant's served flag is
 // cleared and the tenant is seen, a moment later, with no backend and no
-// checkout under way: a checkout that passed awaitServe just before is
-// then counted in waiting or backends.
+// checkout past the pause: a checkout that passed awaitServe just before
+// is then counted in backends, or in waiting but no longer in gating.
 func (p *presence) syncServe(ctx context.Context) (again bool, err error) {
 	want := map[string]*tenantEntry{}
 	for _, e := range p.tenants.all() {
@@ -147,7 +147,9 @@ func (p *presence) syncServe(ctx context.Context) (again bool, err error) {
 		time.Sleep(time.Millisecond)
 	}
 	for _, e := range letGo {
-		if wantServe(e) || e.waiting.Load() > 0 {
+		// waiting first: a checkout leaving the gate between the two
+		// reads is counted as past it.
+		if past := e.waiting.Load() - e.pause.gating.Load(); wantServe(e) || past > 0 {
 			e.pause.served.Store(true)
 			again = true
 			continue

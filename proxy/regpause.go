@@ -30,6 +30,8 @@ const pauseLookupTimeout = 5 * time.Second
 // tenant is not paused (console or registry) and this proxy holds its serve
 // lock. wait false answers pool.ErrBusy instead of waiting.
 func (srv *Server) awaitServe(ctx context.Context, te *tenantEntry, wait bool) error {
+	te.pause.gating.Add(1)
+	defer te.pause.gating.Add(-1)
 	var timer *time.Timer
 	for {
 		if err := te.pause.wait(ctx, wait); err != nil {

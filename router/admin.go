@@ -678,6 +678,19 @@ func grantPoolRoles(ctx context.Context, tx pgx.Tx, on DB, role, schema, backend
 		return fmt.Errorf("list pool roles: %w", err)
 	}
 	for _, r := range roles {
+		if backend != DefaultBackend {
+			// Roles belong to a server. A pool role recorded for the
+			// registry's server but missing on this one cannot log in
+			// here either, so there is nothing to give it; the proxy's
+			// login as it would fail, saying so.
+			var exists bool
+			if err := on.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1)`, r).Scan(&exists); err != nil {
+				return fmt.Errorf("find pool role %q on backend %q: %w", r, backend, err)
+			}
+			if !exists {
+				continue
+			}
+		}
 		for _, s := range schemas {
 			if err := grantPoolRole(ctx, on, r, s); err != nil {
 				return err

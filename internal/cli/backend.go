@@ -161,8 +161,8 @@ func refuseElsewhere(tenants []router.Tenant, command string) error {
 		return nil
 	}
 	return cli.Exit(fmt.Sprintf("pgtenant %s works on the registry's own server only, and these tenants are placed on another backend: %s; "+
-		"name the tenants on the default backend (--tenant NAME), or move these back first (pgtenant tenant move NAME --to default)",
-		command, strings.Join(elsewhere, ", ")), exitUsage)
+		"name the tenants on the default backend (--tenant NAME)%s, or move these back first (pgtenant tenant move NAME --to default)",
+		command, strings.Join(elsewhere, ", "), viaProxy(command)), exitUsage)
 }
 
 // refuseTenantElsewhere is refuseElsewhere for one tenant named on the
@@ -179,4 +179,13 @@ func refuseTenantElsewhere(ctx context.Context, conn *pgx.Conn, name, command st
 		}
 	}
 	return nil
+}
+
+// viaProxy suggests --proxy to the commands that can reach tenants through
+// a running pgtenant, which routes each to its backend.
+func viaProxy(command string) string {
+	if strings.HasSuffix(command, "exec") {
+		return ", run it through a pgtenant (--proxy HOST:PORT)"
+	}
+	return ""
 }

@@ -225,7 +225,10 @@ func selectTenants(c *cli.Context, sel tenantSelection) (tenants []router.Tenant
 	err = withAdminConn(c, func(conn *pgx.Conn) error {
 		adminDSN = conn.Config().ConnString()
 		tenants, err = sel.resolve(c.Context, conn)
-		if err == nil {
+		// Through a proxy (--proxy; each always) a tenant is reached on
+		// whatever backend it is placed on; straight to the admin
+		// connection's server, only when it is there.
+		if err == nil && c.String("proxy") == "" {
 			err = refuseElsewhere(tenants, c.Command.FullName())
 		}
 		return err

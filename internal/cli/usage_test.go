@@ -140,7 +140,16 @@ func TestErrorMessages(t *testing.T) {
 		{[]string{"tenant", "create", "acme", "--registry", unreachable}, exitRuntime,
 			[]string{"cannot connect to the registry (--registry) at 127.0.0.1:1/appdb as app: dial error: dial tcp 127.0.0.1:1: connect: connection refused"}},
 		{[]string{"tenant", "create"}, exitUsage,
-			[]string{"usage: pgtenant tenant create NAME [--schema SCHEMA] [--adopt-schema] [--pool-role ROLE] --registry DSN"}},
+			[]string{"usage: pgtenant tenant create NAME [--on BACKEND] [--schema SCHEMA] [--adopt-schema] [--pool-role ROLE] --registry DSN"}},
+		// Refused before connecting, without repeating the password.
+		{[]string{"backend", "add", "eu2", "postgres://app:s3cret@10.0.0.2/app", "--backend", unreachable}, exitUsage,
+			[]string{`backend "eu2": the DSN holds a password; store it without one and give the password in a passfile ` +
+				`(PGPASSFILE or ~/.pgpass, matched by host, port, database and user) or PGPASSWORD in the environment of every ` +
+				`pgtenant process, or use role isolation mode's role secret`}},
+		{[]string{"backend", "remove", "default", "--backend", unreachable}, exitUsage,
+			[]string{"backend default is the registry's own server and cannot be removed"}},
+		{[]string{"tenant", "create", "acme", "--on", "EU", "--backend", unreachable}, exitUsage,
+			[]string{`invalid backend name "EU": use 1-63 lower-case letters, digits or _ starting with a letter`}},
 	}
 	for _, tc := range cases {
 		code, out, errOut := runMain(t, tc.args...)

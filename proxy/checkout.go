@@ -85,7 +85,7 @@ func (s *session) gate(ctx context.Context, wait bool) error {
 	if s.te == nil {
 		return nil
 	}
-	if err := s.te.pause.wait(ctx, wait); err != nil {
+	if err := s.srv.awaitServe(ctx, s.te, wait); err != nil {
 		return err
 	}
 	perSec, burst := s.tenantRate()

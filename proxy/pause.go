@@ -28,6 +28,26 @@ type tenantPause struct {
 	// timeout is how long a checkout waits for RESUME: query-wait-timeout
 	// when PAUSE was given.
 	timeout time.Duration
+	// console and registry are the two sources of a pause: the console's
+	// PAUSE on this proxy, and a pause recorded in the registry that every
+	// proxy applies (router.PauseTenant, regpause.go). The tenant runs
+	// again when neither holds it; each one's RESUME lifts its own only.
+	console, registry bool
+
+	// served: this proxy's presence session holds the tenant's serve lock
+	// (router.ServeLockClass), without which its transactions do not start
+	// (regpause.go). Set and cleared by the presence loop.
+	served atomic.Bool
+	// gen counts the registry pauses applied and lifted, so that the
+	// goroutine following one (drainPaused) knows when it is over.
+	gen atomic.Uint64
+	// gating counts the checkouts waiting in awaitServe: the tenant's
+	// waiting checkouts less these are past the pause, about to attach a
+	// backend (presence.go lets the serve lock go only when there are
+	// none).
+	gating atomic.Int64
+	// refresh serialises the reads of the tenant's registry pause.
+	refresh sync.Mutex
 }
 
 // errPauseKicked ends the wait of a client whose tenant was killed.
@@ -64,32 +84,54 @@ func (p *tenantPause) wait(ctx context.Context, wait bool) error {
 	}
 }
 
-// pause pauses the tenant; checkouts wait up to timeout for RESUME. It
-// reports whether the tenant was running.
+// pause pauses the tenant (the console's PAUSE); checkouts wait up to
+// timeout for RESUME. It reports whether the tenant was running.
 func (p *tenantPause) pause(timeout time.Duration) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.timeout = timeout
-	if p.resumed != nil {
-		return false
-	}
-	p.resumed, p.kicked = make(chan struct{}), make(chan struct{})
-	p.on.Store(true)
-	return true
+	return p.set(&p.console, true, timeout)
 }
 
-// resume lets the waiting checkouts go on; it reports whether the tenant
-// was paused.
-func (p *tenantPause) resume() bool {
+// resume lifts the console's pause and lets the waiting checkouts go on,
+// unless a registry pause still holds the tenant; it reports whether the
+// console had paused it.
+func (p *tenantPause) resume() bool { return p.set(&p.console, false, 0) }
+
+// pauseRegistry and resumeRegistry apply and lift a registry pause.
+func (p *tenantPause) pauseRegistry(timeout time.Duration) bool {
+	return p.set(&p.registry, true, timeout)
+}
+func (p *tenantPause) resumeRegistry() bool { return p.set(&p.registry, false, 0) }
+
+// registryPaused says whether a registry pause holds the tenant.
+func (p *tenantPause) registryPaused() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.resumed == nil {
-		return false
+	return p.registry
+}
+
+// set turns the pause of one source on or off and reports whether that
+// changed it; the tenant is paused while any source holds it. While both
+// hold it, a checkout waits up to the longer of their timeouts.
+func (p *tenantPause) set(src *bool, on bool, timeout time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := *src
+	if on {
+		if p.console || p.registry {
+			timeout = max(timeout, p.timeout)
+		}
+		p.timeout = timeout
 	}
-	p.on.Store(false)
-	close(p.resumed)
-	p.resumed, p.kicked = nil, nil
-	return true
+	*src = on
+	switch {
+	case (p.console || p.registry) && p.resumed == nil:
+		p.resumed, p.kicked = make(chan struct{}), make(chan struct{})
+		p.on.Store(true)
+	case !p.console && !p.registry && p.resumed != nil:
+		p.on.Store(false)
+		close(p.resumed)
+		p.resumed, p.kicked = nil, nil
+	}
+	return was != on
 }
 
 // kick ends the waits of the tenant's clients (KILL): they get

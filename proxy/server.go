@@ -86,6 +86,9 @@ type Server struct {
 
 	// tenants are the per-tenant counts and controls (tenants.go).
 	tenants tenantTable
+	// presenceUp: the presence loop holds its registry session, so the
+	// serve locks are kept and checkouts wait for them (regpause.go).
+	presenceUp atomic.Bool
 	// settings reads tenants' settings and schema sizes (tenantconf.go,
 	// quota.go); nil: tenants have no settings of their own.
 	settings TenantSettingsSource
@@ -562,6 +565,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 			if _, ok := router.BackendChangedFor(name); ok {
 				return
 			}
+			srv.pauseChanged(watchCtx, name)
 			if user, ok := router.GrantsChangedFor(name); ok {
 				if grants != nil {
 					grants.Forget(user)
@@ -602,7 +606,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	// Presence locks say, to tenant drop and rename, which tenants have
 	// clients here; fed by the tenant table before the first client.
 	srv.tenants.changed = make(chan struct{}, 1)
-	go newPresence(reg.Pool().Config().ConnConfig, &srv.tenants, log).run(bgCtx)
+	go newPresence(reg.Pool().Config().ConnConfig, srv, log).run(bgCtx)
 
 	// One line says how this pgtenant runs, for whoever reads the log
 	// first: a new user's "is it up, and where?".

@@ -154,7 +154,7 @@ func app() *cli.App {
 					tenantGrantCommand(),
 					tenantRevokeCommand(),
 					tenantAliasCommand(),
-				}, lifecycleCommands()...),
+				}, append(lifecycleCommands(), tenantMoveCommand(), tenantCleanupCommand())...),
 			},
 			userCommand(),
 			backendCommand(),

@@ -59,6 +59,8 @@ var settings = []setting{
 		func(c *Config) *bool { return &c.AllowPrivilegedBackend }),
 	intSetting("pool-size", "number of backend connections shared by all tenants",
 		func(c *Config) *int { return &c.PoolSize }),
+	intSetting("gomaxprocs", "threads that run pgtenant at once (Go's GOMAXPROCS); 0: Go's default, every CPU the process may use or the GOMAXPROCS variable; set it lower to leave cores to a PostgreSQL on the same host",
+		func(c *Config) *int { return &c.GoMaxProcs }),
 	stringSetting("pool-mode", "when a backend changes hands: transaction (at every safe point) or session (when the client leaves)",
 		func(c *Config) *string { return (*string)(&c.PoolMode) }),
 	stringSetting("tenant-from", "which startup value names the tenant: database, user, or sni (the TLS server name under --sni-suffix, or else options=-c pgtenant.tenant=NAME)",

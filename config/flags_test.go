@@ -304,6 +304,7 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		"django-tenant-table":        "tenants_tenant",
 		"django-domain-table":        "shared.tenants_domain",
 		"pool-size":                  "3",
+		"gomaxprocs":                 "2",
 		"pool-mode":                  "session",
 		"tenant-from":                "user",
 		"query-wait-timeout":         "1s",

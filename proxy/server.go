@@ -431,6 +431,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 	for _, o := range opts {
 		o(&ro)
 	}
+	procs := cfg.ApplyGoMaxProcs()
 	if err := checkBackendRole(ctx, cfg, log); err != nil {
 		return err
 	}
@@ -615,7 +616,7 @@ func RunListener(ctx context.Context, cfg config.Config, log *slog.Logger, ln ne
 		"tenant_source", cfg.RegistrySource, "tenants", countTenants(ctx, cfg, reg.Pool()),
 		"tenant_from", string(cfg.TenantFrom),
 		"auth_type", cfg.EffectiveAuthType(), "tenant_access", cfg.EffectiveTenantAccess(),
-		"client_tls", clientTLSMode(clientTLS), "metrics", metricsAddr)
+		"client_tls", clientTLSMode(clientTLS), "metrics", metricsAddr, "gomaxprocs", procs)
 	return srv.Serve(ctx, ln)
 }
 

@@ -122,26 +122,11 @@ func EnsureTenantRole(ctx context.Context, db DB, t Tenant, secret string) error
 		return err
 	}
 	err = inRegistryTx(ctx, db, func(tx pgx.Tx) error {
-		reg, found, err := tenantByName(ctx, tx, t.Name)
+		reg, err := tenantForRole(ctx, tx, t, role)
 		if err != nil {
 			return err
 		}
-		if !found {
-			return &UnknownTenantError{Name: t.Name}
-		}
-		if t.Schema != "" && reg.Schema != t.Schema {
-			return fmt.Errorf("tenant %q has schema %q in the registry, not %q", t.Name, reg.Schema, t.Schema)
-		}
 		if err := createSchema(ctx, tx, reg.Schema); err != nil {
-			return err
-		}
-		var other string
-		err = tx.QueryRow(ctx, `SELECT name FROM pgtenant.tenants WHERE schema_name = $1`, role).Scan(&other)
-		switch {
-		case err == nil:
-			return &TenantRoleError{Tenant: t.Name, Role: role,
-				Reason: fmt.Sprintf(`tenant %q has a schema of that name, which "$user" would reach`, other)}
-		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
 		if err := ensureTenantGroup(ctx, tx, nil); err != nil {
@@ -306,26 +291,8 @@ func EnsureTenantRoleOn(ctx context.Context, db, target DB, t Tenant, secret str
 		return err
 	}
 	err = inRegistryTx(ctx, db, func(tx pgx.Tx) error {
-		reg, found, err := tenantByName(ctx, tx, t.Name)
+		reg, err := tenantForRole(ctx, tx, t, role)
 		if err != nil {
-			return err
-		}
-		if !found {
-			return &UnknownTenantError{Name: t.Name}
-		}
-		if t.Schema != "" && reg.Schema != t.Schema {
-			return fmt.Errorf("tenant %q has schema %q in the registry, not %q", t.Name, reg.Schema, t.Schema)
-		}
-		if t.Backend != "" && reg.BackendOf() != t.Backend {
-			return fmt.Errorf("tenant %q is placed on backend %q in the registry, not %q", t.Name, reg.BackendOf(), t.Backend)
-		}
-		var other string
-		err = tx.QueryRow(ctx, `SELECT name FROM pgtenant.tenants WHERE schema_name = $1`, role).Scan(&other)
-		switch {
-		case err == nil:
-			return &TenantRoleError{Tenant: t.Name, Role: role,
-				Reason: fmt.Sprintf(`tenant %q has a schema of that name, which "$user" would reach`, other)}
-		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
 		return inTx(ctx, target, func(on pgx.Tx) error {
@@ -345,4 +312,35 @@ func EnsureTenantRoleOn(ctx context.Context, db, target DB, t Tenant, secret str
 		return fmt.Errorf("tenant role for %q on backend %q: %w", t.Name, t.BackendOf(), err)
 	}
 	return nil
+}
+
+// tenantForRole is the registry's record of t, checked for a tenant role:
+// t exists, with the schema and backend t names when it names them, and
+// no tenant has a schema called role (which "$user" in search_path would
+// reach). The schema check comes before anything is made on a server:
+// the schema and the role are created where the tenant is served.
+func tenantForRole(ctx context.Context, tx pgx.Tx, t Tenant, role string) (Tenant, error) {
+	reg, found, err := tenantByName(ctx, tx, t.Name)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if !found {
+		return Tenant{}, &UnknownTenantError{Name: t.Name}
+	}
+	if t.Schema != "" && reg.Schema != t.Schema {
+		return Tenant{}, fmt.Errorf("tenant %q has schema %q in the registry, not %q", t.Name, reg.Schema, t.Schema)
+	}
+	if t.Backend != "" && reg.BackendOf() != t.Backend {
+		return Tenant{}, fmt.Errorf("tenant %q is placed on backend %q in the registry, not %q", t.Name, reg.BackendOf(), t.Backend)
+	}
+	var other string
+	err = tx.QueryRow(ctx, `SELECT name FROM pgtenant.tenants WHERE schema_name = $1`, role).Scan(&other)
+	switch {
+	case err == nil:
+		return Tenant{}, &TenantRoleError{Tenant: t.Name, Role: role,
+			Reason: fmt.Sprintf(`tenant %q has a schema of that name, which "$user" would reach`, other)}
+	case !errors.Is(err, pgx.ErrNoRows):
+		return Tenant{}, err
+	}
+	return reg, nil
 }

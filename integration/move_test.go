@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pgtenant/pgtenant/config"
 	"github.com/pgtenant/pgtenant/internal/cli"
 	"github.com/pgtenant/pgtenant/internal/pgcluster"
 	"github.com/pgtenant/pgtenant/router"
@@ -20,7 +19,7 @@ import (
 
 // The online move (issue 16), with clusters of the test's own: the source
 // (which holds the registry too) and the target, both wal_level=logical,
-// and two proxies on the one registry. A ledger client writes through each
+// and two pgtenant processes on the one registry. A ledger client writes through each
 // proxy all along: each transaction inserts a row with a client-side id,
 // and the client records every COMMIT it saw succeed.
 
@@ -45,8 +44,11 @@ func startMoveEnv(t *testing.T) *moveEnv {
 	if err := router.AddBackend(ctx, e.reg, "mvtarget", e.dst.DSN(moveDB)); err != nil {
 		t.Fatal(err)
 	}
-	mod := func(cfg *config.Config) { cfg.Backend = e.src.DSN(moveDB); cfg.PoolSize = 4 }
-	e.p1, e.p2 = startProxy(t, mod), startProxy(t, mod)
+	// Two pgtenant processes (`pgtenant serve`, built from this tree) that
+	// share nothing but the registry: each must see the pause, the switch
+	// and the resume through it.
+	e.p1 = startChildProxy(t, 0, "--backend", e.src.DSN(moveDB), "--pool-size", "4").Proxy
+	e.p2 = startChildProxy(t, 0, "--backend", e.src.DSN(moveDB), "--pool-size", "4").Proxy
 	return e
 }
 

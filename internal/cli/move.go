@@ -455,7 +455,18 @@ func (m *moveRun) lagBytes() string {
 // once) and returns its new value.
 func (m *moveRun) bumpMarker(conn *pgx.Conn) (int64, error) {
 	var n int64
-	err := conn.QueryRow(m.c.Context, `UPDATE `+m.markTable+` SET n = n + 1 WHERE id = 1 RETURNING n`).Scan(&n)
+	ctx := m.c.Context
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// Flushed at its commit whatever the server's synchronous_commit:
+		// a walsender sends only flushed WAL, so under synchronous_commit
+		// off the marker, and every commit before it, would wait for the
+		// WAL writer (wal_writer_delay, 200 ms by default) before the
+		// target could apply it, and the pause would last that long.
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `UPDATE `+m.markTable+` SET n = n + 1 WHERE id = 1 RETURNING n`).Scan(&n)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("write the move's marker on the source: %w", err)
 	}

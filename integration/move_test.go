@@ -255,6 +255,42 @@ func TestMove(t *testing.T) {
 	for _, l := range []*moveLedger{l1, l2} {
 		fmt.Printf("move %d rows: ledger %s longest transaction (the pause it saw) %v\n", rows, l.name, l.maxWait.Round(time.Millisecond))
 	}
+
+	// A third cluster: the tenant moves on, between two backends neither of
+	// which holds the registry, while both processes' ledgers write again.
+	// Every commit of all four ledgers must be on the third server.
+	third := startOwnCluster(ctx, t, pgcluster.Options{MaxConnections: 100, Settings: map[string]string{"wal_level": "logical"}}, moveDB)
+	if err := router.AddBackend(ctx, e.reg, "mvthird", third.DSN(moveDB)); err != nil {
+		t.Fatal(err)
+	}
+	l3 := runLedger(t, e.p1, tenant, "p1b")
+	l4 := runLedger(t, e.p2, tenant, "p2b")
+	time.Sleep(300 * time.Millisecond)
+	out, code, err = e.cli(t, ctx, "tenant", "move", tenant, "--to", "mvthird", "--drop-source")
+	t.Logf("tenant move to a third backend:\n%s", out)
+	time.Sleep(300 * time.Millisecond)
+	l3.finish(t)
+	l4.finish(t)
+	if code != 0 {
+		t.Fatalf("tenant move --to mvthird: exit %d, %v", code, err)
+	}
+	thirdConn, err := pgx.Connect(ctx, third.DSN(moveDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer thirdConn.Close(ctx)
+	for _, l := range []*moveLedger{l1, l2, l3, l4} {
+		checkLedger(t, thirdConn, tenant, l)
+	}
+	if err := e.reg.QueryRow(ctx, `SELECT backend FROM pgtenant.tenants WHERE name = $1`, tenant).Scan(&placed); err != nil || placed != "mvthird" {
+		t.Fatalf("placement after the second move = %q, %v", placed, err)
+	}
+	_ = dst.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, tenant).Scan(&kept)
+	if kept {
+		t.Errorf("schema %s still on mvtarget after --drop-source", tenant)
+	}
+	fmt.Printf("second move (mvtarget -> mvthird): ledgers p1b, p2b longest transaction %v, %v\n",
+		l3.maxWait.Round(time.Millisecond), l4.maxWait.Round(time.Millisecond))
 }
 
 // TestMoveAbort: a move aborted halfway leaves the tenant on the source,

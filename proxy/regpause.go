@@ -71,9 +71,7 @@ func (srv *Server) pauseChanged(ctx context.Context, payload string) {
 		return
 	}
 	if payload == "" {
-		for _, te := range srv.tenants.all() {
-			go srv.refreshPause(ctx, te)
-		}
+		go srv.refreshAllPauses(ctx)
 		return
 	}
 	if te := srv.tenants.lookup(payload); te != nil {
@@ -96,6 +94,35 @@ func (srv *Server) refreshPause(ctx context.Context, te *tenantEntry) {
 		}
 		return
 	}
+	srv.applyPause(ctx, te, p, on)
+}
+
+// refreshAllPauses is refreshPause for every tenant known here, with one
+// query: a watch that reconnects (or a TRUNCATE) asks for them all, and a
+// query per tenant would take as many registry connections at once, at
+// start too, when a proxy short of file descriptors (or the registry's
+// connection limit) can least afford them.
+func (srv *Server) refreshAllPauses(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, pauseLookupTimeout)
+	defer cancel()
+	pauses, err := router.LookupPauses(rctx, srv.registryDB)
+	if err != nil {
+		if ctx.Err() == nil {
+			srv.log.Warn("cannot read the tenants' pauses from the registry; keeping their state", "err", err)
+		}
+		return
+	}
+	for _, te := range srv.tenants.all() {
+		p, on := pauses[te.name]
+		te.pause.refresh.Lock()
+		srv.applyPause(ctx, te, p, on)
+		te.pause.refresh.Unlock()
+	}
+}
+
+// applyPause applies te's registry pause p (on) or lifts it (!on); the
+// caller holds te.pause.refresh.
+func (srv *Server) applyPause(ctx context.Context, te *tenantEntry, p router.Pause, on bool) {
 	if !on {
 		if te.pause.registryPaused() && srv.placements != nil {
 			// A move lifts its pause in the transaction that switches the

@@ -118,6 +118,44 @@ func LookupPause(ctx context.Context, db DB, tenant string) (Pause, bool, error)
 	return p, true, nil
 }
 
+// LookupPauses returns every tenant's registry pause in force, by tenant,
+// in one query: a proxy that must read them all (its registry watch
+// reconnected) asks once, not once per tenant.
+func LookupPauses(ctx context.Context, db DB) (map[string]Pause, error) {
+	rows, err := db.Query(ctx, `SELECT tenant, reason,
+		extract(epoch FROM drain_until - clock_timestamp()) * 1000,
+		extract(epoch FROM deadline - clock_timestamp()) * 1000
+		FROM pgtenant.tenant_pauses WHERE deadline > clock_timestamp()`)
+	if err != nil {
+		if isMissingRegistry(err) {
+			return map[string]Pause{}, nil
+		}
+		return nil, fmt.Errorf("read the tenants' pauses: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Pause{}
+	for rows.Next() {
+		var (
+			tenant              string
+			p                   Pause
+			drainMs, deadlineMs float64
+		)
+		if err := rows.Scan(&tenant, &p.Reason, &drainMs, &deadlineMs); err != nil {
+			return nil, fmt.Errorf("read the tenants' pauses: %w", err)
+		}
+		p.DrainIn = time.Duration(drainMs * float64(time.Millisecond))
+		p.DeadlineIn = time.Duration(deadlineMs * float64(time.Millisecond))
+		out[tenant] = p
+	}
+	if err := rows.Err(); err != nil {
+		if isMissingRegistry(err) {
+			return map[string]Pause{}, nil
+		}
+		return nil, fmt.Errorf("read the tenants' pauses: %w", err)
+	}
+	return out, nil
+}
+
 // PauseTenant records a pause of tenant (its clients' new transactions wait
 // on every proxy); transactions still running after drain are ended, and
 // the pause lapses by itself after deadline (both from now). A pause

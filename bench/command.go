@@ -20,7 +20,7 @@ const (
 // Flags are `pgtenant bench`'s flags.
 func Flags() []cli.Flag {
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "quick", Usage: "a short run (under 2 minutes): 2 rounds of 1s runs, pgbench scale 2, 500 idle clients"},
+		&cli.BoolFlag{Name: "quick", Usage: "a short run (a few minutes): 2 rounds of 1s runs, pgbench scale 2, 500 idle clients, smaller crowds"},
 		&cli.IntFlag{Name: "rounds", Usage: "rounds of every scenario against every target", DefaultText: "5, quick 2"},
 		&cli.IntFlag{Name: "pool-size", Value: defaultPoolSize, Usage: "server pool size of every pooler"},
 		&cli.Float64Flag{Name: "clients-scale", Value: 1, Usage: "multiply every pgbench client count by this"},

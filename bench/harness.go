@@ -63,9 +63,10 @@ type ServeCommandFunc func(listen, backend string, poolSize, maxClientConn int) 
 // throwaway PostgreSQL, an in-process pgtenant and a PgBouncer the harness
 // starts itself.
 type Options struct {
-	// Quick shortens everything so the whole run takes under two minutes:
-	// fewer rounds, shorter runs, a smaller pgbench scale and fewer idle
-	// clients. Fields set explicitly still win.
+	// Quick shortens everything so the whole run takes a few minutes (4.5
+	// on a 2-core machine): fewer rounds, shorter runs, a smaller pgbench
+	// scale, fewer idle clients, smaller crowds. Fields set explicitly
+	// still win.
 	Quick bool
 	// Rounds is how many times every scenario runs against every target.
 	// Default 5 (quick: 2).

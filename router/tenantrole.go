@@ -126,16 +126,7 @@ func EnsureTenantRole(ctx context.Context, db DB, t Tenant, secret string) error
 		if err != nil {
 			return err
 		}
-		if err := createSchema(ctx, tx, reg.Schema); err != nil {
-			return err
-		}
-		if err := ensureTenantGroup(ctx, tx, nil); err != nil {
-			return err
-		}
-		if err := ensureRole(ctx, tx, t.Name, role, verifier); err != nil {
-			return err
-		}
-		return giveSchema(ctx, tx, reg.Schema, role)
+		return makeTenantRole(ctx, tx, t.Name, reg.Schema, role, verifier, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("tenant role for %q: %w", t.Name, err)
@@ -296,16 +287,7 @@ func EnsureTenantRoleOn(ctx context.Context, db, target DB, t Tenant, secret str
 			return err
 		}
 		return inTx(ctx, target, func(on pgx.Tx) error {
-			if err := createSchema(ctx, on, reg.Schema); err != nil {
-				return err
-			}
-			if err := ensureTenantGroup(ctx, on, shared); err != nil {
-				return err
-			}
-			if err := ensureRole(ctx, on, t.Name, role, verifier); err != nil {
-				return err
-			}
-			return giveSchema(ctx, on, reg.Schema, role)
+			return makeTenantRole(ctx, on, t.Name, reg.Schema, role, verifier, shared)
 		})
 	})
 	if err != nil {
@@ -343,4 +325,21 @@ func tenantForRole(ctx context.Context, tx pgx.Tx, t Tenant, role string) (Tenan
 		return Tenant{}, err
 	}
 	return reg, nil
+}
+
+// makeTenantRole makes, on the server tx runs on, what a tenant role needs
+// there: the tenant's schema, the tenants' group (with USAGE on public and
+// shared), the role itself and the ownership of the schema. EnsureTenantRole
+// runs it on the registry's server, EnsureTenantRoleOn on the tenant's.
+func makeTenantRole(ctx context.Context, tx pgx.Tx, tenant, schema, role, verifier string, shared []string) error {
+	if err := createSchema(ctx, tx, schema); err != nil {
+		return err
+	}
+	if err := ensureTenantGroup(ctx, tx, shared); err != nil {
+		return err
+	}
+	if err := ensureRole(ctx, tx, tenant, role, verifier); err != nil {
+		return err
+	}
+	return giveSchema(ctx, tx, schema, role)
 }
